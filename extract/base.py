@@ -1,0 +1,141 @@
+"""The encoder contract and its registry.
+
+An encoder turns one manifest row into one array. Extraction is split so the
+GPU never waits on I/O: :meth:`Encoder.load` runs in CPU worker threads
+(decode, resample, crop, tokenise), :meth:`Encoder.encode` runs the frozen
+model on a batch of loaded items in the main thread.
+
+Encoders are registered by the prefix of their spec, e.g. ``hf:facebook/wav2vec2-base``
+is the ``hf`` encoder of its modality with argument ``facebook/wav2vec2-base``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from manifests import Utterance
+
+
+class ExtractError(Exception):
+    """One utterance could not be processed; recorded in the set's failure table.
+
+    ``stage`` says where it broke (``"decode"``, ``"encode"``, ``"input"``...).
+    """
+
+    def __init__(self, utt_id: str, stage: str, message: str):
+        super().__init__(f"{utt_id}: {stage}: {message}")
+        self.utt_id = utt_id
+        self.stage = stage
+        self.message = message
+
+
+class EncoderConfigError(ValueError):
+    """An encoder spec or option that cannot work; the message says what would."""
+
+
+class Encoder(ABC):
+    """A frozen feature extractor for one modality.
+
+    Subclasses set ``modality`` and ``kind`` and are registered with :func:`register`.
+    Construction loads the model (once per process or Dask worker).
+    """
+
+    modality: ClassVar[str]
+    kind: ClassVar[str]
+    #: True when a weights file or folder is needed and there is no default.
+    needs_weights: ClassVar[bool] = False
+
+    def __init__(self, arg: str | None, *, device: str = "cpu", dtype: str = "float32", options: dict[str, Any] | None = None):
+        self.arg = arg
+        self.device = device
+        self.dtype = dtype
+        self.options = dict(options or {})
+
+    @property
+    def spec(self) -> str:
+        """The spec string that names this encoder, e.g. ``hf:/models/tiny``."""
+        return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+    @abstractmethod
+    def cost(self, utt: Utterance) -> float:
+        """A cheap size estimate (seconds of media, tokens) used to group batches by length."""
+
+    @abstractmethod
+    def length(self, utt: Utterance) -> int | None:
+        """Frames this utterance will have, when it can be known before encoding; else None."""
+
+    @abstractmethod
+    def load(self, utt: Utterance) -> Any:
+        """Read and preprocess the utterance's media on the CPU (thread-safe).
+
+        Raise :class:`ExtractError` for bad input (missing, empty, undecodable...).
+        """
+
+    @abstractmethod
+    def encode(self, items: list[Any]) -> list[np.ndarray]:
+        """Run the frozen model over a batch of loaded items.
+
+        Returns one float32 array per item: ``(T, D)``, or ``(L, T, D)`` when several
+        layers are kept. Must give the same values for an item whatever batch it is in
+        (up to float rounding), so padding masks must be honoured.
+        """
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Feature width D."""
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Frames per second of the output, or None where time has no rate (tokens)."""
+        return None
+
+    @property
+    def layers(self) -> str | None:
+        """Which layers are kept (``"last"``, ``"all"``, ``"0,3,6"``), None for single-output encoders."""
+        return None
+
+    def weights_sha256(self) -> str | None:
+        """sha256 over the weight files, None where there are none (openSMILE, HOG)."""
+        return None
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Parameters that change the values (sample rate, frames per clip, crop...)."""
+        return {}
+
+
+_REGISTRY: dict[tuple[str, str], type[Encoder]] = {}
+#: The default spec per modality when ``--encoder`` is not given: all run offline with real weights.
+DEFAULTS: dict[str, str] = {}
+
+
+def register(cls: type[Encoder]) -> type[Encoder]:
+    """Class decorator: make ``cls`` available as ``<kind>:<arg>`` for its modality."""
+    key = (cls.modality, cls.kind)
+    if key in _REGISTRY:
+        raise ValueError(f"encoder {cls.kind!r} for {cls.modality} registered twice")
+    _REGISTRY[key] = cls
+    return cls
+
+
+def registered(modality: str | None = None) -> dict[tuple[str, str], type[Encoder]]:
+    return {k: v for k, v in _REGISTRY.items() if modality is None or k[0] == modality}
+
+
+def create_encoder(modality: str, spec: str | None = None, **kwargs: Any) -> Encoder:
+    """Build the encoder that ``spec`` names (``kind`` or ``kind:arg``) for ``modality``."""
+    spec = spec or DEFAULTS.get(modality)
+    if spec is None:
+        raise EncoderConfigError(f"no default encoder for modality {modality!r}; choose one of {sorted(DEFAULTS)}")
+    kind, _, arg = spec.partition(":")
+    cls = _REGISTRY.get((modality, kind))
+    if cls is None:
+        kinds = sorted(k for m, k in _REGISTRY if m == modality)
+        raise EncoderConfigError(f"unknown {modality} encoder {kind!r} in {spec!r}; registered: {kinds}")
+    return cls(arg or None, **kwargs)
+
+
+EncoderFactory = Callable[[], Encoder]

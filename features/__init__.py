@@ -1,0 +1,1 @@
+"""emocache: features."""

@@ -1,0 +1,81 @@
+"""Reading and writing manifests (JSON Lines, one :class:`Utterance` per line)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .schema import IDENTITY_FIELDS, Utterance
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be read; the message names the file and line."""
+
+
+def write_manifest(rows: Iterable[Utterance], path: str | os.PathLike) -> Path:
+    """Write ``rows`` to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    """Read a manifest. Relative media paths are resolved against the manifest's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest file; write one with `manifests iemocap`, `manifests csv` or `manifests demo`")
+    rows: list[Utterance] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as lines:
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = Utterance.from_json(json.loads(line))
+            except (json.JSONDecodeError, ValueError, TypeError) as err:
+                raise ManifestError(f"{path}:{lineno}: {err}") from err
+            if row.utt_id in seen:
+                raise ManifestError(f"{path}:{lineno}: utterance {row.utt_id!r} appears twice")
+            seen.add(row.utt_id)
+            rows.append(_resolve(row, path.parent))
+    if not rows:
+        raise ManifestError(f"{path}: the manifest is empty")
+    return rows
+
+
+def _resolve(row: Utterance, base: Path) -> Utterance:
+    changes = {}
+    for field in ("audio", "video"):
+        value = getattr(row, field)
+        if value and not os.path.isabs(value) and "://" not in value:
+            changes[field] = str(base / value)
+    if not changes:
+        return row
+    import dataclasses
+
+    return dataclasses.replace(row, **changes)
+
+
+def manifest_hash(rows: Sequence[Utterance]) -> str:
+    """A sha256 over what each row means (ids, labels, groups, spans, text), not where its files are.
+
+    Order-independent: rows are sorted by ``utt_id`` first.
+    """
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: r.utt_id):
+        values = {name: getattr(row, name) for name in IDENTITY_FIELDS}
+        digest.update(json.dumps(values, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()

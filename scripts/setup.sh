@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Creates .venv (Python 3.11) and installs emocache with everything it needs.
+# Idempotent: a second run only reinstalls when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
+    echo "emocache needs Python 3.11 or newer; found $("$PYTHON" --version). Set PYTHON=/path/to/python3.11." >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.emocache-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing dependencies into .venv (the first time takes several minutes)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    # torch and torchvision first, as the pair that is known to work together.
+    .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+    .venv/bin/python -m pip install --quiet -e ".[test]"
+    echo "$want" > "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""emocache: train."""
