@@ -1,0 +1,199 @@
+"""Building blocks of the stage-2 head: masked pooling, input projection, attention, A-GRU, cross-modal blocks.
+
+Shapes: B batch, T frames, D input width, L stored layers, d common width. Every mask is a bool tensor
+(B, T), True = real frame, and real frames always come first (a prefix); padding frames take part in
+no sum, mean, softmax or attention anywhere below.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
+    """x (B, T, d) with padding frames set to exactly 0 (NaN/inf in padding included).
+
+    ``torch.where`` rather than a product, so that garbage in padding can never leak in as 0 * NaN.
+    """
+    return torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over real frames: x (B, T, d), mask (B, T) -> (B, d). Each row needs one real frame."""
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    total = (zero_padding(x, mask) * weights).sum(dim=1)
+    return total / weights.sum(dim=1).clamp_min(1.0)
+
+
+def masked_pool_time(x: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Masked average pooling in time by k: x (B, T, D), mask (B, T) -> (B, ceil(T/k), D), (B, ceil(T/k)).
+
+    Windows start at frame 0, so a real frame lands in the same window whatever padding follows; a
+    window's value is the mean of its real frames and its pooled mask is True where any frame was real.
+    """
+    if k == 1:
+        return x, mask
+    batch, frames, width = x.shape
+    pad = (-frames) % k
+    x = F.pad(zero_padding(x, mask), (0, 0, 0, pad))
+    mask = F.pad(mask, (0, pad))
+    windows = frames // k + (pad > 0)
+    counts = mask.view(batch, windows, k).to(x.dtype)
+    total = (x.view(batch, windows, k, width) * counts.unsqueeze(-1)).sum(dim=2)
+    n = counts.sum(dim=2)
+    return total / n.clamp_min(1.0).unsqueeze(-1), n > 0
+
+
+class LayerSum(nn.Module):
+    """Learnable softmax-weighted sum over stored layers (SUPERB): (B, L, T, D) -> (B, T, D).
+
+    The weights start equal, so an untrained sum is the layer average.
+    """
+
+    def __init__(self, layers: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(layers))
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = torch.softmax(self.logits, dim=0).to(x.dtype)
+        return torch.einsum("bltd,l->btd", x, weights)
+
+
+class InputProjection(nn.Module):
+    """Linear(D -> d) + LayerNorm + dropout, per frame: (B, T, D) -> (B, T, d)."""
+
+    def __init__(self, in_dim: int, dim: int, dropout: float):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.norm(self.proj(x)))
+
+
+class MaskedAttention(nn.Module):
+    """Multi-head attention of a query stream over a context stream with a key padding mask.
+
+    x (B, Tq, d), context (B, Tk, d), context_mask (B, Tk) -> (B, Tq, d). Padding keys get no weight;
+    padding queries produce values that later masked pooling ignores.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = dropout
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
+        batch, tq, dim = x.shape
+        tk = context.shape[1]
+        head_dim = dim // self.heads
+        q = self.q(x).view(batch, tq, self.heads, head_dim).transpose(1, 2)
+        k, v = self.kv(context).view(batch, tk, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=context_mask[:, None, None, :],
+            dropout_p=self.attn_drop if self.training else 0.0,
+        )
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tq, dim)))
+
+
+class FeedForward(nn.Module):
+    """Position-wise Linear(d -> ff_mult*d) -> ReLU -> dropout -> Linear -> dropout: (B, T, d) -> (B, T, d)."""
+
+    def __init__(self, dim: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, ff_mult * dim)
+        self.fc2 = nn.Linear(ff_mult * dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(F.relu(self.fc1(x)))))
+
+
+class AGRU(nn.Module):
+    """A-GRU (paper 2.1): bidirectional GRU (d/2 per direction) -> self-attention, residual, LayerNorm.
+
+    x (B, T, d), mask (B, T) -> (B, T, d), padding frames 0. The GRU runs on packed sequences, so a
+    backward pass starts at each utterance's own last real frame and padding never changes a result.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"width {dim} must be even: the bidirectional GRU has d/2 units per direction")
+        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.attn = MaskedAttention(dim, heads, dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        lengths = mask.sum(dim=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return zero_padding(self.norm(h + self.attn(h, h, mask)), mask)
+
+
+class CrossModalBlock(nn.Module):
+    """Cross-modal transformer block in the MulT style (paper Eq. 1-2).
+
+    Pre-norm attention with Q from the query (audio) stream and K = V from the other modality, a
+    residual onto the query stream, then a pre-norm feed-forward with its own residual.
+    q (B, Tq, d), kv (B, Tk, d), kv_mask (B, Tk) -> (B, Tq, d).
+    """
+
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = MaskedAttention(dim, heads, dropout)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+
+    def forward(self, q: Tensor, kv: Tensor, kv_mask: Tensor) -> Tensor:
+        x = q + self.attn(self.norm_q(q), self.norm_kv(kv), kv_mask)
+        return x + self.ff(self.norm_ff(x))
+
+
+class GatedCrossModalBlock(nn.Module):
+    """Gated cross-modal attention (paper Eq. 1-4): two parallel CM blocks and a per-channel gate.
+
+    X^F1 = CM_AT(q, X^t), X^F2 = CM_AV(q, X^v); P = sigmoid(Linear_{2d->d}([X^F1; X^F2])) per frame and
+    channel; X^F = P * X^F1 + (1 - P) * X^F2. Without the gate (an ablation of ours, not the paper's)
+    X^F is the plain average of the two streams. All (B, T_a, d); x_t (B, T_t, d), x_v (B, T_v, d).
+    """
+
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float, gate: bool):
+        super().__init__()
+        self.cm_t = CrossModalBlock(dim, heads, ff_mult, dropout)
+        self.cm_v = CrossModalBlock(dim, heads, ff_mult, dropout)
+        self.gate = nn.Linear(2 * dim, dim) if gate else None
+
+    def forward(self, q: Tensor, x_t: Tensor, mask_t: Tensor, x_v: Tensor, mask_v: Tensor) -> Tensor:
+        f1 = self.cm_t(q, x_t, mask_t)
+        f2 = self.cm_v(q, x_v, mask_v)
+        if self.gate is None:
+            return 0.5 * (f1 + f2)
+        p = torch.sigmoid(self.gate(torch.cat([f1, f2], dim=-1)))
+        return p * f1 + (1.0 - p) * f2
+
+
+class ClassifierHead(nn.Module):
+    """Linear(d -> d) -> ReLU -> dropout -> Linear(d -> C): (B, d) -> (B, C)."""
+
+    def __init__(self, dim: int, n_classes: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(dim, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.drop(F.relu(self.fc1(x))))

@@ -1,0 +1,66 @@
+"""Losses of the head: the margin loss of homogeneous feature discrepancy learning (paper Eq. 6) and Eq. 8."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from train.model import ModelOutput
+
+# Anchors per chunk are chosen so that one (chunk, N, N) slab stays under this many elements
+# (64 Mi floats = 256 MiB): at batch 64 with three modalities (N = 192) the whole cube is one slab.
+_MAX_SLAB = 1 << 26
+
+
+def margin_loss(z: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
+    """Paper Eq. 6 over one batch: z (B, M, D), labels (B,) -> scalar.
+
+    The elements are the pairs (b, m), i = b * M + m, with modality m[i] = m and class c[i] = labels[b].
+    The triplet set holds every (i, j, k) with m[i] != m[j], m[i] == m[k], c[i] == c[j], c[i] != c[k];
+    the loss is the mean over it of max(0, alpha - cos(z_i, z_j) + cos(z_i, z_k)), and 0 (still part
+    of the graph, with zero gradient) where it is empty. Computed from one (N, N) cosine matrix,
+    N = B * M, with masked tensor algebra over anchors in chunks (no Python loop over triplets).
+    """
+    if z.dim() != 3:
+        raise ValueError(f"z must have shape (B, M, D), got {tuple(z.shape)}")
+    batch, mods, _ = z.shape
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+    n = batch * mods
+    unit = F.normalize(z.reshape(n, -1), dim=-1)
+    cos = unit @ unit.t()  # (N, N)
+    modality = torch.arange(mods, device=z.device).repeat(batch)
+    cls = labels.to(z.device).repeat_interleave(mods)
+    same_mod = modality.unsqueeze(0) == modality.unsqueeze(1)
+    same_cls = cls.unsqueeze(0) == cls.unsqueeze(1)
+    positive = ~same_mod & same_cls  # (i, j): other modality, same class
+    negative = same_mod & ~same_cls  # (i, k): same modality, other class
+    count = (positive.sum(dim=1) * negative.sum(dim=1)).sum()
+    total = z.sum() * 0.0
+    if int(count) == 0:
+        return total
+    chunk = max(1, _MAX_SLAB // (n * n))
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        hinge = torch.relu(alpha - cos[rows].unsqueeze(2) + cos[rows].unsqueeze(1))  # (c, j, k)
+        valid = positive[rows].unsqueeze(2) & negative[rows].unsqueeze(1)
+        total = total + torch.where(valid, hinge, torch.zeros((), dtype=hinge.dtype, device=hinge.device)).sum()
+    return total / count.to(total.dtype)
+
+
+def total_loss(out: ModelOutput, labels: Tensor, lam: float, alpha: float) -> tuple[Tensor, dict[str, float]]:
+    """Paper Eq. 8: CE + lam * L_mar -> (loss, {"ce": ..., "margin": ...}).
+
+    With z None (fewer than three modalities) the loss is CE and "margin" is 0.0. With lam == 0 the
+    loss is CE alone, and "margin" still reports L_mar (computed without a graph) so that the lambda = 0
+    ablation can be compared with the others.
+    """
+    ce = F.cross_entropy(out.logits, labels)
+    if out.z is None:
+        return ce, {"ce": float(ce.detach()), "margin": 0.0}
+    if lam == 0:
+        with torch.no_grad():
+            mar = margin_loss(out.z, labels, alpha)
+        return ce, {"ce": float(ce.detach()), "margin": float(mar)}
+    mar = margin_loss(out.z, labels, alpha)
+    return ce + lam * mar, {"ce": float(ce.detach()), "margin": float(mar.detach())}

@@ -1,0 +1,279 @@
+"""The stage-2 head (MODEL.md): per-modality branches, gated cross-modal attention, shared encoder.
+
+Ablation modes (paper 4.1, MODEL.md):
+  one modality (A, T or V)  branch -> masked mean -> classifier; no cross-modal attention, no z
+  two (A+T, A+V)            n_blocks stacked CM blocks, audio as query, no gate, no z
+  three (A+V+T)             n_blocks stacked gated blocks (two CM blocks each), z for the margin loss
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from train.layers import (
+    AGRU,
+    ClassifierHead,
+    CrossModalBlock,
+    GatedCrossModalBlock,
+    InputProjection,
+    LayerSum,
+    masked_mean,
+    masked_pool_time,
+    zero_padding,
+)
+from train.lvc import AGRULVC
+
+MODALITIES = ("a", "t", "v")  # audio (major), text, video
+_NAMES = {"a": "audio", "t": "text", "v": "video"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The head's hyper-parameters; the paper's values are the defaults.
+
+    ``modalities`` is a set: it is stored in MODALITIES order, which is also the order of z's M axis.
+    ``gate``: None means the paper's reading (a gate with three modalities only); False with three
+    modalities replaces the gate by the plain average of the two cross-modal streams (our ablation);
+    True with fewer than three is an error. ``frame_pool`` > 1 mean-pools every input sequence in time
+    by that factor before the branches (a CPU lever; 1 in the paper).
+    """
+
+    modalities: tuple[str, ...] = MODALITIES
+    d: int = 256
+    heads: int = 4
+    n_blocks: int = 3
+    lvc_codewords: int = 16
+    d_shared: int | None = None
+    dropout: float = 0.1
+    frame_pool: int = 1
+    gate: bool | None = None
+    ff_mult: int = 4
+
+    def __post_init__(self) -> None:
+        mods = tuple(self.modalities)
+        unknown = [m for m in mods if m not in MODALITIES]
+        if not mods or unknown or len(set(mods)) != len(mods):
+            raise ValueError(
+                f"modalities {list(mods)} must be a non-empty set of distinct names from {list(MODALITIES)}"
+            )
+        if len(mods) == 2 and "a" not in mods:
+            raise ValueError(
+                f"modalities {list(mods)}: with two modalities audio is the query stream and must be one of "
+                "them (valid pairs: a+t, a+v)"
+            )
+        object.__setattr__(self, "modalities", tuple(m for m in MODALITIES if m in mods))
+        if self.gate and len(mods) != 3:
+            raise ValueError(f"gate=True needs all three modalities, got {list(mods)}; leave gate unset")
+        for name in ("d", "heads", "n_blocks", "lvc_codewords", "frame_pool", "ff_mult"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.d % self.heads:
+            raise ValueError(f"d={self.d} must be divisible by heads={self.heads}")
+        if self.d % 2:
+            raise ValueError(f"d={self.d} must be even: the bidirectional GRU has d/2 units per direction")
+        if self.d_shared is not None and self.d_shared < 1:
+            raise ValueError(f"d_shared must be a positive integer or None, got {self.d_shared}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def use_gate(self) -> bool:
+        """Whether the gated blocks gate (only ever with three modalities)."""
+        return len(self.modalities) == 3 and self.gate is not False
+
+    @property
+    def uses_margin(self) -> bool:
+        """Whether the model gives z for the margin loss (three modalities only)."""
+        return len(self.modalities) == 3
+
+    @property
+    def shared_dim(self) -> int:
+        return self.d if self.d_shared is None else self.d_shared
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["modalities"] = list(self.modalities)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(known)}")
+        values = dict(data)
+        if "modalities" in values:
+            values["modalities"] = tuple(values["modalities"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One stored feature set as the head sees it: width D, and L when it holds several layers."""
+
+    dim: int
+    layers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"input dim must be positive, got {self.dim}")
+        if self.layers is not None and self.layers < 1:
+            raise ValueError(f"input layers must be positive or None, got {self.layers}")
+
+
+@dataclass
+class ModelOutput:
+    """logits (B, C); z (B, M, d_shared) shared-encoder outputs of the unfused streams in
+    cfg.modalities order, None below three modalities; embedding (B, d) the pooled final stream."""
+
+    logits: Tensor
+    z: Tensor | None
+    embedding: Tensor | None = None
+
+
+class ModalityInput(nn.Module):
+    """Stored features -> projected sequence: [layer sum] -> frame pooling -> Linear + LayerNorm + dropout.
+
+    x (B, T, D) or (B, L, T, D), mask (B, T) -> (B, T', d), (B, T') with T' = ceil(T / frame_pool).
+    Pooling comes before the projection (it is cheaper there and the layer sum is linear).
+    """
+
+    def __init__(self, name: str, spec: InputSpec, dim: int, frame_pool: int, dropout: float):
+        super().__init__()
+        self.name = name
+        self.spec = spec
+        self.frame_pool = frame_pool
+        self.layer_sum = LayerSum(spec.layers) if spec.layers is not None else None
+        self.proj = InputProjection(spec.dim, dim, dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(x, mask)
+        if self.layer_sum is not None:
+            x = self.layer_sum(zero_padding(x, mask.unsqueeze(1).expand(-1, x.shape[1], -1)))
+        x, mask = masked_pool_time(zero_padding(x, mask), mask, self.frame_pool)
+        return zero_padding(self.proj(x), mask), mask
+
+    def _check(self, x: Tensor, mask: Tensor) -> None:
+        where = f"batch[{self.name!r}] ({_NAMES[self.name]})"
+        if self.spec.layers is None:
+            if x.dim() != 3:
+                raise ValueError(
+                    f"{where}: expected x of shape (B, T, {self.spec.dim}), got {tuple(x.shape)}; "
+                    "a set with several layers needs InputSpec(layers=L)"
+                )
+        elif x.dim() != 4 or x.shape[1] != self.spec.layers:
+            raise ValueError(
+                f"{where}: expected x of shape (B, {self.spec.layers}, T, {self.spec.dim}), got {tuple(x.shape)}"
+            )
+        if x.shape[-1] != self.spec.dim:
+            raise ValueError(f"{where}: feature width {x.shape[-1]} != InputSpec.dim {self.spec.dim}")
+        if mask.dtype != torch.bool or mask.shape != (x.shape[0], x.shape[-2]):
+            raise ValueError(
+                f"{where}: mask must be bool of shape {(x.shape[0], x.shape[-2])}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+        lengths = mask.sum(dim=1)
+        if not bool((lengths > 0).all()):
+            raise ValueError(f"{where}: every utterance needs at least one real frame (rows with none: "
+                             f"{(lengths == 0).nonzero().flatten().tolist()})")
+        prefix = torch.arange(mask.shape[1], device=mask.device) < lengths.unsqueeze(1)
+        if not bool((prefix == mask).all()):
+            raise ValueError(f"{where}: real frames must come first in every row (mask = prefix of True)")
+
+
+class EmotionModel(nn.Module):
+    """The paper's head over cached features. Build it with :func:`build_model`.
+
+    ``forward(batch)``: batch[m] = (x, mask), x (B, T_m, D_m) or (B, L, T_m, D_m), mask (B, T_m) bool,
+    True = real frame, real frames first. Only cfg.modalities are read. Returns a :class:`ModelOutput`.
+    """
+
+    def __init__(self, cfg: ModelConfig, inputs: dict[str, InputSpec], n_classes: int):
+        super().__init__()
+        missing = [m for m in cfg.modalities if m not in inputs]
+        if missing:
+            raise ValueError(f"no InputSpec for modalities {missing}; got specs for {sorted(inputs)}")
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        self.cfg = cfg
+        self.n_classes = n_classes
+        self.inputs = nn.ModuleDict(
+            {m: ModalityInput(m, inputs[m], cfg.d, cfg.frame_pool, cfg.dropout) for m in cfg.modalities}
+        )
+        branches: dict[str, nn.Module] = {}
+        if "t" in cfg.modalities:
+            branches["t"] = AGRU(cfg.d, cfg.heads, cfg.dropout)
+        if "v" in cfg.modalities:
+            branches["v"] = AGRULVC(cfg.d, cfg.heads, cfg.lvc_codewords, cfg.dropout)
+        self.branches = nn.ModuleDict(branches)  # audio has none: X^a is the projected sequence
+        n = len(cfg.modalities)
+        if n == 3:
+            self.fusion = nn.ModuleList(
+                GatedCrossModalBlock(cfg.d, cfg.heads, cfg.ff_mult, cfg.dropout, cfg.use_gate)
+                for _ in range(cfg.n_blocks)
+            )
+        elif n == 2:
+            self.fusion = nn.ModuleList(
+                CrossModalBlock(cfg.d, cfg.heads, cfg.ff_mult, cfg.dropout) for _ in range(cfg.n_blocks)
+            )
+        else:
+            self.fusion = nn.ModuleList()
+        # The pre-norm stack leaves its output unnormalised; a final LayerNorm as in MulT's encoder.
+        self.fusion_norm = nn.LayerNorm(cfg.d) if n > 1 else nn.Identity()
+        self.shared = nn.Linear(cfg.d, cfg.shared_dim) if cfg.uses_margin else None
+        self.head = ClassifierHead(cfg.d, n_classes, cfg.dropout)
+
+    def forward_features(self, batch: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        """Branch outputs and the fused stream.
+
+        Keys: ``x_<m>`` (B, T_m', d) and ``mask_<m>`` (B, T_m') for each modality m (the UNFUSED
+        X^a, X^t, X^v after frame pooling, padding 0), ``fused`` (B, T_f, d) and ``fused_mask``
+        (B, T_f): the final stream (the audio timeline with two or three modalities; the single
+        branch's own with one).
+        """
+        missing = [m for m in self.cfg.modalities if m not in batch]
+        if missing:
+            raise ValueError(f"batch lacks modalities {missing} (model reads {list(self.cfg.modalities)})")
+        feats: dict[str, Tensor] = {}
+        for m in self.cfg.modalities:
+            x, mask = self.inputs[m](*batch[m])
+            if m in self.branches:
+                x = self.branches[m](x, mask)
+            feats[f"x_{m}"], feats[f"mask_{m}"] = x, mask
+        mods = self.cfg.modalities
+        if len(mods) == 1:
+            fused, fused_mask = feats[f"x_{mods[0]}"], feats[f"mask_{mods[0]}"]
+        else:
+            fused, fused_mask = feats["x_a"], feats["mask_a"]
+            if len(mods) == 3:
+                for block in self.fusion:
+                    fused = block(fused, feats["x_t"], feats["mask_t"], feats["x_v"], feats["mask_v"])
+            else:
+                other = mods[1]
+                for block in self.fusion:
+                    fused = block(fused, feats[f"x_{other}"], feats[f"mask_{other}"])
+            fused = self.fusion_norm(fused)
+        feats["fused"], feats["fused_mask"] = fused, fused_mask
+        return feats
+
+    def forward_head(self, features: dict[str, Tensor]) -> ModelOutput:
+        """Masked time mean of the fused stream -> classifier; z from the unfused streams (three modalities)."""
+        embedding = masked_mean(features["fused"], features["fused_mask"])
+        logits = self.head(embedding)
+        z = None
+        if self.shared is not None:
+            pooled = [masked_mean(features[f"x_{m}"], features[f"mask_{m}"]) for m in self.cfg.modalities]
+            z = self.shared(torch.stack(pooled, dim=1))
+        return ModelOutput(logits=logits, z=z, embedding=embedding)
+
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]) -> ModelOutput:
+        return self.forward_head(self.forward_features(batch))
+
+
+def build_model(cfg: ModelConfig, inputs: dict[str, InputSpec], n_classes: int) -> EmotionModel:
+    """The head for ``cfg`` over stored feature sets ``inputs`` (keyed by modality) and C = n_classes."""
+    return EmotionModel(cfg, inputs, n_classes)
