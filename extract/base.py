@@ -47,17 +47,45 @@ class Encoder(ABC):
     kind: ClassVar[str]
     #: True when a weights file or folder is needed and there is no default.
     needs_weights: ClassVar[bool] = False
+    #: The option keys (see :data:`OPTION_KEYS`) this encoder understands; any other
+    #: option given is refused with :class:`EncoderConfigError`. None accepts all.
+    accepted_options: ClassVar[frozenset[str] | None] = None
+    #: Default total :meth:`cost` per batch when neither a batch cost nor a batch size is given.
+    batch_cost: ClassVar[float] = 60.0
 
     def __init__(self, arg: str | None, *, device: str = "cpu", dtype: str = "float32", options: dict[str, Any] | None = None):
         self.arg = arg
         self.device = device
         self.dtype = dtype
-        self.options = dict(options or {})
+        self.options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.check_options()
+
+    def check_options(self) -> None:
+        """Refuse options this encoder has no use for, naming the ones it takes."""
+        if self.accepted_options is None:
+            return
+        unknown = sorted(set(self.options) - self.accepted_options)
+        if unknown:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            takes = ", ".join("--" + k.replace("_", "-") for k in sorted(self.accepted_options)) or "none"
+            raise EncoderConfigError(
+                f"{flags} does not apply to the {self.modality} encoder {self.spec!r} (options it takes: {takes})"
+            )
 
     @property
     def spec(self) -> str:
         """The spec string that names this encoder, e.g. ``hf:/models/tiny``."""
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
+
+    @property
+    def provenance_spec(self) -> str:
+        """The spec recorded in the set's provenance (and so in its identity).
+
+        Defaults to :attr:`spec`. Encoders loaded from a local folder override it
+        so that moving the folder does not change the identity (the weights hash
+        still tells two folders apart).
+        """
+        return self.spec
 
     @abstractmethod
     def cost(self, utt: Utterance) -> float:
@@ -81,6 +109,10 @@ class Encoder(ABC):
         Returns one float32 array per item: ``(T, D)``, or ``(L, T, D)`` when several
         layers are kept. Must give the same values for an item whatever batch it is in
         (up to float rounding), so padding masks must be honoured.
+
+        Runs under ``torch.inference_mode()``. If it raises, the pipeline retries the
+        batch one item at a time, so one bad item fails alone; raise
+        :class:`ExtractError` to give that item's failure a stage and a reason.
         """
 
     @property
@@ -98,6 +130,11 @@ class Encoder(ABC):
         """Which layers are kept (``"last"``, ``"all"``, ``"0,3,6"``), None for single-output encoders."""
         return None
 
+    @property
+    def num_layers(self) -> int | None:
+        """L when :meth:`encode` returns ``(L, T, D)`` arrays, None for ``(T, D)``."""
+        return None
+
     def weights_sha256(self) -> str | None:
         """sha256 over the weight files, None where there are none (openSMILE, HOG)."""
         return None
@@ -106,10 +143,33 @@ class Encoder(ABC):
         """Parameters that change the values (sample rate, frames per clip, crop...)."""
         return {}
 
+    def notes(self) -> list[str]:
+        """Warnings for the end-of-run summary, e.g. how many transcripts were truncated, since the last call."""
+        return []
+
+
+#: The encoder options the CLI passes through (``--weights`` -> ``"weights"``...).
+OPTION_KEYS = ("weights", "trust_pickle", "layers", "frames", "max_tokens")
+#: The modalities and the modules whose import registers their encoders.
+MODALITIES = ("audio", "text", "video")
+_ENCODER_MODULES = ("extract.audio", "extract.text")
 
 _REGISTRY: dict[tuple[str, str], type[Encoder]] = {}
 #: The default spec per modality when ``--encoder`` is not given: all run offline with real weights.
-DEFAULTS: dict[str, str] = {}
+DEFAULTS: dict[str, str] = {"audio": "opensmile:eGeMAPSv02", "text": "minilm", "video": "hog"}
+_loaded = False
+
+
+def load_builtin_encoders() -> None:
+    """Import the modules that register the built-in encoders (once; cheap: models load lazily)."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+
+    _loaded = True
+    for name in _ENCODER_MODULES:
+        importlib.import_module(name)
 
 
 def register(cls: type[Encoder]) -> type[Encoder]:
@@ -122,11 +182,16 @@ def register(cls: type[Encoder]) -> type[Encoder]:
 
 
 def registered(modality: str | None = None) -> dict[tuple[str, str], type[Encoder]]:
+    """The registered encoder classes keyed by (modality, kind), optionally for one modality."""
+    load_builtin_encoders()
     return {k: v for k, v in _REGISTRY.items() if modality is None or k[0] == modality}
 
 
 def create_encoder(modality: str, spec: str | None = None, **kwargs: Any) -> Encoder:
     """Build the encoder that ``spec`` names (``kind`` or ``kind:arg``) for ``modality``."""
+    load_builtin_encoders()
+    if modality not in MODALITIES:
+        raise EncoderConfigError(f"unknown modality {modality!r}; choose one of {list(MODALITIES)}")
     spec = spec or DEFAULTS.get(modality)
     if spec is None:
         raise EncoderConfigError(f"no default encoder for modality {modality!r}; choose one of {sorted(DEFAULTS)}")

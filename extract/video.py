@@ -19,6 +19,7 @@ was found (see :meth:`FaceVideoEncoder.stats`).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,11 @@ from manifests import Utterance
 
 from .base import DEFAULTS, Encoder, EncoderConfigError, ExtractError, register
 from .faces import FaceCropConfig, FaceCropper, FaceDetectorUnavailable
-from .video_decode import MediaError, decode_frames, probe_video, resolve_span
-from .video_decode import END_TOLERANCE_S
+from .video_decode import END_TOLERANCE_S, MediaError, decode_frames, probe_video, resolve_span
 from .video_weights import architecture_mismatches, file_sha256, load_strict, read_weights
 
 DEFAULT_FRAMES = 16
+_log = logging.getLogger(__name__)
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -75,12 +76,16 @@ class FaceVideoEncoder(Encoder):
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
             raise EncoderConfigError(f"--frames must be a whole number >= 1 (frames sampled per utterance), got {frames!r}")
         self.frames = frames
+        self._setup()
         try:
             self.cropper = FaceCropper(self.face_config())
         except FaceDetectorUnavailable as err:
             raise EncoderConfigError(str(err)) from None
         self._stats_lock = threading.Lock()
         self._stats = {"utterances": 0, "frames": 0, "frames_without_face": 0, "utterances_without_face": 0, "utterances_repeated_frames": 0, "utterances_clipped": 0}
+
+    def _setup(self) -> None:
+        """Build the model; runs once the common options are checked, before the face cropper is made."""
 
     def face_config(self) -> FaceCropConfig:
         """How faces are cropped and resized for this encoder's model."""
@@ -166,9 +171,8 @@ class HogVideoEncoder(FaceVideoEncoder):
     BINS = 9
     GEOMETRY = ("face_found", "centre_x", "centre_y", "size")
 
-    def __init__(self, arg: str | None, **kwargs: Any):
-        super().__init__(arg, **kwargs)
-        if arg:
+    def _setup(self) -> None:
+        if self.arg:
             raise EncoderConfigError(f"the hog video encoder takes no argument, got {self.spec!r}; use --encoder hog")
         self._hog = cv2.HOGDescriptor((self.FACE, self.FACE), (self.BLOCK, self.BLOCK), (self.BLOCK, self.BLOCK), (self.CELL, self.CELL), self.BINS)
         self._hog_dim = int(self._hog.getDescriptorSize())
@@ -201,6 +205,119 @@ class HogVideoEncoder(FaceVideoEncoder):
             "descriptor": "opencv-hog",
             "hog": {"window": self.FACE, "cell": self.CELL, "block": self.BLOCK, "block_stride": self.BLOCK, "bins": self.BINS, "input": "grey"},
             "geometry": list(self.GEOMETRY),
+        }
+
+
+WEIGHTS_HELP = (
+    "timm:{name} needs --weights FILE, a state dict (.pt/.pth/.safetensors) of timm's {name!r}. "
+    "The paper's face model is HSEmotion's enet_b0_8_best_afew.pt "
+    "(https://github.com/av-savchenko/face-emotion-recognition, models/affectnet_emotions/), a whole pickled "
+    "tf_efficientnet_b0: use --encoder timm:tf_efficientnet_b0 --weights enet_b0_8_best_afew.pt --trust-pickle. "
+    "For timm's own pretrained weights, on a machine with internet run "
+    "torch.save(timm.create_model({name!r}, pretrained=True).state_dict(), '{name}.pt') and copy the file here"
+)
+
+
+@register
+class TimmVideoEncoder(FaceVideoEncoder):
+    """Pooled features (``num_classes=0``) of a timm image model over each face image.
+
+    The model is built with ``pretrained=False`` and filled from ``weights``
+    strictly; a classifier head in the file is dropped (noted in :attr:`notes`).
+    Input size, resampling and normalisation come from timm's
+    ``resolve_data_config`` for the model; the face square is resized straight to
+    the input size (no centre crop: the square is already the face).
+    """
+
+    kind = "timm"
+    needs_weights = True
+    #: Face images per forward pass, to bound memory on big batches.
+    CHUNK = 256
+
+    def _setup(self) -> None:
+        import timm
+        from timm.data import resolve_data_config
+
+        name = self.arg
+        if not name:
+            raise EncoderConfigError("the timm video encoder needs a model name, e.g. --encoder timm:tf_efficientnet_b0 or timm:efficientnet_b0")
+        if not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
+            raise EncoderConfigError(f"timm has no model {name!r}" + (f"; close names: {close}" if close else "; see timm.list_models()"))
+        if "weights" not in self.options:
+            raise EncoderConfigError(WEIGHTS_HELP.format(name=name))
+        if self.dtype not in TORCH_DTYPES:
+            raise EncoderConfigError(f"dtype {self.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
+        self.weights_path = Path(self.options["weights"])
+        if not self.weights_path.is_file():
+            raise EncoderConfigError(f"weights file {self.weights_path} does not exist; " + WEIGHTS_HELP.format(name=name))
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+        data = resolve_data_config({}, model=model)
+        _, height, width = data["input_size"]
+        if height != width:
+            raise EncoderConfigError(f"timm model {name!r} takes {height}x{width} images; only square inputs are supported for face crops")
+        self._data_config = {
+            "input_size": int(height),
+            "interpolation": data.get("interpolation", "bilinear"),
+            "mean": [float(v) for v in data["mean"]],
+            "std": [float(v) for v in data["std"]],
+        }
+        state, unpickled = read_weights(self.weights_path, trust_pickle=bool(self.options.get("trust_pickle", False)))
+        if unpickled is not None:
+            mismatches = architecture_mismatches(unpickled, model)
+            if mismatches:
+                raise EncoderConfigError(
+                    f"the model pickled in {self.weights_path} is built differently from timm's {name!r} "
+                    f"({len(mismatches)} layers, e.g. {mismatches[:2]}); its tensors would give wrong features there. "
+                    "Name the architecture it was trained as (HSEmotion's enet_b0_* files are tf_efficientnet_b0)"
+                )
+        dropped = load_strict(model, state, self.weights_path, name)
+        self.notes = [f"dropped the classifier head ({', '.join(dropped)}) from {self.weights_path}"] if dropped else []
+        for note in self.notes:
+            _log.info("%s: %s", self.spec, note)
+        self._sha256 = file_sha256(self.weights_path)
+        self._torch_dtype = TORCH_DTYPES[self.dtype]
+        self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=self._torch_dtype)
+        self._mean = torch.tensor(self._data_config["mean"], device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self._data_config["std"], device=self.device).view(1, 3, 1, 1)
+        size = self._data_config["input_size"]
+        with torch.inference_mode():
+            self._dim = int(self.model(torch.zeros(1, 3, size, size, device=self.device, dtype=self._torch_dtype)).shape[-1])
+
+    def face_config(self) -> FaceCropConfig:
+        interpolation = self._data_config["interpolation"]
+        return FaceCropConfig(size=self._data_config["input_size"], interpolation=interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear")
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def weights_sha256(self) -> str | None:
+        return self._sha256
+
+    def encode(self, items: list[VideoItem]) -> list[np.ndarray]:
+        faces = np.concatenate([item.faces for item in items])  # (B*T, S, S, 3)
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(faces), self.CHUNK):
+                x = torch.from_numpy(faces[start : start + self.CHUNK]).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+                x = ((x - self._mean) / self._std).to(self._torch_dtype)
+                outputs.append(self.model(x).float().cpu())
+        features = torch.cat(outputs).numpy()
+        self._count(items)
+        bounds = np.cumsum([0] + [len(item.faces) for item in items])
+        return [np.ascontiguousarray(features[a:b], dtype=np.float32) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def preprocessing(self) -> dict[str, Any]:
+        import timm
+
+        return {
+            **super().preprocessing(),
+            "model": self.arg,
+            "timm": timm.__version__,
+            "resize": "face square straight to input_size (no centre crop)",
+            "scale": "1/255",
+            **self._data_config,
         }
 
 

@@ -1,0 +1,325 @@
+"""Speech encoders: openSMILE low-level descriptors (the offline default) and
+wav2vec 2.0 / HuBERT / WavLM through transformers.
+
+Audio is decoded with soundfile (WAV, FLAC, OGG), or with ffmpeg for other
+containers, mixed to mono and resampled to the encoder's rate with librosa.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from manifests import Utterance
+
+from .base import Encoder, EncoderConfigError, ExtractError, register
+from .hf import model_files_sha256, parse_layers, quiet_transformers, resolve_model_dir, torch_dtype
+
+_SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
+
+
+@functools.lru_cache(maxsize=65536)
+def _header_duration(path: str) -> float | None:
+    import soundfile
+
+    try:
+        return float(soundfile.info(path).duration)
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def audio_duration(utt: Utterance) -> float:
+    """Seconds of audio from the file header (0.0 when the header cannot be read: load will say why)."""
+    return _header_duration(utt.audio) or 0.0
+
+
+def _check_wav_complete(utt_id: str, path: str) -> None:
+    """Refuse a RIFF/WAVE file whose data chunk is shorter than its header declares.
+
+    libsndfile silently reads what is there, so a half-copied file would give
+    plausible but wrong features.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            ident, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if ident == b"data":
+                available = size - f.tell()
+                if length != 0xFFFFFFFF and length > available:
+                    raise ExtractError(
+                        utt_id,
+                        "decode",
+                        f"{path} is truncated: its header declares {length} bytes of audio, the file holds {available}; "
+                        "copy the file again from the corpus",
+                    )
+                return
+            f.seek(length + (length & 1), os.SEEK_CUR)
+
+
+def _decode_ffmpeg(utt_id: str, path: str, sr: int) -> np.ndarray:
+    from manifests.media import ffmpeg_exe
+
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ExtractError(utt_id, "decode", f"ffmpeg cannot decode {path}: {reason[-1] if reason else 'unknown error'}")
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+
+
+def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:
+    """Decode ``path`` to mono float32 at ``sr`` Hz; :class:`ExtractError` for anything unusable."""
+    import soundfile
+
+    if not path:
+        raise ExtractError(utt_id, "input", "the manifest row has no audio path")
+    if not os.path.isfile(path):
+        raise ExtractError(utt_id, "input", f"audio file not found: {path}; fix the manifest's audio path or restore the file")
+    if os.path.getsize(path) == 0:
+        raise ExtractError(utt_id, "decode", f"{path} is an empty file (0 bytes); copy it again from the corpus")
+    if Path(path).suffix.lower() in _SOUNDFILE_SUFFIXES:
+        _check_wav_complete(utt_id, path)
+        try:
+            wave, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
+        except (soundfile.SoundFileError, RuntimeError) as err:
+            raise ExtractError(utt_id, "decode", f"cannot decode {path}: {err}") from err
+        wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+        if wave.size and file_sr != sr:
+            import librosa
+
+            wave = librosa.resample(wave, orig_sr=file_sr, target_sr=sr).astype(np.float32)
+    else:
+        wave = _decode_ffmpeg(utt_id, path, sr)
+    if wave.size == 0:
+        raise ExtractError(utt_id, "decode", f"{path} holds no audio samples")
+    if not np.isfinite(wave).all():
+        raise ExtractError(utt_id, "decode", f"{path} holds non-finite samples (NaN/inf)")
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+@register
+class OpenSmileEncoder(Encoder):
+    """openSMILE low-level descriptors, frame-level: ``opensmile:<feature set>``.
+
+    ``opensmile:eGeMAPSv02`` gives the 25 eGeMAPS LLDs at 100 frames/s. Audio is
+    resampled to 16 kHz first. No weights, no torch.
+    """
+
+    modality = "audio"
+    kind = "opensmile"
+    accepted_options = frozenset()
+    batch_cost = 60.0
+    sample_rate = 16000
+
+    def __init__(self, arg: str | None, **kwargs: Any):
+        super().__init__(arg or "eGeMAPSv02", **kwargs)
+        import opensmile
+
+        sets = list(opensmile.FeatureSet.__members__)
+        if self.arg not in sets:
+            raise EncoderConfigError(f"unknown openSMILE feature set {self.arg!r}; choose one of {sets}")
+        self._smile = opensmile.Smile(
+            feature_set=opensmile.FeatureSet[self.arg], feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+        )
+        self._names = list(self._smile.feature_names)
+
+    def cost(self, utt: Utterance) -> float:
+        return audio_duration(utt)
+
+    def length(self, utt: Utterance) -> int | None:
+        return None  # openSMILE's frame count depends on each descriptor's window
+
+    def load(self, utt: Utterance) -> tuple[str, np.ndarray]:
+        return utt.utt_id, read_audio(utt.utt_id, utt.audio, self.sample_rate)
+
+    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        out = []
+        for utt_id, wave in items:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "Segment too short": caught as NaN below
+                frames = self._smile.process_signal(wave, self.sample_rate).to_numpy(dtype=np.float32)
+            if frames.shape[0] == 0 or not np.isfinite(frames).all():
+                raise ExtractError(
+                    utt_id, "encode", f"openSMILE gave no usable frames for {wave.size / self.sample_rate:.3f} s of audio (too short?)"
+                )
+            out.append(frames)
+        return out
+
+    @property
+    def dim(self) -> int:
+        return len(self._names)
+
+    @property
+    def frame_rate(self) -> float:
+        return 100.0
+
+    def preprocessing(self) -> dict[str, Any]:
+        import opensmile
+
+        return {
+            "sample_rate": self.sample_rate,
+            "feature_level": "lld",
+            "opensmile_version": opensmile.__version__,
+            "mono": "mean",
+        }
+
+
+@register
+class HFAudioEncoder(Encoder):
+    """wav2vec 2.0 / HuBERT / WavLM hidden states: ``hf:<hub id or model folder>``.
+
+    Output ``(T, D)`` for ``--layers last`` (default) or ``(L, T, D)`` for ``all``
+    or a list of hidden-state indices. A model whose feature extractor does not
+    return an attention mask (wav2vec2-base: group norm over time) is run on
+    utterances of equal length only, so padding never changes its outputs; one
+    that does is run on zero-padded batches with the mask.
+    """
+
+    modality = "audio"
+    kind = "hf"
+    needs_weights = True
+    accepted_options = frozenset({"layers"})
+    batch_cost = 120.0
+
+    def __init__(self, arg: str | None, **kwargs: Any):
+        super().__init__(arg, **kwargs)
+        if not self.arg:
+            raise EncoderConfigError("the hf audio encoder needs a model: --encoder hf:facebook/wav2vec2-base (cached) or hf:/path/to/model")
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+        quiet_transformers()
+        self.model_dir = resolve_model_dir(self.arg)
+        config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
+        if not hasattr(config, "conv_kernel") or not hasattr(config, "conv_stride"):
+            raise EncoderConfigError(
+                f"{self.arg}: model type {config.model_type!r} is not a wav2vec2-style speech encoder (no conv_kernel/conv_stride in its config)"
+            )
+        self._kernels = [int(k) for k in config.conv_kernel]
+        self._strides = [int(s) for s in config.conv_stride]
+        self._config = config
+        self._extractor = AutoFeatureExtractor.from_pretrained(self.model_dir, local_files_only=True)
+        self.sample_rate = int(self._extractor.sampling_rate)
+        self._use_mask = bool(getattr(self._extractor, "return_attention_mask", False))
+        self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(config.num_hidden_layers))
+        self._torch_dtype = torch_dtype(self.dtype)
+        model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        self._model = model.to(device=self.device, dtype=self._torch_dtype).eval()
+        self._sha = model_files_sha256(self.model_dir)
+
+    @property
+    def provenance_spec(self) -> str:
+        return f"hf:{self.model_dir.name}" if Path(self.arg).expanduser().is_dir() else self.spec
+
+    def frames_for(self, samples: int) -> int:
+        """Output frames for ``samples`` input samples, from the conv stack's kernels and strides."""
+        n = samples
+        for kernel, stride in zip(self._kernels, self._strides):
+            n = (n - kernel) // stride + 1
+            if n <= 0:
+                return 0
+        return n
+
+    @property
+    def min_samples(self) -> int:
+        n = 1
+        for kernel, stride in reversed(list(zip(self._kernels, self._strides))):
+            n = (n - 1) * stride + kernel
+        return n
+
+    def cost(self, utt: Utterance) -> float:
+        return audio_duration(utt)
+
+    def length(self, utt: Utterance) -> int | None:
+        import soundfile
+
+        try:
+            info = soundfile.info(utt.audio)
+        except (OSError, RuntimeError, ValueError):
+            return None
+        return self.frames_for(info.frames) if info.samplerate == self.sample_rate else None
+
+    def load(self, utt: Utterance) -> tuple[str, np.ndarray]:
+        wave = read_audio(utt.utt_id, utt.audio, self.sample_rate)
+        if wave.size < self.min_samples:
+            raise ExtractError(
+                utt.utt_id,
+                "input",
+                f"{utt.audio} is too short: {wave.size} samples at {self.sample_rate} Hz, the model needs at least {self.min_samples}",
+            )
+        values = self._extractor(wave, sampling_rate=self.sample_rate, return_tensors="np")["input_values"][0]
+        return utt.utt_id, np.ascontiguousarray(values, dtype=np.float32)
+
+    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(items)
+        if self._use_mask:
+            groups = [list(range(len(items)))]
+        else:
+            by_len: dict[int, list[int]] = {}
+            for i, (_, values) in enumerate(items):
+                by_len.setdefault(values.size, []).append(i)
+            groups = list(by_len.values())
+        for group in groups:
+            for i, features in zip(group, self._forward([items[i][1] for i in group])):
+                out[i] = features
+        return out  # type: ignore[return-value]
+
+    def _forward(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        longest = max(w.size for w in waves)
+        batch = np.zeros((len(waves), longest), dtype=np.float32)
+        mask = np.zeros((len(waves), longest), dtype=np.int64)
+        for i, w in enumerate(waves):
+            batch[i, : w.size] = w
+            mask[i, : w.size] = 1
+        inputs = {"input_values": torch.from_numpy(batch).to(self.device, self._torch_dtype)}
+        if self._use_mask:
+            inputs["attention_mask"] = torch.from_numpy(mask).to(self.device)
+        with torch.inference_mode():
+            result = self._model(**inputs, output_hidden_states=self._indices is not None)
+            if self._indices is None:
+                hidden = result.last_hidden_state
+            else:
+                hidden = torch.stack([result.hidden_states[i] for i in self._indices], dim=1)  # (B, L, T, D)
+            hidden = hidden.float().cpu().numpy()
+        return [np.ascontiguousarray(hidden[i, ..., : self.frames_for(w.size), :]) for i, w in enumerate(waves)]
+
+    @property
+    def dim(self) -> int:
+        return int(self._config.hidden_size)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / float(np.prod(self._strides))
+
+    @property
+    def layers(self) -> str:
+        return self._layers_label
+
+    @property
+    def num_layers(self) -> int | None:
+        """L when several hidden states are kept, None for ``last``."""
+        return None if self._indices is None else len(self._indices)
+
+    def weights_sha256(self) -> str:
+        return self._sha
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "normalize": bool(getattr(self._extractor, "do_normalize", False)),
+            "attention_mask": self._use_mask,
+            "mono": "mean",
+        }

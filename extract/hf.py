@@ -1,0 +1,98 @@
+"""What the Hugging Face encoders of every modality share: finding a model folder offline,
+hashing it, choosing layers, and the compute dtype.
+
+Models are always loaded by folder with ``local_files_only=True``: a hub id works only
+when it is already in the local Hugging Face cache, never by downloading.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from features.provenance import sha256_files
+
+from .base import EncoderConfigError
+
+# Files in a model folder that change the values it computes: the weights, and the
+# configs of the model, its feature extractor and its tokenizer.
+_VALUE_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".json", ".txt", ".model")
+_IGNORED_NAMES = {"README.md", ".gitattributes", "LICENSE", "LICENSE.txt"}
+
+
+def resolve_model_dir(arg: str) -> Path:
+    """The local folder for ``arg``: a folder path, or a hub id already in the Hugging Face cache."""
+    path = Path(arg).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.is_absolute() or arg.startswith((".", "~")) or os.sep + os.sep in arg:
+        raise EncoderConfigError(f"no model folder at {arg}: pass a folder written by save_pretrained (hf:/path/to/model)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(arg, local_files_only=True))
+    except HFValidationError as err:
+        raise EncoderConfigError(f"{arg!r} is neither a model folder nor a Hugging Face hub id: {err}") from err
+    except LocalEntryNotFoundError as err:
+        raise EncoderConfigError(
+            f"model {arg!r} is not in the local Hugging Face cache and extraction never downloads: "
+            f"download it on a machine with network (`hf download {arg} --local-dir DIR`), "
+            f"copy DIR here and pass --encoder hf:DIR"
+        ) from err
+
+
+def model_files_sha256(model_dir: Path) -> str:
+    """sha256 over the weight and config files of a model folder (not its README)."""
+    files = [
+        p
+        for p in model_dir.iterdir()
+        if p.is_file() and p.name not in _IGNORED_NAMES and p.suffix in _VALUE_FILE_SUFFIXES
+    ]
+    if not any(p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5") for p in files):
+        raise EncoderConfigError(f"{model_dir} holds no weight files (*.safetensors, *.bin...): is it a complete model folder?")
+    return sha256_files(files)
+
+
+def parse_layers(spec: str | None, num_hidden_layers: int) -> tuple[str, list[int] | None]:
+    """Normalise ``--layers`` against a model with ``num_hidden_layers`` transformer layers.
+
+    ``last`` (default) keeps the last hidden state, (T, D); ``all`` keeps the
+    embedding output and every layer, ``num_hidden_layers + 1`` of them, (L, T, D);
+    ``i,j,...`` keeps those hidden states (0 is the embedding output). Returns the
+    normalised label and the hidden-state indices (None for ``last``).
+    """
+    spec = (spec or "last").strip()
+    if spec == "last":
+        return "last", None
+    if spec == "all":
+        return "all", list(range(num_hidden_layers + 1))
+    try:
+        indices = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise EncoderConfigError(
+            f"--layers {spec!r}: use 'last', 'all' or comma-separated hidden-state indices 0..{num_hidden_layers}"
+        ) from None
+    bad = [i for i in indices if not 0 <= i <= num_hidden_layers]
+    if bad or len(set(indices)) != len(indices):
+        raise EncoderConfigError(
+            f"--layers {spec!r}: indices must be distinct and in 0..{num_hidden_layers} "
+            f"(0 is the embedding output, {num_hidden_layers} the last layer)"
+        )
+    return ",".join(map(str, indices)), indices
+
+
+def torch_dtype(name: str):
+    import torch
+
+    choices = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in choices:
+        raise EncoderConfigError(f"compute dtype {name!r}: choose one of {sorted(choices)}")
+    return choices[name]
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' own weight-loading bars: extraction shows one progress bar."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()

@@ -1,0 +1,119 @@
+"""Tiny real models (built from configs, saved with save_pretrained) and small corpora for the extract tests."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from manifests import Utterance, write_manifest
+
+SENTENCES = [
+    "i can not believe you did that",
+    "well that is just great",
+    "what do you mean by that",
+    "oh my god this is wonderful news",
+    "leave me alone please",
+    "i am so tired of all of this",
+    "that is the best thing that happened to me all year",
+    "okay",
+    "are you serious right now",
+    "we will figure it out together",
+]
+
+
+def _tiny_wav2vec2(path: Path, *, layer_norm: bool) -> Path:
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32, 32),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer" if layer_norm else "group",
+        do_stable_layer_norm=layer_norm,
+        vocab_size=8,
+    )
+    Wav2Vec2Model(config).eval().save_pretrained(path)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=layer_norm
+    ).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_w2v(tmp_path_factory) -> Path:
+    """wav2vec2 with group norm over time and no attention mask, like wav2vec2-base (frames: 20 ms... here 20 hops of 5*2*2)."""
+    return _tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny-w2v", layer_norm=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_w2v_masked(tmp_path_factory) -> Path:
+    """wav2vec2 with layer norm and an attention mask, like wav2vec2-large-lv60 / WavLM."""
+    return _tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny-w2v-masked", layer_norm=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory) -> Path:
+    """A RoBERTa-style model with a byte-level BPE tokenizer trained here on a few sentences."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    path = tmp_path_factory.mktemp("models") / "tiny-roberta"
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(SENTENCES * 5, vocab_size=300, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        mask_token="<mask>", model_max_length=16,
+    )
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=bpe.get_vocab_size(), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=48, max_position_embeddings=18, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )
+    RobertaModel(config, add_pooling_layer=False).eval().save_pretrained(path)
+    return path
+
+
+def write_tone(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(t.size)
+    soundfile.write(path, wave.astype(np.float32), sr, subtype="PCM_16")
+    return path
+
+
+def make_corpus(root: Path, n: int = 12, *, sr: int = 16000) -> Path:
+    """n utterances of 0.5 to 2.5 s with transcripts; returns the manifest path."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        seconds = 0.5 + (i * 0.37) % 2.0
+        wav = write_tone(root / f"utt{i:03d}.wav", seconds, sr=sr, freq=150 + 23 * i, seed=i)
+        rows.append(
+            Utterance(
+                utt_id=f"Ses01F_utt{i:03d}", label=("ang", "hap", "neu", "sad")[i % 4], group=str(1 + i % 2),
+                audio=wav.name, text=SENTENCES[i % len(SENTENCES)],
+            )
+        )
+    return write_manifest(rows, root / "manifest.jsonl")
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """12 short synthetic utterances with transcripts: the manifest path."""
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
