@@ -152,7 +152,7 @@ class Encoder(ABC):
 OPTION_KEYS = ("weights", "trust_pickle", "layers", "frames", "max_tokens")
 #: The modalities and the modules whose import registers their encoders.
 MODALITIES = ("audio", "text", "video")
-_ENCODER_MODULES = ("extract.audio", "extract.text")
+_ENCODER_MODULES = ("extract.audio", "extract.text", "extract.video")
 
 _REGISTRY: dict[tuple[str, str], type[Encoder]] = {}
 #: The default spec per modality when ``--encoder`` is not given: all run offline with real weights.
