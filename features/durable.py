@@ -1,0 +1,51 @@
+"""Making writes durable: fsync of files, trees and directories, and atomic renames.
+
+``kill -9`` loses nothing the kernel has accepted, but a power cut loses what is
+only in the page cache; a segment is committed by a rename, so everything it
+contains is fsynced first and the directory that holds the new name after.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """fsync every file and directory under ``root`` (a temporary segment before it is renamed)."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fsync_file(os.path.join(dirpath, name))
+        fsync_dir(dirpath)
+
+
+def publish(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Rename a complete, fsynced ``tmp`` to ``final`` and make the new name durable."""
+    os.replace(tmp, final)
+    fsync_dir(Path(final).parent)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary name, durably."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    publish(tmp, path)

@@ -1,0 +1,118 @@
+"""One writer per part: an advisory lock that names its holder and survives its holder's death.
+
+The lock is an ``flock`` on a small file holding a JSON record of the holder
+(host, pid, since). The kernel releases an ``flock`` when its process dies, even
+by ``kill -9``, so a resume on the same host never waits for a dead writer; the
+record it left behind is reported as a stale lock taken over. A record from
+another host whose lock is free is NOT taken over (``flock`` may not reach across
+hosts on some network file systems): the error names the file to delete once the
+other host's writer is known to be gone.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+
+from features.base import StoreLockedError
+
+
+class StaleLockWarning(UserWarning):
+    """A lock left by a writer that died was taken over."""
+
+
+class WriterLock:
+    """Exclusive lock on ``path``; ``what`` describes the locked thing in messages ("set 'audio' part 'main' of X")."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = Path(path)
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self, wait: bool = False) -> None:
+        """Take the lock, or raise StoreLockedError naming the holder (``wait=True``: block until free)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_record(fd)
+                os.close(fd)
+                raise StoreLockedError(
+                    f"{self.what} is locked by another writer: {_describe(holder)} (lock file {self.path}). "
+                    "Wait for it to finish, or give this writer another part."
+                ) from None
+            # The previous holder may have unlinked the file between our open and our flock.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            break
+        holder = _read_record(fd)
+        if holder:
+            if holder.get("host") != socket.gethostname():
+                os.close(fd)
+                raise StoreLockedError(
+                    f"{self.what} is locked by a writer on another host: {_describe(holder)} (lock file {self.path}). "
+                    f"If that writer is gone, delete {self.path} and rerun."
+                )
+            warnings.warn(
+                f"taking over a stale lock on {self.what}: its holder ({_describe(holder)}) is gone",
+                StaleLockWarning,
+                stacklevel=3,
+            )
+        record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # Unlink while still holding the flock, so nobody sees our record as stale.
+        try:
+            os.unlink(self.path)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "WriterLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_record(fd: int) -> dict:
+    raw = os.pread(fd, 4096, 0)
+    if not raw.strip():
+        return {}
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return {"host": "?", "pid": "?", "since": f"unreadable lock record {raw[:80]!r}"}
+    return record if isinstance(record, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "host ?, pid ?, since ? (no record yet)"
+    return f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')}"

@@ -1,0 +1,116 @@
+"""Recompute every utterance's sha256 and report what is missing or corrupt.
+
+Each utterance's checksum is taken over its stored bytes (little-endian,
+C order) when it is written and kept in its segment's index; verification
+reads every segment back and compares. A flipped byte anywhere in an
+utterance's frames changes its digest.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from features.base import Segment, StoreError
+from features.store import COPY_BYTES, FeatureSet, open_store
+
+# What can be wrong with an utterance:
+#   corrupt   its bytes no longer match the checksum recorded when it was written
+#   missing   its segment cannot be read (file gone, truncated, damaged metadata)
+#   conflict  two parts committed it with different values (the first is the one read)
+#   unreadable a whole set cannot be opened (utt_id is "")
+KINDS = ("corrupt", "missing", "conflict", "unreadable")
+
+
+@dataclass
+class VerifyReport:
+    """``problems`` holds ``(set, utt_id, kind, detail)``; ``checked`` counts utterances per set."""
+
+    location: str
+    problems: list[tuple[str, str, str, str]] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {
+            "store": self.location,
+            "ok": self.ok,
+            "checked": dict(self.checked),
+            "problems": [{"set": s, "utt_id": u, "kind": k, "detail": d} for s, u, k, d in self.problems],
+        }
+
+
+def verify(location: str, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check every utterance of every set of the store at ``location`` (opened read-only)."""
+    report = VerifyReport(str(location))
+    with open_store(str(location), "r") as store:
+        for name in store.set_names():
+            try:
+                fs = store[name]
+            except StoreError as e:
+                report.problems.append((name, "", "unreadable", str(e)))
+                continue
+            report.checked[name] = _verify_set(fs, report, progress)
+    return report
+
+
+def _verify_set(fs: FeatureSet, report: VerifyReport, progress: Callable[[int], None] | None) -> int:
+    index = fs._index
+    checked = 0
+    for segment in index.segments:
+        try:
+            digests = segment_digests(fs, segment)
+        except (OSError, ValueError, KeyError, StoreError) as e:
+            for utt_id in segment.ids:
+                report.problems.append(
+                    (fs.name, utt_id, "missing", f"segment {segment.part}/{segment.seq}: {type(e).__name__}: {e}")
+                )
+            continue
+        start = 0
+        for utt_id, length, expected, digest in zip(segment.ids, segment.lengths, segment.sha256, digests):
+            if digest != expected:
+                report.problems.append(
+                    (fs.name, utt_id, "corrupt", f"sha256 {digest[:16]}... != recorded {expected[:16]}... "
+                     f"(segment {segment.part}/{segment.seq})")
+                )
+            start += int(length)
+            checked += 1
+        if progress:
+            progress(len(segment.ids))
+    for utt_id, segment, start, _, sha in index.duplicates:
+        first = index.where[utt_id][3]
+        if first != sha:
+            report.problems.append(
+                (fs.name, utt_id, "conflict", f"parts {index.segments[index.where[utt_id][0]].part!r} and "
+                 f"{segment.part!r} both committed it, with different values")
+            )
+    return checked
+
+
+def segment_digests(fs: FeatureSet, segment: Segment) -> list[str]:
+    """sha256 of each utterance of ``segment`` as stored, reading it in slices of whole utterances."""
+    meta = fs.meta
+    per_frame = (meta.layers or 1) * meta.dim * np.dtype(meta.dtype).itemsize
+    digests: list[str] = []
+    lengths = [int(n) for n in segment.lengths]
+    i = 0
+    start = 0
+    while i < len(lengths):
+        j, stop = i, start
+        while j < len(lengths) and (j == i or (stop - start + lengths[j]) * per_frame <= COPY_BYTES):
+            stop += lengths[j]
+            j += 1
+        block = np.empty(meta.frame_shape(stop - start), dtype=meta.dtype)
+        fs.store.backend.read_frames(segment, start, stop, block)
+        at = 0
+        for n in lengths[i:j]:
+            piece = np.ascontiguousarray(block[..., at : at + n, :], dtype=np.dtype(meta.dtype).newbyteorder("<"))
+            digests.append(hashlib.sha256(piece.tobytes()).hexdigest())
+            at += n
+        i, start = j, stop
+    return digests

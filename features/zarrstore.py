@@ -1,0 +1,253 @@
+"""The Zarr v3 back-end: one directory tree, readable over HTTP and fsspec URLs.
+
+Layout (every node a Zarr v3 group or array, so plain zarr-python can browse it)::
+
+    store.zarr/zarr.json                        root group; attribute ``emocache``; consolidated metadata
+    store.zarr/<set>/zarr.json                  set group; attribute ``emocache``: provenance, frame rate, layers
+    store.zarr/<set>/parts/<part>/00000007/     one segment: a group whose attribute ``emocache_segment``
+                                                holds its index (ids, lengths, sha256, failures, covers)
+    store.zarr/<set>/parts/<part>/00000007/data (T_total, D) or (L, T_total, D), no compressor,
+                                                chunks of ``CHUNK_BYTES`` along time
+
+Why concatenated frames with the index in attributes: Zarr has no ragged
+arrays, and one array per utterance means two files per utterance (tens of
+thousands per store), which network file systems and HTTP punish. Here a
+compacted part of an IEMOCAP-sized set is a few hundred chunk files, and the
+whole index of a store arrives with one request, inside the consolidated
+metadata. Why large unsharded chunks and no codec: ``bench/store.py`` measures
+it (``bench/RESULTS-store.md``); sharding with small inner chunks reads many
+times slower, and compression saves little on float16. A segment is written
+by exactly one process and never modified, so the shard/region write races of
+zarr-python (#3682) cannot occur.
+
+A segment is built in a temporary directory, fsynced, and renamed into place.
+Writers are local only; readers use the local tree directly (never the
+consolidated metadata, which a running writer makes stale) or, for URLs,
+the consolidated metadata, which each writer refreshes when it closes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from features.base import STORE_FORMAT, STORE_FORMAT_VERSION, Backend, Segment, SetMeta, StoreError, register
+from features.durable import fsync_file, fsync_tree, publish
+
+_SEGMENT = re.compile(r"^\d{8}$")
+# Bytes per chunk of a segment's data along time (see bench/RESULTS-store.md).
+CHUNK_BYTES = 32 << 20
+
+
+@contextlib.contextmanager
+def _quiet():
+    """zarr warns about our lock files and about consolidated metadata being outside the v3 spec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
+        yield
+
+
+@register("zarr")
+class ZarrBackend(Backend):
+    suffixes = (".zarr",)
+
+    def __init__(self, location: str, mode: str) -> None:
+        super().__init__(location.rstrip("/"), mode)
+        self.remote = "://" in self.location
+        self.root_path = None if self.remote else Path(self.location)
+        self._root: zarr.Group | None = None
+        self._arrays: dict[str, Any] = {}
+
+    @classmethod
+    def exists(cls, location: str) -> bool:
+        if "://" in location:
+            return True  # opening tells; a static server cannot be listed
+        return (Path(location) / "zarr.json").is_file()
+
+    def create(self) -> None:
+        self.root_path.mkdir(parents=True, exist_ok=True)
+        zarr.create_group(
+            store=LocalStore(self.root_path),
+            attributes={"emocache": {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION}},
+        )
+        fsync_file(self.root_path / "zarr.json")
+
+    # -- reading the hierarchy: the local tree directly, remote stores through consolidated metadata
+
+    def _root_group(self) -> zarr.Group:
+        if self._root is None:
+            try:
+                with _quiet():
+                    if self.remote:
+                        self._root = zarr.open_group(self.location, mode="r", use_consolidated=True)
+                    else:
+                        store = LocalStore(self.root_path, read_only=self.mode == "r")
+                        self._root = zarr.open_group(store, mode="r", use_consolidated=False)
+            except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+                hint = (
+                    " (a remote store needs consolidated metadata: its writers must have closed cleanly; "
+                    "run `features consolidate` on the original)"
+                    if self.remote
+                    else ""
+                )
+                raise StoreError(f"cannot open Zarr store {self.location}: {type(e).__name__}: {e}{hint}") from None
+        return self._root
+
+    def _children(self, path: str) -> list[str]:
+        if not self.remote:
+            base = self.root_path / path
+            if not base.is_dir():
+                return []
+            return sorted(p.name for p in base.iterdir() if (p / "zarr.json").is_file())
+        flat = self._root_group().metadata.consolidated_metadata.flattened_metadata
+        prefix = f"{path}/" if path else ""
+        return sorted({k[len(prefix) :] for k in flat if k.startswith(prefix) and "/" not in k[len(prefix) :]})
+
+    def _attrs(self, path: str) -> dict[str, Any] | None:
+        if not self.remote:
+            try:
+                return json.loads((self.root_path / path / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        meta = self._root_group().metadata.consolidated_metadata.flattened_metadata.get(path)
+        return None if meta is None else dict(meta.attributes)
+
+    def set_names(self) -> list[str]:
+        return [n for n in self._children("") if "emocache" in (self._attrs(n) or {})]
+
+    def read_set_meta(self, name: str) -> SetMeta | None:
+        attrs = self._attrs(name)
+        if not attrs or "emocache" not in attrs:
+            return None
+        try:
+            return SetMeta.from_json(attrs["emocache"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"the record of set {name!r} in {self.location} is damaged ({e})") from None
+
+    def write_set_meta(self, name: str, meta: SetMeta) -> None:
+        store = LocalStore(self.root_path)
+        # Never overwrite=True: it deletes everything under the path, lock files of running writers included.
+        zarr.create_group(store=store, path=name, attributes={"emocache": meta.to_json()})
+        zarr.create_group(store=store, path=f"{name}/parts")
+        fsync_file(self.root_path / name / "zarr.json")
+
+    def segments(self, name: str) -> list[Segment]:
+        out = []
+        for part in self._children(f"{name}/parts"):
+            for seq in self._children(f"{name}/parts/{part}"):
+                if not _SEGMENT.match(seq):
+                    continue
+                path = f"{name}/parts/{part}/{seq}"
+                attrs = self._attrs(path) or {}
+                if "emocache_segment" not in attrs:
+                    raise StoreError(f"segment {path} of {self.location} has no index; run `features verify`")
+                out.append(Segment.from_index_json(part, int(seq), attrs["emocache_segment"], path))
+        return out
+
+    def write_segment(
+        self,
+        name: str,
+        meta: SetMeta,
+        part: str,
+        seq: int,
+        index: dict[str, Any],
+        blocks: Iterable[np.ndarray],
+        frames: int,
+    ) -> None:
+        part_dir = self.root_path / name / "parts" / part
+        if not (part_dir / "zarr.json").is_file():
+            zarr.create_group(store=LocalStore(self.root_path), path=f"{name}/parts/{part}")
+        tmp = part_dir / f".tmp-{seq:08d}-{os.getpid()}"
+        group = zarr.create_group(store=LocalStore(tmp), attributes={"emocache_segment": index})
+        per_frame = (meta.layers or 1) * meta.dim * np.dtype(meta.dtype).itemsize
+        chunk = max(1, min(frames, CHUNK_BYTES // per_frame))
+        data = group.create_array(
+            "data",
+            shape=meta.frame_shape(frames),
+            dtype=meta.dtype,
+            chunks=meta.frame_shape(chunk),
+            compressors=None,
+            filters=None,
+            fill_value=0,
+        )
+        # Write whole chunks only: a partial chunk would be read back and rewritten.
+        buffer = np.empty(meta.frame_shape(chunk), dtype=meta.dtype)
+        filled = written = 0
+        for block in blocks:
+            at = 0
+            n = block.shape[-2]
+            while at < n:
+                take = min(chunk - filled, n - at)
+                buffer[..., filled : filled + take, :] = block[..., at : at + take, :]
+                filled += take
+                at += take
+                if filled == chunk:
+                    data[..., written : written + chunk, :] = buffer
+                    written += chunk
+                    filled = 0
+        if filled:
+            data[..., written : written + filled, :] = buffer[..., :filled, :]
+            written += filled
+        if written != frames:
+            raise StoreError(f"internal: segment {seq} of {name}/{part} got {written} frames, expected {frames}")
+        fsync_tree(tmp)
+        publish(tmp, part_dir / f"{seq:08d}")
+
+    def delete_segment(self, name: str, segment: Segment) -> None:
+        self._arrays.pop(segment.handle, None)
+        target = self.root_path / segment.handle
+        # Rename first so a crash mid-delete never leaves a half-deleted segment under a live name.
+        doomed = target.with_name(f".tmp-deleting-{target.name}-{os.getpid()}")
+        try:
+            os.replace(target, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed)
+
+    def _array(self, handle: str):
+        array = self._arrays.get(handle)
+        if array is None:
+            try:
+                with _quiet():
+                    array = self._root_group()[f"{handle}/data"]
+            except KeyError:
+                raise StoreError(f"segment {handle} of {self.location} has no data array; run `features verify`") from None
+            self._arrays[handle] = array
+        return array
+
+    def read_frames(self, segment: Segment, start: int, stop: int, out: np.ndarray) -> None:
+        if stop <= start:
+            return
+        out[...] = self._array(segment.handle)[..., start:stop, :]
+
+    def lock_path(self, name: str, part: str | None) -> Path:
+        if part is None:
+            return self.root_path / ".create.lock"
+        return self.root_path / name / "parts" / part / ".writer.lock"
+
+    def cleanup(self, name: str, part: str) -> None:
+        part_dir = self.root_path / name / "parts" / part
+        if part_dir.is_dir():
+            for entry in part_dir.glob(".tmp-*"):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def finish(self) -> None:
+        """Consolidate the metadata so HTTP/fsspec readers see the store without listing it."""
+        with _quiet():
+            zarr.consolidate_metadata(LocalStore(self.root_path))
+        fsync_file(self.root_path / "zarr.json")
+
+    def close(self) -> None:
+        self._arrays.clear()
+        self._root = None

@@ -1,0 +1,269 @@
+"""The store contract, one suite run against every back-end on real files."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import features
+from features import StoreError, StoreLockedError, open_store
+from features.lock import StaleLockWarning
+from features.provenance import Provenance
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "writer_script.py"
+
+
+def provenance(dtype: str = "float16", dim: int = 8, encoder: str = "test:random") -> Provenance:
+    return Provenance(encoder=encoder, manifest_hash="a" * 64, dtype=dtype, dim=dim, host="testhost", created="2026-01-01")
+
+
+def random_arrays(seed: int, n: int, dim: int, layers: int | None = None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        t = int(rng.integers(1, 30))
+        shape = (t, dim) if layers is None else (layers, t, dim)
+        out[f"utt{i:03d}"] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+class StoreSuite:
+    """Subclasses set ``suffix``; every test runs on a fresh store of that back-end."""
+
+    suffix: str
+
+    @pytest.fixture
+    def path(self, tmp_path) -> str:
+        return str(tmp_path / f"store{self.suffix}")
+
+    def write(self, path, arrays, *, name="audio", prov=None, layers=None, every=4, part=None):
+        prov = prov or provenance()
+        with open_store(path, "a") as store:
+            with store.writer(name, prov, frame_rate=50.0, layers=layers, part=part) as w:
+                for i, (utt_id, array) in enumerate(arrays.items()):
+                    w.write(utt_id, array)
+                    if i % every == every - 1:
+                        w.commit()
+
+    # -- round trip
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
+    @given(
+        seed=st.integers(0, 2**16),
+        n=st.integers(1, 12),
+        dim=st.integers(1, 9),
+        layers=st.one_of(st.none(), st.integers(1, 3)),
+        dtype=st.sampled_from(["float16", "float32"]),
+        every=st.integers(1, 5),
+    )
+    def test_round_trip(self, tmp_path_factory, seed, n, dim, layers, dtype, every):
+        path = str(tmp_path_factory.mktemp("rt") / f"s{self.suffix}")
+        arrays = random_arrays(seed, n, dim, layers)
+        prov = provenance(dtype, dim)
+        self.write(path, arrays, prov=prov, layers=layers, every=every)
+        with open_store(path) as store:
+            fs = store["audio"]
+            assert fs.ids == list(arrays)
+            everything = fs.read_all()
+            subset = list(arrays)[::-2]
+            some = fs.read_all(subset)
+            for utt_id, array in arrays.items():
+                expected = array.astype(dtype)
+                got = fs.read(utt_id)
+                assert got.dtype == np.dtype(dtype) and got.shape == expected.shape
+                assert np.array_equal(got, expected)
+                assert np.array_equal(everything.get(utt_id), expected)
+            for i, utt_id in enumerate(subset):
+                assert np.array_equal(some[i], arrays[utt_id].astype(dtype))
+            assert list(everything.lengths) == [a.shape[-2] for a in arrays.values()]
+            info = fs.info
+            assert (info.count, info.dim, info.layers, info.dtype, info.frame_rate) == (n, dim, layers, dtype, 50.0)
+            assert info.nbytes == sum(a.size for a in arrays.values()) * np.dtype(dtype).itemsize
+            assert info.provenance == prov and info.identity == prov.identity()
+            assert len(fs.segments) == 1, "a closed writer leaves one segment per part"
+
+    def test_unknown_set_names_the_sets(self, path):
+        self.write(path, random_arrays(0, 2, 8))
+        with open_store(path) as store:
+            with pytest.raises(StoreError, match=r"no feature set 'text' in .*; sets there: 'audio'"):
+                store["text"]
+            assert "audio" in store and "text" not in store
+
+    def test_read_only_store_refuses_writers(self, path):
+        self.write(path, random_arrays(0, 2, 8))
+        with open_store(path) as store, pytest.raises(StoreError, match="open read-only"):
+            store.writer("audio", provenance())
+
+    def test_missing_store(self, tmp_path):
+        with pytest.raises(StoreError, match="no .* feature store at"):
+            open_store(str(tmp_path / f"absent{self.suffix}"))
+
+    def test_bad_shapes_and_values_name_the_utterance(self, path):
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            with pytest.raises(StoreError, match=r"utterance 'x': set 'audio' stores arrays of shape \(T, 8\), got \(3, 7\)"):
+                w.write("x", np.zeros((3, 7)))
+            with pytest.raises(StoreError, match="utterance 'big': 1 values are NaN or infinite once stored as float16"):
+                w.write("big", np.array([[1e6] + [0.0] * 7]))
+
+    # -- resume, exactly once, failures
+
+    def test_resume_skips_done_and_refuses_duplicates(self, path):
+        arrays = random_arrays(1, 10, 8)
+        first = dict(list(arrays.items())[:6])
+        self.write(path, first)
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            assert w.done == set(first)
+            with pytest.raises(StoreError, match="utterance 'utt000' is already committed to set 'audio'"):
+                w.write("utt000", arrays["utt000"])
+            for utt_id, array in arrays.items():
+                if utt_id not in w.done:
+                    w.write(utt_id, array)
+        with open_store(path) as store:
+            fs = store["audio"]
+            assert fs.ids == list(arrays)
+            assert all(np.array_equal(fs.read(u), a.astype(np.float16)) for u, a in arrays.items())
+
+    def test_uncommitted_writes_are_absent_after_a_crash_without_close(self, path):
+        arrays = random_arrays(2, 6, 8)
+        code = (
+            "import sys, numpy as np; sys.path.insert(0, %r)\n"
+            "import features, os, signal\n"
+            "from features.provenance import Provenance\n"
+            "p = Provenance(encoder='test:random', manifest_hash='a'*64, dtype='float16', dim=8, host='testhost', created='2026-01-01')\n"
+            "s = features.open_store(%r, 'a'); w = s.writer('audio', p, frame_rate=50.0)\n"
+            "w.write('a', np.ones((3, 8))); w.commit(); w.write('b', np.ones((2, 8)))\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n"
+        ) % (str(HERE.parents[1]), path)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        with open_store(path) as store:
+            assert store["audio"].ids == ["a"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+                assert w.done == {"a"}
+                for utt_id, array in arrays.items():
+                    w.write(utt_id, array)
+        stale = [w for w in caught if issubclass(w.category, StaleLockWarning)]
+        assert len(stale) == 1 and "taking over a stale lock on set 'audio' part 'main'" in str(stale[0].message)
+        assert f"pid " in str(stale[0].message)
+        with open_store(path) as store:
+            assert store["audio"].ids == ["a", *arrays]
+
+    def test_failures_are_recorded_retried_and_cleared(self, path):
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            w.write("ok", np.ones((2, 8)))
+            w.fail("bad1", "load", "cannot decode bad1.wav")
+            w.fail("bad2", "encode", "CUDA out of memory")
+        with open_store(path) as store:
+            failures = store["audio"].failures()
+            assert [(f.utt_id, f.stage, f.error) for f in failures] == [
+                ("bad1", "load", "cannot decode bad1.wav"),
+                ("bad2", "encode", "CUDA out of memory"),
+            ]
+            assert all(f.time.startswith("20") for f in failures)
+            assert store["audio"].info.failed == 2
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            assert w.failed == {"bad1", "bad2"}
+            w.write("bad1", np.zeros((1, 8)))
+            w.fail("bad2", "encode", "still out of memory")
+        with open_store(path) as store:
+            fs = store["audio"]
+            assert [(f.utt_id, f.error) for f in fs.failures()] == [("bad2", "still out of memory")]
+            assert set(fs.ids) == {"ok", "bad1"}
+
+    def test_identity_mismatch_is_refused(self, path):
+        self.write(path, random_arrays(0, 2, 8))
+        other = provenance(encoder="test:other")
+        with open_store(path, "a") as store:
+            with pytest.raises(StoreError, match=r"set 'audio' in .* was made with identity [0-9a-f]{16} \(encoder test:random.*not [0-9a-f]{16} \(encoder test:other.*use another --set name or delete the set"):
+                store.writer("audio", other)
+            with store.writer("audio", provenance()) as w:  # the refusal released the lock
+                assert len(w.done) == 2
+
+    # -- locking
+
+    def test_second_writer_is_refused_naming_the_holder(self, path):
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            w.write("a", np.ones((2, 8)))
+            lock = Path(store.backend.lock_path("audio", "main"))
+            with open_store(path, "a") as other:
+                with pytest.raises(StoreLockedError) as caught:
+                    other.writer("audio", provenance())
+                record = json.loads(lock.read_text())
+                assert str(caught.value) == (
+                    f"set 'audio' part 'main' of {path} is locked by another writer: host {record['host']}, "
+                    f"pid {os.getpid()}, since {record['since']} (lock file {lock}). "
+                    "Wait for it to finish, or give this writer another part."
+                )
+                with other.writer("audio", provenance(), part="w1") as w1:  # other parts are free
+                    w1.write("b", np.ones((3, 8)))
+        assert not lock.exists()
+        with open_store(path) as store:
+            assert sorted(store["audio"].ids) == ["a", "b"]
+            assert [s.part for s in store["audio"].segments] == ["main", "w1"]
+
+    def test_lock_from_another_host_is_not_taken_over(self, path):
+        self.write(path, random_arrays(0, 2, 8))
+        with open_store(path, "a") as store:
+            lock = Path(store.backend.lock_path("audio", "main"))
+            lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": "2026-01-01T00:00:00+00:00"}))
+            with pytest.raises(StoreLockedError, match=r"locked by a writer on another host: host elsewhere, pid 1.*delete .*\.writer\.lock"):
+                store.writer("audio", provenance())
+
+    @pytest.mark.slow
+    def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(self, tmp_path):
+        n, every = 60, 4
+        reference = str(tmp_path / f"ref{self.suffix}")
+        killed = str(tmp_path / f"killed{self.suffix}")
+        for _ in range(2):  # the second run retries the simulated failures
+            subprocess.run([sys.executable, str(SCRIPT), reference, str(n), str(every)], check=True)
+        rng = random.Random(1234)
+        kills = 0
+        for attempt in range(40):
+            proc = subprocess.Popen([sys.executable, str(SCRIPT), killed, str(n), str(every), "0.004"])
+            if attempt < 5:
+                # Kill somewhere in the writing phase, which starts once the store exists.
+                while not os.path.exists(killed) and proc.poll() is None:
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 1.0))
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+            proc.wait()
+            if not os.path.exists(killed):
+                continue
+            with open_store(killed) as store:  # opens and verifies after every kill
+                report = features.verify(killed)
+                assert report.ok, report.problems
+                if "audio" in store and len(store["audio"]) == n:
+                    break
+        assert kills >= 3
+        with open_store(reference) as ref, open_store(killed) as got:
+            a, b = ref["audio"], got["audio"]
+            assert sorted(a.ids) == sorted(b.ids) == [f"u{i:04d}" for i in range(n)]
+            assert len(set(b.ids)) == n
+            for utt_id in a.ids:
+                assert a.read(utt_id).tobytes() == b.read(utt_id).tobytes()
+                assert a.checksum(utt_id) == b.checksum(utt_id)
+            assert b.failures() == []
+
+
+class TestHDF5(StoreSuite):
+    suffix = ".h5"
+
+
+class TestZarr(StoreSuite):
+    suffix = ".zarr"
