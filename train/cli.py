@@ -1,0 +1,153 @@
+"""`train`: stage 2 on cached features (fold, cv, ablate, predict). Thin over the library."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any
+
+import click
+
+from train.ablate import LAMBDAS, SETTINGS, run_ablation
+from train.config import VAL_MODES, TrainConfig, parse_sets
+from train.cv import run_cv
+from train.presets import PRESETS, preset
+
+
+def _domain_errors(fn):
+    """Turn the library's errors (bad config, data that does not fit, bad store) into clean CLI errors."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from features import StoreError
+        from manifests.io import ManifestError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, StoreError, ManifestError) as err:
+            raise click.ClickException(str(err)) from err
+
+    return wrapper
+
+
+def _training_options(fn):
+    options = [
+        click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="The manifest (JSONL) the store was extracted from."),
+        click.option("--store", required=True, help="The feature store (.h5/.hdf5, .zarr, or a Zarr URL)."),
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."),
+        click.option("--preset", default="fast", show_default=True, type=click.Choice(sorted(PRESETS)),
+                     help="Starting configuration; the flags below override its fields. 'paper' is the paper's (for a GPU), 'fast' ours for CPUs."),
+        click.option("--modalities", default=None, help="Comma-separated subset of a,t,v (audio, text, video). Default: the preset's (a,t,v)."),
+        click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio,t=text,v=video (the default)."),
+        click.option("--lambda", "lam", type=float, default=None, help="Weight of the margin loss (A+V+T only)."),
+        click.option("--alpha", type=float, default=None, help="Margin of the margin loss."),
+        click.option("--val", type=click.Choice(VAL_MODES), default=None,
+                     help="dialog: validation split by dialog from the training groups, test the best epoch; none: test the last epoch."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None),
+        click.option("--lr", type=float, default=None),
+        click.option("--d", "d", type=click.IntRange(min=1), default=None, help="Common width of the head."),
+        click.option("--frame-pool", type=click.IntRange(min=1), default=None, help="Mean-pool every sequence in time by K first."),
+        click.option("--seed", type=int, default=None),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1..."),
+        click.option("--num-threads", type=click.IntRange(min=0), default=None, help="Torch CPU threads (0: torch's default)."),
+        click.option("--note", default=None, help="A line printed above the result tables."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress goes to stderr)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _config(options: dict[str, Any]) -> TrainConfig:
+    overrides = {key: options.pop(key) for key in
+                 ("modalities", "lam", "alpha", "val", "epochs", "batch_size", "lr", "d", "frame_pool", "seed",
+                  "device", "num_threads")}
+    sets_text = options.pop("sets_text")
+    if sets_text:
+        overrides["sets"] = parse_sets(sets_text)
+    return preset(options.pop("preset"), **overrides)
+
+
+def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data) if as_json else text)
+
+
+@click.group()
+def cli() -> None:
+    """Stage 2: train the light head on cached features, leave-one-group-out."""
+
+
+@cli.command()
+@click.option("--session", "--group", "group", required=True, help="The test group (the IEMOCAP session, 1..5; --group for CSV corpora).")
+@_training_options
+@_domain_errors
+def fold(group: str, manifest: str, store: str, out_dir: str, note: str | None, as_json: bool, **options: Any) -> None:
+    """Train on every group but one and test on it."""
+    from train.loop import train_fold
+    from train.report import pct
+
+    cfg = _config(options)
+    result = train_fold(cfg, manifest, store, group, out_dir, progress=True)
+    m = result.metrics
+    text = (f"fold {result.group}: ACC {pct(m['acc'])}  WF1 {pct(m['wf1'])}  UA {pct(m['ua'])}  macro-F1 {pct(m['macro_f1'])}"
+            f"  (n_test {m['n_test']}, epoch {result.best_epoch}); outputs in {out_dir}")
+    if note:
+        text = f"{note}\n{text}"
+    _emit(result.to_json(), as_json, text)
+
+
+@cli.command()
+@_training_options
+@click.option("--scheduler", default=None, help="Run folds on Dask: local:N (N worker processes here) or tcp://HOST:PORT.")
+@_domain_errors
+def cv(manifest: str, store: str, out_dir: str, note: str | None, as_json: bool, scheduler: str | None, **options: Any) -> None:
+    """Every fold, then mean and std over folds (tables and plots in --out)."""
+    from train.report import fold_table, markdown
+
+    report = run_cv(_config(options), manifest, store, out_dir, scheduler=scheduler, note=note)
+    text = markdown(*fold_table(report["folds"], report))
+    if report.get("note"):
+        text = f"{report['note']}\n{text}"
+    _emit(report, as_json, text + f"outputs in {out_dir}")
+
+
+@cli.command()
+@_training_options
+@click.option("--settings", default=",".join(SETTINGS), show_default=True, help="Modality settings, comma-separated, e.g. A,T,A+V+T.")
+@click.option("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS), show_default=True, help="Lambdas for the A+V+T setting.")
+@click.option("--scheduler", default=None, help="Run folds on Dask: local:N or tcp://HOST:PORT.")
+@_domain_errors
+def ablate(manifest: str, store: str, out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
+           scheduler: str | None, **options: Any) -> None:
+    """The paper's ablation grid (Tables 1 and 2): modality settings and lambda, beside the paper's figures."""
+    from train.report import ablation_markdown
+
+    try:
+        lams = [float(x) for x in lambdas.split(",") if x.strip()]
+    except ValueError as err:
+        raise click.ClickException(f"--lambdas {lambdas!r}: give numbers separated by commas, e.g. 0,0.1,1") from err
+    report = run_ablation(_config(options), manifest, store, out_dir, settings=[s for s in settings.split(",") if s.strip()],
+                          lambdas=lams, scheduler=scheduler, note=note)
+    _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False), help="A fold's output folder (model.pt + config.json).")
+@click.option("--store", required=True, help="The feature store holding the utterances to label.")
+@click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False), help="Label this manifest's utterances (default: every utterance of the store's sets).")
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Write the predictions to FILE.csv or FILE.json.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as one JSON object on stdout.")
+@_domain_errors
+def predict(checkpoint: str, store: str, manifest: str | None, out_file: str | None, batch_size: int, device: str,
+            as_json: bool) -> None:
+    """Label utterances (class and probabilities) with a trained checkpoint, from their cached features."""
+    from train.predict import predict as run_predict, write_predictions
+
+    result = run_predict(checkpoint, store, manifest, batch_size=batch_size, device=device)
+    if out_file:
+        write_predictions(result, out_file)
+    lines = [f"{p['utt_id']}\t{p['pred']}\t{max(p['probs'].values()):.3f}" for p in result["predictions"]]
+    _emit(result, as_json, "\n".join(lines) + (f"\nwritten to {out_file}" if out_file else ""))
+    print(f"{len(result['predictions'])} utterances labelled", file=sys.stderr)

@@ -1,0 +1,129 @@
+"""Cross-validation: every leave-one-group-out fold, in this process or in parallel on Dask.
+
+Sequentially, the features are read once and shared by the folds. On Dask each fold is
+one task that opens the store and reads the features inside its worker (nothing big
+travels through the scheduler); a fixed seed gives the same figures either way, as long
+as ``num_threads`` is the same (the workers run one thread each: set ``num_threads=1``
+to compare with a sequential run).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from manifests import Utterance
+from train import metrics
+from train.config import TrainConfig
+from train.data import FeatureData, as_rows, load_features
+from train.folds import groups
+from train.loop import train_fold
+
+_README_MARKER = "SYNTHETIC"
+
+
+class SchedulerError(ValueError):
+    """A --scheduler value that is neither local:N nor tcp://HOST:PORT."""
+
+
+def synthetic_note(rows: Sequence[Utterance]) -> str | None:
+    """A warning line when the manifest's corpus is emocache's synthetic demo (its README.txt says so)."""
+    corpora = {r.corpus.lower() for r in rows}
+    if any("demo" in c or "synthetic" in c for c in corpora):
+        return "SYNTHETIC DEMO CORPUS: these figures say nothing about emotion recognition."
+    for parent in list(Path(rows[0].audio).parents)[:8]:
+        readme = parent / "README.txt"
+        if readme.is_file() and readme.read_text(encoding="utf-8", errors="replace").startswith(_README_MARKER):
+            return f"SYNTHETIC DEMO CORPUS ({parent}): these figures say nothing about emotion recognition."
+    return None
+
+
+def join_notes(*notes: str | None) -> str | None:
+    return " ".join(n for n in notes if n) or None
+
+
+def summarise_folds(folds: list[dict[str, Any]], classes: Sequence[str], cfg: TrainConfig,
+                    note: str | None) -> dict[str, Any]:
+    report = {"classes": list(classes), **metrics.summarise(folds), "folds": folds}
+    improvised = [f["improvised"] for f in folds if f.get("improvised")]
+    if improvised and len(improvised) == len(folds):
+        s = metrics.summarise(improvised)
+        report["improvised"] = {"mean": s["mean"], "std": s["std"], "n_test": s["n_test"]}
+    report["config"] = cfg.to_json()
+    if note:
+        report["note"] = note
+    return report
+
+
+@contextmanager
+def dask_client(scheduler: str | None):
+    """``None`` -> no client (sequential); ``local:N`` -> a LocalCluster of N one-thread worker
+    processes; ``tcp://HOST:PORT`` -> an existing scheduler."""
+    if scheduler is None:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler.startswith("local:"):
+        n = scheduler.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise SchedulerError(f"--scheduler {scheduler!r}: write local:N with N >= 1 workers")
+        with LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+    elif scheduler.startswith("tcp://"):
+        with Client(scheduler) as client:
+            yield client
+    else:
+        raise SchedulerError(f"--scheduler {scheduler!r}: use local:N (a local cluster of N workers) or tcp://HOST:PORT")
+
+
+def _fold_task(cfg_json: dict[str, Any], manifest: str, store: str, group: str, out_dir: str | None) -> dict[str, Any]:
+    """One fold inside a Dask worker: loads the store itself."""
+    cfg = TrainConfig.from_json(cfg_json)
+    return train_fold(cfg, manifest, store, group, out_dir, progress=False).to_json()
+
+
+def run_folds(cfg: TrainConfig, manifest, store, out_dir: Path | None, *, client=None,
+              data: FeatureData | None = None, progress: bool = True, desc: str = "cv") -> list[dict[str, Any]]:
+    """Every fold's JSON (FoldResult.to_json), in group order."""
+    rows = as_rows(manifest)
+    keys = groups(rows)
+    fold_dir = (lambda g: None if out_dir is None else Path(out_dir) / f"fold-{g}")
+    if client is None:
+        if data is None:
+            data = load_features(rows, store, cfg.sets, cfg.model.modalities)
+        return [train_fold(cfg, rows, store, g, fold_dir(g), data=data, progress=progress).to_json()
+                for g in tqdm(keys, desc=desc, unit="fold", file=sys.stderr, disable=not progress)]
+    if not isinstance(manifest, (str, os.PathLike)) or not isinstance(store, (str, os.PathLike)):
+        raise SchedulerError("running folds on Dask needs the manifest and the store as paths, so that each worker opens them")
+    from distributed import as_completed
+
+    futures = {client.submit(_fold_task, cfg.to_json(), os.fspath(manifest), os.fspath(store), g,
+                             None if out_dir is None else os.fspath(fold_dir(g)), pure=False): g for g in keys}
+    results = {}
+    for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="fold", file=sys.stderr,
+                       disable=not progress):
+        results[futures[future]] = future.result()
+    return [results[g] for g in keys]
+
+
+def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
+           scheduler: str | None = None, note: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Every fold, then mean and std; with ``out_dir`` also the per-fold outputs and the cv tables and plots."""
+    rows = as_rows(manifest)
+    with dask_client(scheduler) as client:
+        folds = run_folds(cfg, manifest if client else rows, store, Path(out_dir) if out_dir else None,
+                          client=client, progress=progress)
+    report = summarise_folds(folds, folds[0]["classes"], cfg, join_notes(synthetic_note(rows), note))
+    if out_dir is not None:
+        from train.report import write_cv
+
+        write_cv(Path(out_dir), report)
+    return report
+

@@ -1,0 +1,245 @@
+"""Cached features from the store, loaded once per fold and batched by length.
+
+Each modality's set is read with one ``read_all`` into memory in its stored dtype
+(float16 by default: IEMOCAP's wav2vec 2.0 audio is ~1.2 GB so) and cast to float32
+one padded batch at a time. Training never touches an encoder.
+
+Before anything is read the manifest and the store are checked against each other:
+every set must have been extracted from this manifest (same content hash) and must
+hold every one of its utterances.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from manifests import SIX_CLASSES, Utterance
+from manifests.io import manifest_hash, read_manifest
+from train.model import InputSpec
+
+# How many batches' worth of utterances are length-sorted together: large enough that
+# batches pad little, small enough that every epoch's batches differ.
+BUCKET_BATCHES = 32
+
+
+class DataError(ValueError):
+    """The manifest and the feature store do not fit together; the message says how to fix it."""
+
+
+@dataclass
+class ModalityData:
+    """One modality's features for the manifest's utterances, in manifest order.
+
+    ``data`` is (sum_T, D) or (L, sum_T, D) in the stored dtype; utterance i spans
+    frames ``offsets[i]:offsets[i+1]`` (time is axis -2).
+    """
+
+    set_name: str
+    data: np.ndarray
+    offsets: np.ndarray
+    dim: int
+    layers: int | None
+    provenance: dict[str, Any]
+    identity: str
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def spec(self) -> InputSpec:
+        return InputSpec(dim=self.dim, layers=self.layers)
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint records about the set it was trained on."""
+        return {"set": self.set_name, "identity": self.identity, "dim": self.dim, "layers": self.layers,
+                "provenance": self.provenance}
+
+
+@dataclass
+class FeatureData:
+    """All modalities of one manifest, aligned by row index; ``labels`` index ``classes``."""
+
+    ids: list[str]
+    rows: list[Utterance] | None
+    classes: tuple[str, ...]
+    labels: np.ndarray | None
+    modalities: dict[str, ModalityData]
+
+    def specs(self) -> dict[str, InputSpec]:
+        return {m: md.spec() for m, md in self.modalities.items()}
+
+    def select(self, modalities) -> "FeatureData":
+        """The same rows with only ``modalities`` (no copy of the arrays)."""
+        missing = [m for m in modalities if m not in self.modalities]
+        if missing:
+            raise DataError(f"modalities {missing} were not loaded; loaded: {sorted(self.modalities)}")
+        return FeatureData(self.ids, self.rows, self.classes, self.labels, {m: self.modalities[m] for m in modalities})
+
+    def lengths(self) -> np.ndarray:
+        """The length that batches are bucketed by: audio frames, else the first modality's."""
+        key = "a" if "a" in self.modalities else next(iter(self.modalities))
+        return self.modalities[key].lengths
+
+
+def class_list(rows: Sequence[Utterance]) -> tuple[str, ...]:
+    """The labels present, in SIX_CLASSES order when they are IEMOCAP's, else sorted."""
+    present = {r.label for r in rows}
+    if present <= set(SIX_CLASSES):
+        return tuple(c for c in SIX_CLASSES if c in present)
+    return tuple(sorted(present))
+
+
+def as_rows(manifest: str | os.PathLike | Sequence[Utterance]) -> list[Utterance]:
+    if isinstance(manifest, (str, os.PathLike)):
+        return read_manifest(manifest)
+    return list(manifest)
+
+
+def open_any(store, stack: ExitStack):
+    if isinstance(store, (str, os.PathLike)):
+        from features import open_store
+
+        return stack.enter_context(open_store(str(store), mode="r")), str(store)
+    return store, str(getattr(store, "location", store))
+
+
+def feature_set(store, where: str, modality: str, name: str):
+    if name not in store:
+        raise DataError(f"{where}: no feature set {name!r} for modality {modality!r}; sets there: {sorted(store.set_names())}. "
+                        f"Extract it, or name the set with --sets {modality}=SET")
+    return store[name]
+
+
+def check_store(rows: Sequence[Utterance], store, sets: dict[str, str], modalities: Sequence[str],
+                *, check_hash: bool = True) -> None:
+    """Raise :class:`DataError` unless every needed set was extracted from ``rows`` and holds all of them."""
+    with ExitStack() as stack:
+        store, where = open_any(store, stack)
+        wanted = manifest_hash(rows) if check_hash else None
+        for m in modalities:
+            fs = feature_set(store, where, m, sets[m])
+            _check_set(fs, rows, where, m, sets[m], wanted)
+
+
+def _check_set(fs, rows, where, modality, name, wanted_hash) -> None:
+    if wanted_hash is not None:
+        have = fs.info.provenance.manifest_hash
+        if have != wanted_hash:
+            raise DataError(
+                f"{where}: feature set {name!r} was extracted from another manifest "
+                f"(set's manifest_hash {have}, this manifest's {wanted_hash}); "
+                f"extract it with this manifest, or train with the manifest it was extracted from")
+    present = set(fs.ids)
+    missing = [r.utt_id for r in rows if r.utt_id not in present]
+    if missing:
+        failed = {f.utt_id for f in fs.failures()}
+        n_failed = sum(1 for u in missing if u in failed)
+        note = f" ({n_failed} of them recorded as failed extractions: see `features` failures)" if n_failed else ""
+        raise DataError(
+            f"{where}: feature set {name!r} lacks {len(missing)} of the manifest's {len(rows)} utterances{note}; "
+            f"first: {', '.join(missing[:5])}. Finish the extraction (`extract run` resumes) "
+            f"or train on a manifest without them")
+
+
+def load_features(manifest: str | os.PathLike | Sequence[Utterance], store, sets: dict[str, str],
+                  modalities: Sequence[str], *, labelled: bool = True, check_hash: bool = True) -> FeatureData:
+    """Check, then read each modality's set with one ``read_all`` over the manifest's utterances."""
+    rows = as_rows(manifest)
+    loaded: dict[str, ModalityData] = {}
+    with ExitStack() as stack:
+        store, where = open_any(store, stack)
+        wanted = manifest_hash(rows) if check_hash else None
+        feature_sets = {m: feature_set(store, where, m, sets[m]) for m in modalities}
+        for m, fs in feature_sets.items():
+            _check_set(fs, rows, where, m, sets[m], wanted)
+        ids = [r.utt_id for r in rows]
+        for m, fs in feature_sets.items():
+            loaded[m] = load_set(fs, ids, sets[m])
+    classes = class_list(rows) if labelled else ()
+    labels = np.array([classes.index(r.label) for r in rows], dtype=np.int64) if labelled else None
+    return FeatureData(ids=[r.utt_id for r in rows], rows=rows, classes=classes, labels=labels, modalities=loaded)
+
+
+def load_set(fs, ids: list[str], name: str) -> ModalityData:
+    ragged = fs.read_all(ids)
+    data, offsets = np.asarray(ragged.data), np.asarray(ragged.offsets, dtype=np.int64)
+    if list(ragged.ids) != ids:
+        # Reorder into manifest order: one gather, done once per load.
+        where = {u: i for i, u in enumerate(ragged.ids)}
+        order = np.array([where[u] for u in ids], dtype=np.int64)
+        starts, lengths = offsets[order], np.diff(offsets)[order]
+        frames = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)]) if len(ids) else np.zeros(0, np.int64)
+        data = np.take(data, frames, axis=-2)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    info = fs.info
+    return ModalityData(set_name=name, data=data, offsets=offsets, dim=int(info.dim), layers=info.layers,
+                        provenance=info.provenance.to_json(), identity=info.identity)
+
+
+@dataclass
+class Batch:
+    """``inputs[m] = (x float32 (B, T, D) or (B, L, T, D), mask bool (B, T), True = real frame)``."""
+
+    index: np.ndarray
+    inputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    labels: torch.Tensor | None
+
+    def to(self, device: str) -> "Batch":
+        if device == "cpu":
+            return self
+        inputs = {m: (x.to(device, non_blocking=True), k.to(device, non_blocking=True)) for m, (x, k) in self.inputs.items()}
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+        return Batch(self.index, inputs, labels)
+
+
+def pad(md: ModalityData, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad the utterances ``index`` of one modality into a float32 batch and its mask."""
+    starts, ends = md.offsets[index], md.offsets[index + 1]
+    lengths = ends - starts
+    t_max = max(int(lengths.max()), 1)
+    shape = (len(index), t_max, md.dim) if md.data.ndim == 2 else (len(index), md.data.shape[0], t_max, md.dim)
+    x = np.zeros(shape, dtype=np.float32)
+    mask = np.zeros((len(index), t_max), dtype=bool)
+    for j, (s, e) in enumerate(zip(starts, ends)):
+        n = e - s
+        x[j, ..., :n, :] = md.data[..., s:e, :]
+        mask[j, :n] = True
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+def make_batch(data: FeatureData, index: np.ndarray) -> Batch:
+    labels = None if data.labels is None else torch.from_numpy(data.labels[index])
+    return Batch(index, {m: pad(md, index) for m, md in data.modalities.items()}, labels)
+
+
+def batch_order(lengths: np.ndarray, index: Sequence[int], batch_size: int,
+                rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Cut ``index`` into batches of similar length.
+
+    With ``rng`` (training): shuffle, sort by length within buckets of
+    ``BUCKET_BATCHES`` batches, cut, then shuffle the batches. Without: sorted by
+    length, deterministic (evaluation)."""
+    index = np.asarray(index, dtype=np.int64)
+    if rng is None:
+        ordered = index[np.argsort(lengths[index], kind="stable")]
+        return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    shuffled = rng.permutation(index)
+    batches = []
+    size = batch_size * BUCKET_BATCHES
+    for b in range(0, len(shuffled), size):
+        bucket = shuffled[b:b + size]
+        bucket = bucket[np.argsort(lengths[bucket], kind="stable")]
+        batches.extend(bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def iter_batches(data: FeatureData, index: Sequence[int], batch_size: int,
+                 rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    for chunk in batch_order(data.lengths(), index, batch_size, rng):
+        yield make_batch(data, chunk)

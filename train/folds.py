@@ -1,0 +1,75 @@
+"""Leave-one-group-out folds and the validation split carved from the training groups.
+
+The test group (the session, for IEMOCAP) is held out whole. With ``val="dialog"``
+about ``val_fraction`` of the TRAINING units go to validation, where a unit is:
+
+- the dialog (``Utterance.dialog``), so no dialog straddles train and validation;
+- the speaker, for rows without a dialog (CSV corpora), so no speaker straddles;
+- the utterance, when rows have neither.
+
+Units are drawn with the seed; at least one unit goes to each side.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from manifests import Utterance
+
+
+class FoldError(ValueError):
+    """A fold that cannot be formed (unknown group, too few units to split)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of one fold; ``val_unit`` says what the validation split was drawn by."""
+
+    test_group: str
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+    val_unit: str | None
+
+
+def groups(rows: Sequence[Utterance]) -> list[str]:
+    """The fold keys present, numerically sorted when they are numbers ("1".."5")."""
+    keys = {r.group for r in rows}
+    return sorted(keys, key=lambda g: (0, int(g), g) if g.lstrip("-").isdigit() else (1, 0, g))
+
+
+def val_unit(row: Utterance, by: str) -> str:
+    if by == "dialog":
+        return row.dialog
+    if by == "speaker":
+        return row.speaker
+    return row.utt_id
+
+
+def split_fold(rows: Sequence[Utterance], test_group: str, val: str = "dialog",
+               val_fraction: float = 0.1, seed: int = 0) -> Split:
+    """Split ``rows`` for the fold that tests ``test_group``."""
+    test_group = str(test_group)
+    known = groups(rows)
+    if test_group not in known:
+        raise FoldError(f"group {test_group!r} is not in the manifest; groups there: {known}")
+    if len(known) < 2:
+        raise FoldError(f"the manifest has one group ({known[0]!r}): leave-one-group-out needs at least two")
+    test = tuple(i for i, r in enumerate(rows) if r.group == test_group)
+    rest = [i for i, r in enumerate(rows) if r.group != test_group]
+    if val == "none":
+        return Split(test_group, tuple(rest), (), test, None)
+    if val != "dialog":
+        raise FoldError(f"val {val!r} is not one of ['dialog', 'none']")
+    by = "dialog" if all(rows[i].dialog for i in rest) else "speaker" if all(rows[i].speaker for i in rest) else "utterance"
+    units = sorted({val_unit(rows[i], by) for i in rest})
+    if len(units) < 2:
+        raise FoldError(f"the training groups of fold {test_group!r} hold one {by} only: no validation split can be carved; use --val none")
+    n_val = min(len(units) - 1, max(1, round(val_fraction * len(units))))
+    rng = np.random.default_rng([seed, 7919])
+    chosen = {units[j] for j in rng.choice(len(units), size=n_val, replace=False)}
+    train = tuple(i for i in rest if val_unit(rows[i], by) not in chosen)
+    val_idx = tuple(i for i in rest if val_unit(rows[i], by) in chosen)
+    return Split(test_group, train, val_idx, test, by)

@@ -1,0 +1,53 @@
+"""Classification metrics (scikit-learn) per fold, and their mean and std over folds."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
+# The scalar figures, in the order tables show them.
+SCALARS = ("acc", "wf1", "ua", "macro_f1")
+
+
+def compute(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dict[str, Any]:
+    """acc, weighted F1 (wf1), unweighted accuracy (ua = balanced accuracy), macro F1, n_test and the
+    confusion matrix (rows true, columns predicted, classes in the fold's fixed order)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    labels = list(range(n_classes))
+    return {
+        "acc": float(accuracy_score(y_true, y_pred)),
+        "wf1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        # balanced accuracy = mean recall over the classes that occur in y_true
+        "ua": _balanced_accuracy(y_true, y_pred),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "n_test": int(len(y_true)),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    if not len(y_true):
+        return 0.0
+    with warnings.catch_warnings():
+        # Predicting a class absent from a small split is expected, not a problem.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def summarise(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{"mean": {...}, "std": {...}, "confusion": summed, "n_test": total}`` over per-fold metrics.
+
+    std is the population std over folds (ddof=0), as 5-fold papers usually report."""
+    if not folds:
+        raise ValueError("no folds to summarise")
+    values = {k: np.array([f[k] for f in folds], dtype=np.float64) for k in SCALARS}
+    return {
+        "mean": {k: float(v.mean()) for k, v in values.items()},
+        "std": {k: float(v.std()) for k, v in values.items()},
+        "confusion": np.sum([np.asarray(f["confusion"]) for f in folds], axis=0).tolist(),
+        "n_test": int(sum(f["n_test"] for f in folds)),
+    }
