@@ -19,9 +19,14 @@ stamp=.venv/.emocache-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing dependencies into .venv (the first time takes several minutes)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
+    pip_install() {
+        # Some machines list local package folders that do not all exist; pip's
+        # warnings about each one would bury real errors.
+        .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    }
+    pip_install --upgrade pip
     # torch and torchvision first, as the pair that is known to work together.
-    .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    pip_install "torch==2.14.1" "torchvision==0.29.1"
+    pip_install -e ".[test]"
     echo "$want" > "$stamp"
 fi
