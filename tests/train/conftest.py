@@ -21,7 +21,7 @@ CLASSES = ("hap", "neu", "ang", "sad")
 SHAPES = {"a": ("audio", 12, 2, 12, 40), "t": ("text", 8, None, 3, 9), "v": ("video", 10, None, 4, 5)}
 
 
-def make_rows(groups: int = 3, dialogs: int = 3, per_dialog: int = 8, seed: int = 0) -> list[Utterance]:
+def _make_rows(groups: int = 3, dialogs: int = 3, per_dialog: int = 8, seed: int = 0) -> list[Utterance]:
     rng = np.random.default_rng(seed)
     rows = []
     for g in range(1, groups + 1):
@@ -36,7 +36,7 @@ def make_rows(groups: int = 3, dialogs: int = 3, per_dialog: int = 8, seed: int 
     return rows
 
 
-def write_store(path: Path, rows: list[Utterance], *, modalities=("a", "t", "v"), signal: dict | None = None,
+def _write_store(path: Path, rows: list[Utterance], *, modalities=("a", "t", "v"), signal: dict | None = None,
                 seed: int = 0, skip: dict | None = None, manifest_rows: list[Utterance] | None = None,
                 encoder: str = "random:test") -> Path:
     """Write one set per modality. ``signal[m]``: how strongly modality m shows the label (default 1.5);
@@ -68,9 +68,9 @@ def write_store(path: Path, rows: list[Utterance], *, modalities=("a", "t", "v")
 def small_corpus(tmp_path_factory):
     """(manifest path, store path, rows): three groups, all three modalities, HDF5."""
     root = tmp_path_factory.mktemp("train_small")
-    rows = make_rows()
+    rows = _make_rows()
     manifest = write_manifest(rows, root / "manifest.jsonl")
-    store = write_store(root / "features.h5", rows)
+    store = _write_store(root / "features.h5", rows)
     return manifest, store, rows
 
 
@@ -81,3 +81,14 @@ def tiny_cfg():
 
     return preset("fast", d=8, heads=2, n_blocks=1, lvc_codewords=4, epochs=2, batch_size=8, frame_pool=2,
                   num_threads=1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def write_store():
+    """The store writer above, for tests that need a store of their own (missing utterances, other manifests)."""
+    return _write_store
+
+
+@pytest.fixture(scope="session")
+def make_rows():
+    return _make_rows
