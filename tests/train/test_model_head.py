@@ -101,7 +101,8 @@ def test_every_mode_builds_runs_backward_and_learns(mode):
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         opt.step()
         first = loss.item() if first is None else first
-        assert (parts["margin"] > 0) == three or parts["margin"] == 0.0
+        if not three:
+            assert parts["margin"] == 0.0
     assert loss.item() < 0.5 * first, (first, loss.item())
 
 
