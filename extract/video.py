@@ -76,6 +76,7 @@ class FaceVideoEncoder(Encoder):
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
             raise EncoderConfigError(f"--frames must be a whole number >= 1 (frames sampled per utterance), got {frames!r}")
         self.frames = frames
+        self._pending_notes: list[str] = []
         self._setup()
         try:
             self.cropper = FaceCropper(self.face_config())
@@ -83,6 +84,7 @@ class FaceVideoEncoder(Encoder):
             raise EncoderConfigError(str(err)) from None
         self._stats_lock = threading.Lock()
         self._stats = {"utterances": 0, "frames": 0, "frames_without_face": 0, "utterances_without_face": 0, "utterances_repeated_frames": 0, "utterances_clipped": 0}
+        self._noted = dict(self._stats)
 
     def _setup(self) -> None:
         """Build the model; runs once the common options are checked, before the face cropper is made."""
@@ -110,7 +112,7 @@ class FaceVideoEncoder(Encoder):
         try:
             info = probe_video(utt.video)
             span = resolve_span(info, utt.start, utt.end)
-            frames, _ = decode_frames(info, span, utt.video_side, self.frames)
+            frames, span_count = decode_frames(info, span, utt.video_side, self.frames)
         except MediaError as err:
             raise ExtractError(utt.utt_id, err.stage, err.message) from None
         crops = self.cropper.crop(frames)
@@ -119,7 +121,7 @@ class FaceVideoEncoder(Encoder):
             faces=crops.images,
             found=crops.found,
             boxes=crops.boxes,
-            repeated=span.duration * info.fps < self.frames,
+            repeated=span_count < self.frames,
             clipped=span.clipped,
         )
 
@@ -145,10 +147,28 @@ class FaceVideoEncoder(Encoder):
         with self._stats_lock:
             return dict(self._stats)
 
+    def notes(self) -> list[str]:
+        """What the run summary should say since the last call: frames without a face, clipped or short spans."""
+        with self._stats_lock:
+            now = dict(self._stats)
+            delta = {k: now[k] - self._noted[k] for k in now}
+            self._noted = now
+            notes, self._pending_notes = self._pending_notes, []
+        if delta["frames_without_face"]:
+            notes.append(
+                f"{self.spec}: no face found in {delta['frames_without_face']} of {delta['frames']} frames "
+                f"({delta['utterances_without_face']} of {delta['utterances']} utterances in none); the centre square of the half frame was used"
+            )
+        if delta["utterances_clipped"]:
+            notes.append(f"{self.spec}: {delta['utterances_clipped']} utterances end after their video (by at most {END_TOLERANCE_S} s) and were cut at its end")
+        if delta["utterances_repeated_frames"]:
+            notes.append(f"{self.spec}: {delta['utterances_repeated_frames']} utterances are shorter than {self.frames} video frames; their frames repeat")
+        return notes
+
     def preprocessing(self) -> dict[str, Any]:
         return {
             "frames": self.frames,
-            "sampling": "the video frame nearest to start + i * (end - start) / frames for i < frames (ffmpeg fps filter); short spans repeat frames",
+            "sampling": "middle frame of each of `frames` equal runs of the span's N frames: floor((i + 0.5) * N / frames); N < frames repeats",
             "crop": "the speaker's half (video_side), whole frame without one",
             "end_tolerance_s": END_TOLERANCE_S,
             "colour": "RGB",
@@ -272,9 +292,9 @@ class TimmVideoEncoder(FaceVideoEncoder):
                     "Name the architecture it was trained as (HSEmotion's enet_b0_* files are tf_efficientnet_b0)"
                 )
         dropped = load_strict(model, state, self.weights_path, name)
-        self.notes = [f"dropped the classifier head ({', '.join(dropped)}) from {self.weights_path}"] if dropped else []
-        for note in self.notes:
-            _log.info("%s: %s", self.spec, note)
+        if dropped:
+            self._pending_notes.append(f"{self.spec}: dropped the classifier head ({', '.join(dropped)}) of {self.weights_path}")
+            _log.info(self._pending_notes[-1])
         self._sha256 = file_sha256(self.weights_path)
         self._torch_dtype = TORCH_DTYPES[self.dtype]
         self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=self._torch_dtype)

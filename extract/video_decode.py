@@ -6,6 +6,7 @@ because there is no ffprobe to ask. Both are cached per file.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -150,22 +151,40 @@ def crop_window(info: VideoInfo, side: str | None) -> tuple[int, int, int, int]:
     raise MediaError("input", f"video_side {side!r} is not one of {list(SIDES)} or empty (whole frame); fix the manifest")
 
 
-def decode_frames(info: VideoInfo, span: Span, side: str | None, frames: int) -> tuple[np.ndarray, int]:
-    """``frames`` RGB frames, ``(frames, H, W, 3)`` uint8, evenly spaced over ``span`` of one half.
+def span_frames(info: VideoInfo, span: Span) -> tuple[int, int]:
+    """(first, count): the video frames whose start time lies in ``[span.start, span.end)``, at the stream's constant rate.
 
-    The frame for sample ``i`` is the video frame nearest to ``start + i * duration / frames``
-    (ffmpeg's ``fps`` filter at ``frames / duration`` frames per second after an
-    accurate input seek). A span that holds fewer video frames than ``frames``
-    repeats its frames evenly (the filter duplicates them). Returns the frames and
-    how many ffmpeg gave before any repetition on our side (ffmpeg may give one
-    short at the end of a span; those are repeated evenly here too).
+    A span shorter than one frame gets the one frame on screen at its start.
+    """
+    first = math.ceil(span.start * info.fps - 1e-6)
+    stop = min(math.ceil(span.end * info.fps - 1e-6), info.frame_count)
+    if stop <= first:
+        first = min(math.floor(span.start * info.fps + 1e-6), info.frame_count - 1)
+        stop = first + 1
+    return first, stop - first
+
+
+def decode_frames(info: VideoInfo, span: Span, side: str | None, frames: int) -> tuple[np.ndarray, int]:
+    """``frames`` RGB frames, ``(frames, H, W, 3)`` uint8, evenly spread over ``span`` in one half.
+
+    The span's ``N`` video frames are cut in ``frames`` equal runs and the middle
+    frame of each is taken: frame ``floor((i + 0.5) * N / frames)`` of the span.
+    When ``N < frames`` the same formula repeats frames evenly. ffmpeg seeks to
+    the start (input-side ``-ss``, accurate), crops the half and passes on only
+    the chosen frames (``select``). Returns the frames and ``N``; frames are
+    numbered from the stream's start at its constant rate (``span_frames``).
     """
     x, y, width, height = crop_window(info, side)
-    stream = ffmpeg.input(info.path, ss=f"{span.start:.6f}", t=f"{span.duration:.6f}").video
+    first, count = span_frames(info, span)
+    wanted = even_indices(count, frames)
+    unique = np.unique(wanted)
+    # Seek half a frame before the first frame, so rounding can neither drop it nor keep the one before.
+    stream = ffmpeg.input(info.path, ss=f"{max(0.0, (first - 0.5) / info.fps):.6f}", t=f"{count / info.fps:.6f}").video
     if (width, height) != (info.width, info.height):
         stream = stream.filter("crop", width, height, x, y)
-    stream = stream.filter("fps", fps=f"{frames / span.duration:.9g}")
-    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", vframes=frames).global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+    stream = stream.filter("select", "+".join(f"eq(n,{k})" for k in unique))
+    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", vframes=len(unique))
+    out = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error")
     try:
         raw, _ = out.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as err:
@@ -175,9 +194,15 @@ def decode_frames(info: VideoInfo, span: Span, side: str | None, frames: int) ->
         raise MediaError("decode", f"ffmpeg gave {len(raw)} bytes for {width}x{height} frames from {info.path}; the frame size changes inside the file, re-encode it")
     got = len(raw) // frame_bytes
     if got == 0:
-        raise MediaError("decode", f"no frames decoded from [{span.start:.3f}, {span.end:.3f}] s of {info.path}; check the file plays and the segment times")
+        raise MediaError("decode", f"no frames decoded from [{span.start:.3f}, {span.end:.3f}] s of {info.path}; check that the file plays and the segment times")
+    if got < len(unique):
+        raise MediaError(
+            "decode",
+            f"only {got} of the {len(unique)} frames wanted from [{span.start:.3f}, {span.end:.3f}] s of {info.path} could be decoded "
+            f"(its header promises {info.frame_count} frames); the file is truncated or damaged, copy it again from the corpus",
+        )
     decoded = np.frombuffer(raw, np.uint8).reshape(got, height, width, 3)
-    return decoded[even_indices(got, frames)], got
+    return decoded[np.searchsorted(unique, wanted)], count
 
 
 def even_indices(available: int, wanted: int) -> np.ndarray:
