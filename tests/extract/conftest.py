@@ -117,3 +117,26 @@ def make_corpus(root: Path, n: int = 12, *, sr: int = 16000) -> Path:
 def small_corpus(tmp_path_factory) -> Path:
     """12 short synthetic utterances with transcripts: the manifest path."""
     return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def wav_writer():
+    """``write_tone(path, seconds, sr=16000, ...)``: a short synthetic wav."""
+    return write_tone
+
+
+@pytest.fixture(scope="session")
+def corpus_factory():
+    """``make_corpus(root, n=12)``: a small corpus with transcripts; returns its manifest path."""
+    return make_corpus
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a small shared machine more threads spin and run several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
