@@ -4,12 +4,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from train.model import ModelOutput
 
 # Anchors per chunk are chosen so that one (chunk, N, N) slab stays under this many elements
-# (64 Mi floats = 256 MiB): at batch 64 with three modalities (N = 192) the whole cube is one slab.
-_MAX_SLAB = 1 << 26
+# (16 Mi, 64 MiB of float32): at batch 64 with three modalities (N = 192) the whole cube is one slab.
+_MAX_SLAB = 1 << 24
+
+
+def _hinge_sum(cos_rows: Tensor, positive: Tensor, negative: Tensor, alpha: float) -> Tensor:
+    """Sum of max(0, alpha - cos[i, j] + cos[i, k]) over valid (j, k) for anchors i: all (c, N) -> scalar."""
+    hinge = torch.relu(alpha - cos_rows.unsqueeze(2) + cos_rows.unsqueeze(1))  # (c, j, k)
+    valid = positive.unsqueeze(2) & negative.unsqueeze(1)
+    return torch.where(valid, hinge, torch.zeros((), dtype=hinge.dtype, device=hinge.device)).sum()
 
 
 def margin_loss(z: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
@@ -19,7 +27,8 @@ def margin_loss(z: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
     The triplet set holds every (i, j, k) with m[i] != m[j], m[i] == m[k], c[i] == c[j], c[i] != c[k];
     the loss is the mean over it of max(0, alpha - cos(z_i, z_j) + cos(z_i, z_k)), and 0 (still part
     of the graph, with zero gradient) where it is empty. Computed from one (N, N) cosine matrix,
-    N = B * M, with masked tensor algebra over anchors in chunks (no Python loop over triplets).
+    N = B * M, with masked tensor algebra: the (anchor, j, k) cube at once up to _MAX_SLAB elements,
+    beyond that in anchor chunks recomputed in the backward pass (never a Python loop over triplets).
     """
     if z.dim() != 3:
         raise ValueError(f"z must have shape (B, M, D), got {tuple(z.shape)}")
@@ -40,11 +49,12 @@ def margin_loss(z: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
     if int(count) == 0:
         return total
     chunk = max(1, _MAX_SLAB // (n * n))
+    if chunk >= n:
+        return _hinge_sum(cos, positive, negative, alpha) / count.to(cos.dtype)
+    # Several slabs: recompute each in the backward pass, so the graph never holds the whole cube.
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
-        hinge = torch.relu(alpha - cos[rows].unsqueeze(2) + cos[rows].unsqueeze(1))  # (c, j, k)
-        valid = positive[rows].unsqueeze(2) & negative[rows].unsqueeze(1)
-        total = total + torch.where(valid, hinge, torch.zeros((), dtype=hinge.dtype, device=hinge.device)).sum()
+        total = total + checkpoint(_hinge_sum, cos[rows], positive[rows], negative[rows], alpha, use_reentrant=False)
     return total / count.to(total.dtype)
 
 

@@ -43,15 +43,23 @@ def test_margin_loss_matches_triplet_loop(seed):
     assert math.isclose(float(got), _reference(z, labels, alpha), rel_tol=1e-9, abs_tol=1e-12)
 
 
-def test_margin_loss_matches_loop_when_anchors_are_chunked(monkeypatch):
+def test_margin_loss_chunked_anchors_give_the_same_value_and_gradient(monkeypatch):
     rng = np.random.default_rng(11)
-    z = rng.normal(size=(7, 3, 4))
+    z_np = rng.normal(size=(7, 3, 4))
     labels = np.array([0, 1, 1, 2, 0, 1, 2])
-    whole = float(margin_loss(torch.tensor(z), torch.tensor(labels), 0.5))
-    monkeypatch.setattr(losses, "_MAX_SLAB", 21 * 21 * 2)  # two anchors per chunk, 11 chunks
-    chunked = float(margin_loss(torch.tensor(z), torch.tensor(labels), 0.5))
+
+    def value_and_grad():
+        z = torch.tensor(z_np, requires_grad=True)
+        loss = margin_loss(z, torch.tensor(labels), 0.5)
+        loss.backward()
+        return loss.item(), z.grad
+
+    whole, whole_grad = value_and_grad()
+    monkeypatch.setattr(losses, "_MAX_SLAB", 21 * 21 * 2)  # two anchors per slab, 11 slabs
+    chunked, chunked_grad = value_and_grad()
     assert math.isclose(chunked, whole, rel_tol=1e-12)
-    assert math.isclose(chunked, _reference(z, labels, 0.5), rel_tol=1e-9)
+    assert math.isclose(chunked, _reference(z_np, labels, 0.5), rel_tol=1e-9)
+    torch.testing.assert_close(chunked_grad, whole_grad, rtol=1e-12, atol=1e-12)
 
 
 def test_margin_loss_has_the_gradient_of_the_loop():
