@@ -29,9 +29,12 @@ from .io import ManifestError
 from .schema import SIX_CLASSES
 
 # Probability that a modality shows the utterance's true emotion.
-EXPRESS = {"audio": 0.65, "text": 0.55, "video": 0.5}
+EXPRESS = {"audio": 0.6, "text": 0.55, "video": 0.5}
+# When a modality does not show the true emotion it shows neutral with this probability, else another class.
+FALLBACK_NEUTRAL = 0.7
 EXTRA_LABELS = ("xxx", "oth", "sur", "xxx", "fea", "dis")
 SESSIONS = 5
+EXPRESSED_FILE = "DEMO_EXPRESSED.jsonl"
 FORMAT_VERSION = 1
 
 # Names used in the annotator lines of EmoEvaluation files.
@@ -57,8 +60,9 @@ It mimics the layout of IEMOCAP_full_release (Session1..Session5, EmoEvaluation,
 transcriptions, sentences/wav, dialog/avi/DivX) so that the whole pipeline can be
 run and tested without the real corpus. The speech is a synthetic voice, the
 transcripts are templates and the faces are drawn cartoons; each carries the label
-only partly. Scores measured on it say nothing about emotion recognition:
-it is a demo and test bed only.
+only partly ({EXPRESSED_FILE} says, per utterance, which emotion the speech,
+the words and the face really show). Scores measured on it say nothing about
+emotion recognition: it is a demo and test bed only.
 
 parameters: {params}
 """
@@ -80,7 +84,7 @@ def _expressed(rng: np.random.Generator, label: str, probability: float) -> str:
     if label in SIX_CLASSES and rng.random() < probability:
         return label
     others = [c for c in SIX_CLASSES if c != label]
-    if label != "neu" and rng.random() < 0.4:
+    if label != "neu" and rng.random() < FALLBACK_NEUTRAL:
         return "neu"
     return others[rng.integers(len(others))]
 
@@ -143,7 +147,7 @@ def make_demo_corpus(out: str | os.PathLike, utterances: int = 400, seed: int = 
     try:
         _write_corpus(tmp, utterances, seed, progress)
         (tmp / "README.txt").write_text(
-            README.format(utterances=utterances, seed=seed, params=json.dumps(params, sort_keys=True)), encoding="utf-8"
+            README.format(utterances=utterances, seed=seed, EXPRESSED_FILE=EXPRESSED_FILE, params=json.dumps(params, sort_keys=True)), encoding="utf-8"
         )
         os.replace(tmp, root)
     except BaseException:
@@ -168,9 +172,8 @@ def _existing_params(root: Path) -> dict | None:
 def _write_corpus(root: Path, utterances: int, seed: int, progress: bool) -> None:
     rng = np.random.default_rng(seed)
     per_session = [utterances // SESSIONS + (1 if s < utterances % SESSIONS else 0) for s in range(SESSIONS)]
-    # Balanced six classes over the whole corpus, dealt to the sessions in turn.
+    # The six classes in turn, cut into consecutive runs: balanced in every session and overall.
     labels = [SIX_CLASSES[i % len(SIX_CLASSES)] for i in range(utterances)]
-    rng.shuffle(labels)
     jobs = []
     offset = 0
     for s, n in enumerate(per_session, 1):
@@ -185,14 +188,18 @@ def _write_corpus(root: Path, utterances: int, seed: int, progress: bool) -> Non
         for dialog, size in _dialog_plan(s, len(session_labels)):
             jobs.append((s, dialog, session_labels[position : position + size], speakers))
             position += size
+    expressed = []
     for s, dialog, dialog_labels, speakers in tqdm(jobs, desc="demo dialogs", unit="dialog", disable=not progress):
-        _write_dialog(root / f"Session{s}", dialog, dialog_labels, speakers, rng)
+        for turn in _write_dialog(root / f"Session{s}", dialog, dialog_labels, speakers, rng):
+            expressed.append(json.dumps({"utt_id": turn.utt_id, "label": turn.label, **turn.expressed}, sort_keys=True))
+    # What each modality really shows, for checking encoders against; no IEMOCAP reader looks at it.
+    (root / EXPRESSED_FILE).write_text("\n".join(expressed) + "\n", encoding="utf-8")
     # A macOS resource-fork companion, as copies made on a Mac carry them.
     first = jobs[0][1]
     (root / "Session1" / "dialog" / "EmoEvaluation" / f"._{first}.txt").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
 
 
-def _write_dialog(session_dir: Path, dialog: str, labels: list[str], speakers: dict, rng: np.random.Generator) -> None:
+def _write_dialog(session_dir: Path, dialog: str, labels: list[str], speakers: dict, rng: np.random.Generator) -> list[_Turn]:
     dialog_letter = dialog[5]
     wav_dir = session_dir / "sentences" / "wav" / dialog
     eval_dir = session_dir / "dialog" / "EmoEvaluation"
@@ -231,6 +238,7 @@ def _write_dialog(session_dir: Path, dialog: str, labels: list[str], speakers: d
         (0 if t.letter == dialog_letter else 1, t.start, t.end, t.expressed["video"], e) for t, e in zip(turns, energies)
     ]
     demo_faces.render_dialog(avi_dir / f"{dialog}.avi", time + 1.0, video_turns, skins, rng)
+    return turns
 
 
 def _annotator_vad(rng: np.random.Generator, label: str) -> list[int]:

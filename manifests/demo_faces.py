@@ -71,8 +71,8 @@ def draw_face(frame: np.ndarray, x0: int, sprite: np.ndarray, expr: np.ndarray, 
     aa = cv2.LINE_AA
 
     eye_h = max(2, int(round(7 * eye_open)))
-    inner_y = int(round(cy - 24 - 8 * brow_raise - 6 * brow_angle))
-    outer_y = int(round(cy - 24 - 8 * brow_raise + 3 * brow_angle))
+    inner_y = int(round(cy - 24 - 10 * brow_raise - 9 * brow_angle))
+    outer_y = int(round(cy - 24 - 10 * brow_raise + 4 * brow_angle))
     for side in (-1, 1):
         eye = (cx + side * 20, cy - 10)
         cv2.ellipse(frame, eye, (11, eye_h), 0, 0, 360, (235, 235, 235), -1, aa)
@@ -81,7 +81,7 @@ def draw_face(frame: np.ndarray, x0: int, sprite: np.ndarray, expr: np.ndarray, 
         cv2.line(frame, (cx + side * 8, inner_y), (cx + side * 32, outer_y), FEATURE, 4, aa)  # brow
 
     # Mouth: an upper lip curve (corners up for a smile) and a lower lip that opens with the expression and speech.
-    upper = cy + 34 - curve * 9 * _BOW - 2 * curve
+    upper = cy + 34 - curve * 13 * _BOW - 2 * curve
     opening = 2 + 14 * min(1.0, mouth_open + 0.9 * talk)
     lower = upper + opening * (1 - _BOW)
     xs = cx + _XS

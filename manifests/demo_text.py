@@ -1,6 +1,6 @@
 """Synthetic transcripts for the demo corpus: plain English whose wording carries an emotion.
 
-A transcript joins one emotion-bearing phrase with (usually) a neutral filler, so
+A transcript is one emotion-bearing phrase, usually with a neutral filler before or after it, so
 a sentence encoder sees clear sentiment words without every line being a
 caricature. Which emotion the wording carries is decided by the caller (it may
 contradict the label).
@@ -103,13 +103,8 @@ FILLERS: tuple[str, ...] = (
 def make_transcript(rng: np.random.Generator, emotion: str) -> str:
     """One line of dialog whose wording carries ``emotion``."""
     phrase = PHRASES[emotion][rng.integers(len(PHRASES[emotion]))]
-    form = rng.integers(4)
+    form = rng.integers(3)
     if form == 0:
         return phrase
     filler = FILLERS[rng.integers(len(FILLERS))]
-    if form == 1:
-        return f"{filler} {phrase}"
-    if form == 2:
-        return f"{phrase} {filler}"
-    neutral = PHRASES["neu"][rng.integers(len(PHRASES["neu"]))]
-    return f"{phrase} {neutral}"
+    return f"{filler} {phrase}" if form == 1 else f"{phrase} {filler}"

@@ -1,0 +1,158 @@
+"""``manifests``: write and inspect corpus manifests (JSON Lines, one utterance per line)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .csvcorpus import parse_csv
+from .demo import make_demo_corpus
+from .iemocap import CLASS_SETS, STANDARD_COUNTS, compare_counts, parse_iemocap
+from .io import ManifestError, read_manifest, write_manifest
+from .summary import SYNTHETIC_BANNER, summarize
+
+
+@click.group()
+def cli() -> None:
+    """Write and inspect corpus manifests: one JSON object per utterance (id, label, group, media paths)."""
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)
+
+
+@cli.command("iemocap")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Manifest to write (JSONL).")
+@click.option(
+    "--classes", type=click.Choice(CLASS_SETS), default="six", show_default=True,
+    help="six: hap neu ang exc sad fru; four: exc merged into hap, hap neu ang sad; all: every label.",
+)
+@click.option("--expect-standard", is_flag=True, help="Fail unless the counts per session are the usual ones (7,380 six-class, 5,531 four-class).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def iemocap_command(root: Path, out: Path, classes: str, expect_standard: bool, as_json: bool) -> None:
+    """Write the manifest of an untouched IEMOCAP_full_release tree at ROOT.
+
+    Reads Session1..5: EmoEvaluation summary lines, transcriptions, sentence wavs
+    and dialog videos. Utterances whose wav is missing are reported and left out.
+    """
+    if expect_standard and classes not in STANDARD_COUNTS:
+        raise click.UsageError(f"--expect-standard needs --classes {' or '.join(STANDARD_COUNTS)}: there is no standard count for {classes!r}")
+    try:
+        result = parse_iemocap(root, classes=classes)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    _warn(result.problems)
+    if not result.rows:
+        raise click.ClickException(f"{result.root}: no {classes}-class utterance with a wav found; nothing written")
+    write_manifest(result.rows, out)
+    summary = summarize(result.rows, synthetic=result.synthetic)
+    if as_json:
+        payload = summary.to_json() | {
+            "manifest": str(out),
+            "root": str(result.root),
+            "classes_setting": classes,
+            "missing_audio": result.missing_audio,
+            "dropped_labels": dict(sorted(result.dropped.items())),
+            "problems": result.problems,
+        }
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(summary.table())
+        note = f"wrote {len(result.rows)} utterances to {out}"
+        if result.missing_audio:
+            note += f"; {len(result.missing_audio)} left out for a missing wav"
+        if result.dropped:
+            note += "; labels outside the setting: " + ", ".join(f"{k} {v}" for k, v in sorted(result.dropped.items()))
+        click.echo(note)
+    if expect_standard:
+        expected = STANDARD_COUNTS[classes]
+        differences = compare_counts(result.rows, expected)
+        if differences:
+            figures = " / ".join(f"{n:,}" for _, n in sorted(expected.items()))
+            raise click.ClickException(
+                f"the {classes}-class counts differ from the standard IEMOCAP figures "
+                f"({sum(expected.values()):,} in all: {figures} for sessions 1-5):\n  "
+                + "\n  ".join(differences)
+                + f"\n(the manifest was written to {out} all the same; check that the tree is complete and untouched)"
+            )
+
+
+@cli.command("csv")
+@click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Manifest to write (JSONL).")
+@click.option("--id-col", required=True, help="Column with the utterance id (unique).")
+@click.option("--audio-col", required=True, help="Column with the audio path (relative paths are read from the table's folder).")
+@click.option("--label-col", required=True, help="Column with the emotion label.")
+@click.option("--group-col", required=True, help="Column that becomes the fold key (speaker, session, actor...).")
+@click.option("--text-col", default=None, help="Column with the transcript.")
+@click.option("--video-col", default=None, help="Column with a video path.")
+@click.option("--corpus", default="custom", show_default=True, help="Corpus name stored in every row.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def csv_command(
+    table: Path, out: Path, id_col: str, audio_col: str, label_col: str, group_col: str,
+    text_col: str | None, video_col: str | None, corpus: str, as_json: bool,
+) -> None:
+    """Write the manifest of any corpus listed in TABLE (CSV, or TSV for a .tsv file), one row per utterance."""
+    try:
+        rows = parse_csv(
+            table, id_col=id_col, audio_col=audio_col, label_col=label_col, group_col=group_col,
+            text_col=text_col, video_col=video_col, corpus=corpus,
+        )
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    write_manifest(rows, out)
+    summary = summarize(rows, synthetic=False)
+    if as_json:
+        click.echo(json.dumps(summary.to_json() | {"manifest": str(out)}, indent=2))
+    else:
+        click.echo(summary.table())
+        click.echo(f"wrote {len(rows)} utterances to {out}")
+
+
+@cli.command("demo")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--utterances", default=400, show_default=True, type=click.IntRange(min=30), help="Six-class utterances (spread over 5 sessions).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed; the same seed gives byte-identical files.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write its six-class manifest here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, as_json: bool) -> None:
+    """Write a SYNTHETIC corpus in the IEMOCAP_full_release layout under OUT: a demo and test bed, never a benchmark."""
+    try:
+        root = make_demo_corpus(out, utterances=utterances, seed=seed, progress=not as_json)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    payload: dict = {"root": str(root), "synthetic": True, "utterances": utterances, "seed": seed}
+    summary = None
+    if manifest is not None:
+        result = parse_iemocap(root, classes="six")
+        _warn(result.problems)
+        write_manifest(result.rows, manifest)
+        summary = summarize(result.rows, synthetic=True)
+        payload |= {"manifest": str(manifest), "summary": summary.to_json()}
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(SYNTHETIC_BANNER)
+    click.echo(f"corpus: {root}")
+    if summary is not None:
+        click.echo(summary.table())
+        click.echo(f"wrote the six-class manifest to {manifest}")
+
+
+@cli.command("summary")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def summary_command(manifest: Path, as_json: bool) -> None:
+    """Count the utterances of MANIFEST per class and group."""
+    try:
+        rows = read_manifest(manifest)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    summary = summarize(rows)
+    if as_json:
+        click.echo(json.dumps(summary.to_json() | {"manifest": str(manifest)}, indent=2))
+    else:
+        click.echo(summary.table())

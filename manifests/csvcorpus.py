@@ -1,0 +1,104 @@
+"""Any other corpus (EmoDB, RAVDESS, CREMA-D, MELD...) from a table with one row per utterance.
+
+The caller names the columns: utterance id, audio path, label, and the group
+that becomes the fold key (speaker, session, actor...). Relative paths resolve
+against the table's folder.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from .io import ManifestError
+from .schema import Utterance
+
+
+class CsvCorpusError(ManifestError):
+    """A table that cannot become a manifest; the message names the table, the rows and the fix."""
+
+
+def parse_csv(
+    table: str | os.PathLike,
+    *,
+    id_col: str,
+    audio_col: str,
+    label_col: str,
+    group_col: str,
+    text_col: str | None = None,
+    video_col: str | None = None,
+    corpus: str = "custom",
+) -> list[Utterance]:
+    """Read ``table`` (comma-separated; tab-separated when it ends in ``.tsv``) into manifest rows.
+
+    Raises :class:`CsvCorpusError` naming every problem at once: columns that do
+    not exist (with the ones that do), empty ids/labels/groups/paths, repeated
+    ids, and every audio or video file that is missing (row and path).
+    """
+    table = Path(table)
+    if not table.is_file():
+        raise CsvCorpusError(f"{table}: no such file")
+    delimiter = "\t" if table.suffix.lower() == ".tsv" else ","
+    with table.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        columns = list(reader.fieldnames or [])
+        wanted = {"--id-col": id_col, "--audio-col": audio_col, "--label-col": label_col, "--group-col": group_col}
+        if text_col is not None:
+            wanted["--text-col"] = text_col
+        if video_col is not None:
+            wanted["--video-col"] = video_col
+        unknown = [f"{option} {name!r}" for option, name in wanted.items() if name not in columns]
+        if unknown:
+            raise CsvCorpusError(
+                f"{table}: no such column(s): {', '.join(unknown)}; the columns are: {', '.join(repr(c) for c in columns) or '(none)'}"
+            )
+        records = list(reader)
+    if not records:
+        raise CsvCorpusError(f"{table}: the table has a header but no rows")
+
+    base = table.parent
+    rows: list[Utterance] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, record in enumerate(records, 2):
+        utt_id = (record.get(id_col) or "").strip()
+        where = f"row {lineno} ({utt_id or 'no id'})"
+        empty = [name for name in (id_col, audio_col, label_col, group_col) if not (record.get(name) or "").strip()]
+        if empty:
+            errors.append(f"{where}: empty {', '.join(repr(c) for c in empty)}")
+            continue
+        if utt_id in seen:
+            errors.append(f"{where}: id {utt_id!r} already used on row {seen[utt_id]}")
+            continue
+        seen[utt_id] = lineno
+        audio = _resolve(base, record[audio_col])
+        if not audio.is_file():
+            errors.append(f"{where}: audio file {audio} does not exist")
+        video = None
+        if video_col is not None and (record.get(video_col) or "").strip():
+            video = _resolve(base, record[video_col])
+            if not video.is_file():
+                errors.append(f"{where}: video file {video} does not exist")
+        text = (record.get(text_col) or "").strip() if text_col is not None else ""
+        rows.append(
+            Utterance(
+                utt_id=utt_id,
+                label=record[label_col].strip(),
+                group=record[group_col].strip(),
+                audio=str(audio),
+                corpus=corpus,
+                text=text or None,
+                video=str(video) if video is not None else None,
+            )
+        )
+    if errors:
+        raise CsvCorpusError(
+            f"{table}: {len(errors)} problem(s); fix the table or the files (relative paths are read from {base}):\n  "
+            + "\n  ".join(errors)
+        )
+    return rows
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value.strip()).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
