@@ -139,7 +139,8 @@ class ModalityInput(nn.Module):
     """Stored features -> projected sequence: [layer sum] -> frame pooling -> Linear + LayerNorm + dropout.
 
     x (B, T, D) or (B, L, T, D), mask (B, T) -> (B, T', d), (B, T') with T' = ceil(T / frame_pool).
-    Pooling comes before the projection (it is cheaper there and the layer sum is linear).
+    The layer sum and the pooling are both linear per channel, so their order is free; pooling before
+    the projection saves the most work.
     """
 
     def __init__(self, name: str, spec: InputSpec, dim: int, frame_pool: int, dropout: float):
@@ -152,9 +153,12 @@ class ModalityInput(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x, mask)
+        # Zero the padding first: a NaN there would otherwise reach the weight gradients as 0 * NaN.
         if self.layer_sum is not None:
             x = self.layer_sum(zero_padding(x, mask.unsqueeze(1).expand(-1, x.shape[1], -1)))
-        x, mask = masked_pool_time(zero_padding(x, mask), mask, self.frame_pool)
+        else:
+            x = zero_padding(x, mask)
+        x, mask = masked_pool_time(x, mask, self.frame_pool)
         return zero_padding(self.proj(x), mask), mask
 
     def _check(self, x: Tensor, mask: Tensor) -> None:
