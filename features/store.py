@@ -115,6 +115,12 @@ class Store:
         self._writers.append(writer)
         return writer
 
+    def consolidate(self) -> None:
+        """Publish the current state for readers that cannot list (Zarr: consolidated metadata)."""
+        if self.mode != "a":
+            raise StoreError(f"{self.location} is open read-only; open it with mode='a' to consolidate")
+        self.backend.finish()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -383,8 +389,11 @@ class Writer:
         if self._closed:
             raise StoreError(f"writer for set {self.name!r} part {self.part!r} of {self.store.location} is closed")
 
-    def write(self, utt_id: str, array: Any) -> None:
-        """Buffer ``array`` (``(T, D)`` or ``(L, T, D)``) for ``utt_id``, cast to the set's dtype."""
+    def write(self, utt_id: str, array: Any) -> str:
+        """Buffer ``array`` (``(T, D)`` or ``(L, T, D)``) for ``utt_id``, cast to the set's dtype.
+
+        Returns the sha256 of the stored bytes, as ``features verify`` will check it.
+        """
         self._check_open()
         if not isinstance(utt_id, str) or not utt_id:
             raise StoreError(f"set {self.name!r}: utterance ids must be non-empty strings, got {utt_id!r}")
@@ -420,16 +429,20 @@ class Writer:
         self._failed.discard(utt_id)
         if self._pending_bytes >= MAX_BUFFER_BYTES:
             self.commit()
+        return sha
 
-    def fail(self, utt_id: str, stage: str, message: str) -> None:
-        """Record that ``utt_id`` failed at ``stage``; durable at the next commit."""
+    def fail(self, utt_id: str, stage: str, message: str, *, time: str | None = None) -> None:
+        """Record that ``utt_id`` failed at ``stage``; durable at the next commit.
+
+        ``time`` (ISO 8601) defaults to now; merges pass the original one.
+        """
         self._check_open()
         if utt_id in self._done:
             raise StoreError(f"utterance {utt_id!r} is already committed to set {self.name!r}; it cannot also fail")
         dropped = self._pending.pop(utt_id, None)
         if dropped is not None:
             self._pending_bytes -= dropped[0].nbytes
-        self._pending_failures.append(Failure(str(utt_id), str(stage), str(message), _now()))
+        self._pending_failures.append(Failure(str(utt_id), str(stage), str(message), time or _now()))
         self._failed.add(utt_id)
 
     def commit(self) -> None:

@@ -1,0 +1,174 @@
+"""``features``: inspect, verify, convert and merge feature stores.
+
+Each command parses, makes one library call, and prints; errors of the store
+become ``click.ClickException`` (exit 1).
+"""
+from __future__ import annotations
+
+import json
+
+import click
+from tqdm import tqdm
+
+from features.base import StoreError, backends
+from features.convert import convert as convert_store
+from features.convert import merge as merge_stores
+from features.store import open_store
+from features.verify import verify as verify_store
+
+EXIT_PROBLEMS = 3
+
+
+@click.group()
+def cli() -> None:
+    """Inspect, verify, convert and merge emocache feature stores (.h5/.hdf5 HDF5, .zarr Zarr v3).
+
+    STORE is a path, or for Zarr stores also an http(s):// or s3:// URL (read only).
+
+    Exit codes: 0 success; 1 the store cannot be read or the operation was
+    refused (the message says why); 2 bad usage; 3 `verify` found missing or
+    corrupt utterances.
+    """
+
+
+def _fail(e: Exception) -> click.ClickException:
+    return click.ClickException(str(e))
+
+
+@cli.command("ls")
+@click.argument("store")
+def ls(store: str) -> None:
+    """List the feature sets of STORE with their utterance counts."""
+    try:
+        with open_store(store) as s:
+            rows = [(name, s[name].info) for name in s.set_names()]
+    except StoreError as e:
+        raise _fail(e) from None
+    for name, info in rows:
+        layers = "" if info.layers is None else f" x {info.layers} layers"
+        click.echo(f"{name}\t{info.count} utterances\t{info.dim} dims{layers}\t{info.dtype}\t{info.failed} failed")
+
+
+def store_info(store: str) -> dict:
+    """What `features info --json` prints: the store's format and, per set, its info and failures."""
+    with open_store(store) as s:
+        out = {"store": s.location, "format": s.format, "sets": {}}
+        for name in s.set_names():
+            fs = s[name]
+            out["sets"][name] = fs.info.to_json() | {
+                "parts": sorted({seg.part for seg in fs.segments}),
+                "failures": [f.to_json() for f in fs.failures()],
+            }
+    return out
+
+
+@cli.command("info")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"sets\": {NAME: {\"count\", \"dim\", \"failed\", ...}}}.")
+def info(store: str, as_json: bool) -> None:
+    """Show each set of STORE: count, dims, layers, dtype, frame rate, bytes, failures, provenance."""
+    try:
+        data = store_info(store)
+    except StoreError as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(data, indent=1, sort_keys=True))
+        return
+    click.echo(f"{data['store']} ({data['format']}): {len(data['sets'])} sets")
+    for name, s in data["sets"].items():
+        prov = s["provenance"]
+        click.echo(f"\n[{name}]")
+        click.echo(f"  utterances   {s['count']}")
+        click.echo(f"  shape        {'(T, %d)' % s['dim'] if s['layers'] is None else '(%d, T, %d)' % (s['layers'], s['dim'])}")
+        click.echo(f"  dtype        {s['dtype']}")
+        click.echo(f"  frame rate   {s['frame_rate'] if s['frame_rate'] is not None else '-'}")
+        click.echo(f"  bytes        {s['nbytes']}")
+        click.echo(f"  parts        {', '.join(s['parts']) or '-'}")
+        click.echo(f"  identity     {s['identity']}")
+        click.echo(f"  encoder      {prov['encoder']}")
+        click.echo(f"  manifest     {prov['manifest_hash']}")
+        click.echo(f"  weights      {prov['weights_sha256'] or '-'}")
+        click.echo(f"  layers kept  {prov['layers'] or '-'}")
+        click.echo(f"  preprocessing {json.dumps(prov['preprocessing'], sort_keys=True)}")
+        click.echo(f"  made by      emocache {prov['package_version']} ({prov['git_commit'] or 'no git'}) on {prov['host'] or '?'} at {prov['created'] or '?'}")
+        click.echo(f"  failed       {s['failed']}")
+        for f in s["failures"]:
+            click.echo(f"    {f['utt_id']}\t{f['stage']}\t{f['time']}\t{f['error']}")
+
+
+@cli.command("verify")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(store: str, as_json: bool) -> None:
+    """Recompute every utterance's sha256; exit 3 naming each missing or corrupt utterance."""
+    try:
+        with tqdm(desc="verify", unit="utt", disable=as_json, leave=False) as bar:
+            report = verify_store(store, progress=bar.update)
+    except StoreError as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1, sort_keys=True))
+    else:
+        for set_name, utt_id, kind, detail in report.problems:
+            click.echo(f"{set_name}\t{utt_id}\t{kind}\t{detail}")
+        total = sum(report.checked.values())
+        if report.ok:
+            click.echo(f"ok: {total} utterances in {len(report.checked)} sets match their checksums")
+        else:
+            click.echo(f"FAILED: {len(report.problems)} problems in {report.location}", err=True)
+    if not report.ok:
+        raise SystemExit(EXIT_PROBLEMS)
+
+
+@cli.command("convert")
+@click.argument("src")
+@click.argument("dst")
+def convert(src: str, dst: str) -> None:
+    """Copy store SRC into a new store DST of the format DST's suffix names (values and provenance bit for bit)."""
+    try:
+        with tqdm(desc="convert", unit="utt", leave=False) as bar:
+            report = convert_store(src, dst, progress=bar.update)
+    except StoreError as e:
+        raise _fail(e) from None
+    for name, n in report.copied.items():
+        click.echo(f"{name}: {n} utterances copied, {report.failures[name]} failures carried")
+
+
+@cli.command("merge")
+@click.argument("dst")
+@click.argument("srcs", nargs=-1, required=True)
+@click.option("--set", "sets", multiple=True, help="Merge only this set (repeatable; default all).")
+@click.option("--part", default="main", show_default=True, help="The part of DST to write into.")
+def merge(dst: str, srcs: tuple[str, ...], sets: tuple[str, ...], part: str) -> None:
+    """Copy the sets of stores SRCS into DST (created if absent), refusing sets whose identities differ."""
+    try:
+        with tqdm(desc="merge", unit="utt", leave=False) as bar:
+            report = merge_stores(dst, srcs, sets=sets or None, part=part, progress=bar.update)
+    except StoreError as e:
+        raise _fail(e) from None
+    for name, n in report.copied.items():
+        click.echo(f"{name}: {n} utterances copied, {report.skipped[name]} already there, {report.failures[name]} failures carried")
+
+
+@cli.command("consolidate")
+@click.argument("store")
+def consolidate(store: str) -> None:
+    """Rewrite a Zarr store's consolidated metadata (what HTTP readers see) after writers were killed."""
+    try:
+        with open_store(store, "a") as s:
+            s.consolidate()
+    except StoreError as e:
+        raise _fail(e) from None
+    click.echo(f"consolidated {store}")
+
+
+@cli.command("formats")
+def formats() -> None:
+    """List the registered store back-ends and the suffixes that select them."""
+    for name, cls in sorted(backends().items()):
+        click.echo(f"{name}\t{' '.join(cls.suffixes)}")
+
+
+
+if __name__ == "__main__":
+    cli()
