@@ -41,15 +41,13 @@ class _TimmCompatUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
-        try:
-            return super().find_class(module, name)
-        except (ModuleNotFoundError, AttributeError) as first:
-            for candidate in _moved(module):
-                try:
-                    return getattr(importlib.import_module(candidate), name)
-                except (ModuleNotFoundError, AttributeError):
-                    continue
-            raise first
+        # The new place first: importing the old timm.models.layers shim only warns, then fails.
+        for candidate in _moved(module):
+            try:
+                return getattr(importlib.import_module(candidate), name)
+            except (ModuleNotFoundError, AttributeError):
+                continue
+        return super().find_class(module, name)
 
 
 def _moved(module: str) -> list[str]:
@@ -76,11 +74,11 @@ def read_weights(path: Path, *, trust_pickle: bool) -> tuple[dict[str, torch.Ten
             return load_file(str(path)), None
         except (SafetensorError, OSError) as err:
             raise EncoderConfigError(f"cannot read safetensors weights {path}: {err}") from None
+    if not _is_torch_pickle(path):
+        raise EncoderConfigError(f"{path} is not a PyTorch weights file (.pt/.pth state dict) nor .safetensors; check the --weights path")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        if not _is_torch_pickle(path):
-            raise EncoderConfigError(f"{path} is not a PyTorch weights file (.pt/.pth state dict) nor .safetensors; check the --weights path") from None
         if not trust_pickle:
             raise EncoderConfigError(
                 f"{path} holds a pickled Python object (a whole model, like HSEmotion's enet_b0_8_best_afew.pt), not a plain state dict, "
@@ -91,8 +89,8 @@ def read_weights(path: Path, *, trust_pickle: bool) -> tuple[dict[str, torch.Ten
             loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TIMM_PICKLE)
         except (ModuleNotFoundError, AttributeError, pickle.UnpicklingError, RuntimeError) as err:
             raise EncoderConfigError(f"cannot unpickle the model in {path} with this timm/torch: {err}") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise EncoderConfigError(f"cannot read weights {path}: {err}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as err:
+        raise EncoderConfigError(f"cannot read weights {path} ({type(err).__name__}: {err}); the file is damaged, copy it again") from None
     if isinstance(loaded, nn.Module):
         return dict(loaded.state_dict()), loaded
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
