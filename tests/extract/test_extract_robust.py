@@ -1,0 +1,145 @@
+"""Bad input never stops a run; a killed run loses nothing committed and a rerun finishes it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+import features
+from extract.cli import cli
+from extract.pipeline import run_extraction
+from features import open_store
+from manifests import Utterance, read_manifest, write_manifest
+
+
+@pytest.fixture()
+def broken_corpus(tmp_path, wav_writer):
+    """Three good utterances and one of each kind of broken input."""
+    root = tmp_path / "broken"
+    root.mkdir()
+    rows = []
+
+    def add(utt_id, audio, text="a perfectly fine sentence"):
+        rows.append(Utterance(utt_id=utt_id, label="neu", group="1", audio=audio, text=text))
+
+    for i in range(3):
+        wav_writer(root / f"good{i}.wav", 1.0 + i * 0.3, seed=i)
+        add(f"good{i}", f"good{i}.wav")
+    add("missing", "missing.wav")
+    (root / "empty.wav").write_bytes(b"")
+    add("empty", "empty.wav")
+    whole = wav_writer(root / "whole.wav", 1.5).read_bytes()
+    (root / "truncated.wav").write_bytes(whole[: len(whole) // 2])
+    add("truncated", "truncated.wav")
+    soundfile.write(root / "no_samples.wav", np.zeros(0, dtype=np.float32), 16000)
+    add("no_samples", "no_samples.wav")
+    (root / "garbage.wav").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    add("garbage", "garbage.wav")
+    soundfile.write(root / "blip.wav", np.zeros(150, dtype=np.float32), 16000)
+    add("blip", "blip.wav")  # decodes, but too short for openSMILE: fails in encode, inside a batch
+    wav_writer(root / "notext.wav", 1.0)
+    add("notext", "notext.wav", text="")
+    return write_manifest(rows, root / "manifest.jsonl")
+
+
+AUDIO_FAILURES = {
+    "missing": ("input", "audio file not found: "),
+    "empty": ("decode", "is an empty file (0 bytes)"),
+    "truncated": ("decode", "is truncated: its header declares"),
+    "no_samples": ("decode", "holds no audio samples"),
+    "garbage": ("decode", "cannot decode "),
+    "blip": ("encode", "openSMILE gave no usable frames"),
+}
+
+
+def test_broken_audio_is_recorded_and_the_run_goes_on(broken_corpus, tmp_path):
+    store_path = str(tmp_path / "b.h5")
+    result = CliRunner().invoke(
+        cli, ["run", "--modality", "audio", "--manifest", str(broken_corpus), "--store", store_path, "--batch-size", "4"]
+    )
+    assert result.exit_code == 3, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"extracted 4 utterances into set 'audio' of {store_path} in ")
+    assert lines[0].endswith(" s (0 already present, 6 failed)")
+    assert lines[1] == "6 utterance(s) failed:"
+    assert lines[-1] == "fix them and rerun with --retry-failed"
+    for utt_id, (stage, fragment) in AUDIO_FAILURES.items():
+        assert any(line.startswith(f"  {utt_id} [{stage}] ") and fragment in line for line in lines), (utt_id, result.output)
+    with open_store(store_path) as store:
+        fs = store["audio"]
+        assert sorted(fs.ids) == ["good0", "good1", "good2", "notext"]
+        recorded = {f.utt_id: f for f in fs.failures()}
+        assert set(recorded) == set(AUDIO_FAILURES)
+        for utt_id, (stage, fragment) in AUDIO_FAILURES.items():
+            assert recorded[utt_id].stage == stage and fragment in recorded[utt_id].error
+
+    # A rerun leaves earlier failures alone and says so; --retry-failed tries them again.
+    again = run_extraction(broken_corpus, store_path, "audio", progress=False)
+    assert again.already_complete and (again.done, again.failed_before, again.exit_code) == (0, 6, 3)
+    assert {u for u, _, _ in again.failures} == set(AUDIO_FAILURES)
+    root = broken_corpus.parent
+    (root / "truncated.wav").write_bytes((root / "whole.wav").read_bytes())
+    retried = run_extraction(broken_corpus, store_path, "audio", retry_failed=True, progress=False)
+    assert (retried.done, retried.failed, retried.skipped) == (1, 5, 4)
+    with open_store(store_path) as store:
+        assert "truncated" in store["audio"] and "truncated" not in {f.utt_id for f in store["audio"].failures()}
+    assert features.verify(store_path).ok
+
+
+def test_empty_transcript_fails_at_input(broken_corpus, tiny_roberta, tmp_path):
+    store_path = str(tmp_path / "t.h5")
+    summary = run_extraction(broken_corpus, store_path, "text", encoder=f"hf:{tiny_roberta}", progress=False)
+    assert summary.exit_code == 3 and summary.done == len(read_manifest(broken_corpus)) - 1
+    assert summary.failures == [("notext", "input", "empty transcript: the manifest row has no text for this utterance")]
+
+
+def _read_progress(stream, seen: list[str], ready: threading.Event, needle: str):
+    buffer = b""
+    while chunk := stream.read(1):
+        buffer += chunk
+        if needle.encode() in buffer:
+            ready.set()
+    seen.append(buffer.decode("utf-8", "replace"))
+    ready.set()
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(demo_manifest, tmp_path):
+    n = len(read_manifest(demo_manifest))
+    killed = str(tmp_path / "killed.h5")
+    cmd = [sys.executable, "-c", "from extract.cli import cli; cli()", "run", "--modality", "audio",
+           "--manifest", str(demo_manifest), "--store", killed, "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen: list[str] = []
+    ready = threading.Event()
+    reader = threading.Thread(target=_read_progress, args=(proc.stderr, seen, ready, f" 12/{n} "), daemon=True)
+    reader.start()
+    assert ready.wait(timeout=120), "the run showed no progress"
+    assert proc.poll() is None, "the run finished before it could be killed: " + "".join(seen)[-500:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    reader.join(timeout=10)
+    with open_store(killed) as store:
+        committed = len(store["audio"]) if "audio" in store else 0
+    assert 0 < committed < n, committed  # commits every 4 batches: the kill landed mid-run
+
+    with pytest.warns(UserWarning, match="taking over a stale lock"):
+        resumed = run_extraction(demo_manifest, killed, "audio", progress=False)
+    assert (resumed.done, resumed.skipped, resumed.failed) == (n - committed, committed, 0)
+    report = features.verify(killed)
+    assert report.ok, report.problems
+
+    whole = str(tmp_path / "whole.h5")
+    run_extraction(demo_manifest, whole, "audio", progress=False)
+    with open_store(killed) as a, open_store(whole) as b:
+        assert sorted(a["audio"].ids) == sorted(b["audio"].ids)
+        assert a["audio"].info.identity == b["audio"].info.identity
+        for utt_id in b["audio"].ids:
+            np.testing.assert_array_equal(a["audio"].read(utt_id), b["audio"].read(utt_id))
