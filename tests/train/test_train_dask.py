@@ -1,0 +1,32 @@
+"""Folds on a real Dask LocalCluster give the same figures as the sequential run."""
+from __future__ import annotations
+
+import pytest
+
+from train.cv import SchedulerError, run_cv
+
+
+def _strip(report):
+    for fold in report["folds"]:
+        for record in fold["history"]:
+            record.pop("seconds"), record.pop("seconds_data")
+    return report
+
+
+@pytest.mark.slow
+def test_dask_cv_equals_sequential(small_corpus, tiny_cfg, tmp_path):
+    manifest, store, _ = small_corpus
+    tiny_cfg = tiny_cfg.replace(epochs=1)  # worker start-up (importing torch twice) dominates anyway
+    sequential = _strip(run_cv(tiny_cfg, manifest, str(store), progress=False))
+    parallel = _strip(run_cv(tiny_cfg, manifest, str(store), tmp_path, scheduler="local:2", progress=False))
+    assert parallel == sequential
+    assert [f["group"] for f in parallel["folds"]] == ["1", "2", "3"]
+    assert all((tmp_path / f"fold-{g}" / "model.pt").is_file() for g in "123")
+
+
+def test_bad_scheduler(small_corpus, tiny_cfg):
+    manifest, store, _ = small_corpus
+    with pytest.raises(SchedulerError, match=r"--scheduler 'local:x': write local:N with N >= 1 workers"):
+        run_cv(tiny_cfg, manifest, str(store), scheduler="local:x", progress=False)
+    with pytest.raises(SchedulerError, match=r"use local:N \(a local cluster of N workers\) or tcp://HOST:PORT"):
+        run_cv(tiny_cfg, manifest, str(store), scheduler="slurm", progress=False)
