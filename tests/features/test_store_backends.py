@@ -261,9 +261,100 @@ class StoreSuite:
             assert b.failures() == []
 
 
+    # -- integrity and read-only sharing
+
+    def data_regions(self, path: str) -> list[tuple[Path, int, int, int]]:
+        """(file, byte offset, byte count, first frame) of every stretch of raw frame bytes, in frame order."""
+        raise NotImplementedError
+
+    def test_verify_catches_a_flipped_byte_in_the_data(self, path):
+        arrays = random_arrays(5, 12, 8)
+        self.write(path, arrays)
+        assert features.verify(path).ok
+        regions = self.data_regions(path)
+        rng = random.Random(99)
+        file, offset, count, first_frame = rng.choice(regions)
+        at = rng.randrange(count)
+        with open(file, "r+b") as f:
+            f.seek(offset + at)
+            byte = f.read(1)
+            f.seek(offset + at)
+            f.write(bytes([byte[0] ^ 0x5A]))
+        frame = first_frame + at // (8 * 2)
+        ends = np.cumsum([a.shape[0] for a in arrays.values()])
+        victim = list(arrays)[int(np.searchsorted(ends, frame, side="right"))]
+        report = features.verify(path)
+        assert not report.ok
+        assert [(p[0], p[1], p[2]) for p in report.problems] == [("audio", victim, "corrupt")]
+
+    def test_reading_never_writes_even_on_a_read_only_file_system(self, path, tmp_path):
+        self.write(path, random_arrays(6, 9, 8))
+        with open_store(path, "a") as store, store.writer("audio", provenance(), part="w2") as w:
+            w.write("extra", np.ones((4, 8)))
+            w.fail("broken", "load", "unreadable wav")
+        before = snapshot(tmp_path)
+        proc = run_reader_read_only(tmp_path, path)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["ok"] and result["sets"]["audio"][0] == 10
+        assert snapshot(tmp_path) == before
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file and directory under ``root``: mtime, size and (files) content."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_mtime_ns, st.st_size, p.read_bytes() if p.is_file() else b"")
+    return out
+
+
+def run_reader_read_only(root: Path, path: str) -> subprocess.CompletedProcess:
+    """Run reader_script.py on ``path`` where ``root`` cannot be written.
+
+    As root, permission bits do not stop writes, so the reader runs in a private
+    mount namespace with ``root`` bind-mounted read-only (any write is EROFS);
+    otherwise ``chmod -R a-w`` does it.
+    """
+    reader = [sys.executable, str(HERE / "reader_script.py"), path]
+    if os.geteuid() == 0:
+        script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(root), *reader], capture_output=True, text=True)
+    subprocess.run(["chmod", "-R", "a-w", str(root)], check=True)
+    try:
+        return subprocess.run(reader, capture_output=True, text=True)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
+
+
 class TestHDF5(StoreSuite):
     suffix = ".h5"
+
+    def data_regions(self, path):
+        import h5py
+
+        regions = []
+        for file in sorted(Path(path + ".parts").glob("audio/*/*.h5")):
+            with h5py.File(file, "r") as f:
+                data = f["data"]
+                regions.append((file, data.id.get_offset(), data.id.get_storage_size(), 0))
+        assert len(regions) == 1
+        return regions
 
 
 class TestZarr(StoreSuite):
     suffix = ".zarr"
+
+    def data_regions(self, path):
+        import zarr
+
+        (segment,) = [p for p in Path(path).glob("audio/parts/*/*") if p.is_dir()]
+        array = zarr.open_array(str(segment / "data"), mode="r")
+        chunk, total = array.chunks[0], array.shape[0]
+        regions = []
+        for k in range(-(-total // chunk)):
+            frames = min(chunk, total - k * chunk)  # the edge chunk's padding is not data
+            regions.append((segment / "data" / "c" / str(k) / "0", 0, frames * 8 * 2, k * chunk))
+        return regions
