@@ -111,8 +111,10 @@ def _dialog_plan(session: int, n_items: int) -> list[tuple[str, int]]:
                 number += 1  # impro05 is taken by the split dialog
             plan.append((f"{prefix}_impro{number:02d}", size))
         else:
-            script = _SCRIPTS[script_count[letter] % len(_SCRIPTS)]
+            i = script_count[letter]
             script_count[letter] += 1
+            # The release's scripts, then made-up ones for corpora larger than IEMOCAP's share.
+            script = _SCRIPTS[i] if i < len(_SCRIPTS) else f"{4 + (i - len(_SCRIPTS)) // 2:02d}_{(i - len(_SCRIPTS)) % 2 + 1}"
             if session == 5 and letter == "M" and script == "01_1":
                 script = "01_1b"  # as Ses05M_script01_1b
             plan.append((f"{prefix}_script{script}", size))
@@ -138,10 +140,12 @@ def make_demo_corpus(out: str | os.PathLike, utterances: int = 400, seed: int = 
         existing = _existing_params(root)
         if existing == params:
             return root
-        raise ManifestError(
-            f"{root} already exists ({'a demo corpus with ' + json.dumps(existing) if existing else 'not a complete demo corpus'}); "
-            f"remove it or choose another folder for utterances={utterances}, seed={seed}"
+        what = (
+            f"a demo corpus with utterances={existing.get('utterances')}, seed={existing.get('seed')}"
+            if existing
+            else "not a complete demo corpus"
         )
+        raise ManifestError(f"{root} already exists ({what}); remove it or choose another folder for utterances={utterances}, seed={seed}")
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".IEMOCAP_full_release.", suffix=".partial"))
     try:
