@@ -67,8 +67,6 @@ class FaceVideoEncoder(Encoder):
 
     modality = "video"
     accepted_options: ClassVar[frozenset[str] | None] = frozenset({"weights", "trust_pickle", "frames"})
-    # Every item is T images, so batches are counted in utterances: ~8 per batch of the default cost 60.
-    batch_cost: ClassVar[float] = 60.0
 
     def __init__(self, arg: str | None, *, device: str = "cpu", dtype: str = "float32", options: dict[str, Any] | None = None):
         super().__init__(arg, device=device, dtype=dtype, options=options)
@@ -94,10 +92,16 @@ class FaceVideoEncoder(Encoder):
         return FaceCropConfig()
 
     def cost(self, utt: Utterance) -> float:
-        # Decoding time grows with the span; the model's work does not (always T images).
+        """Seconds of video to decode (the model's work is always ``frames`` images)."""
         if utt.start is not None and utt.end is not None:
             return max(float(utt.end) - float(utt.start), 0.0)
-        return float(self.frames)
+        if not utt.video:
+            return 0.0
+        try:
+            info = probe_video(utt.video)
+        except MediaError:
+            return 0.0  # load() reports the problem for this utterance
+        return info.duration - (utt.start or 0.0) if utt.end is None else float(utt.end)
 
     def length(self, utt: Utterance) -> int | None:
         return self.frames

@@ -120,6 +120,13 @@ def test_same_output_alone_and_in_a_batch(dialog_avi: Path, hog4: HogVideoEncode
     assert not np.array_equal(together[0], together[1])
 
 
+def test_cost_is_the_seconds_to_decode(dialog_avi: Path, hog4: HogVideoEncoder, tmp_path: Path) -> None:
+    assert hog4.cost(utt(dialog_avi, start=1.0, end=2.5)) == pytest.approx(1.5)
+    assert hog4.cost(utt(dialog_avi, start=None, end=None)) == pytest.approx(SECONDS)
+    assert hog4.cost(utt(dialog_avi, start=1.0, end=None)) == pytest.approx(SECONDS - 1.0)
+    assert hog4.cost(utt(tmp_path / "missing.avi", start=None, end=None)) == 0.0  # load() will say what is wrong
+
+
 def expect_error(encoder: HogVideoEncoder, row: Utterance, stage: str, *fragments: str) -> ExtractError:
     with pytest.raises(ExtractError) as caught:
         encoder.load(row)
