@@ -8,6 +8,16 @@ from manifests import Utterance
 from .base import Encoder, EncoderConfigError
 
 
+def check_batching(batch_cost: float | None, batch_size: int | None) -> None:
+    """Refuse batch options that cannot work."""
+    if batch_cost is not None and batch_size is not None:
+        raise EncoderConfigError("give either a batch cost (--batch-seconds) or a batch size (--batch-size), not both")
+    if batch_size is not None and batch_size < 1:
+        raise EncoderConfigError(f"--batch-size {batch_size}: must be at least 1")
+    if batch_cost is not None and batch_cost <= 0:
+        raise EncoderConfigError(f"--batch-seconds {batch_cost}: must be positive")
+
+
 def plan_batches(
     rows: Sequence[Utterance],
     encoder: Encoder,
@@ -23,12 +33,7 @@ def plan_batches(
     ``batch_cost`` total cost (the encoder's :attr:`Encoder.batch_cost` when
     neither is given). A row costlier than the budget gets a batch of its own.
     """
-    if batch_cost is not None and batch_size is not None:
-        raise EncoderConfigError("give either a batch cost (--batch-seconds) or a batch size (--batch-size), not both")
-    if batch_size is not None and batch_size < 1:
-        raise EncoderConfigError(f"--batch-size {batch_size}: must be at least 1")
-    if batch_cost is not None and batch_cost <= 0:
-        raise EncoderConfigError(f"--batch-seconds {batch_cost}: must be positive")
+    check_batching(batch_cost, batch_size)
     budget = encoder.batch_cost if batch_cost is None and batch_size is None else batch_cost
     costs = {row.utt_id: encoder.cost(row) for row in rows}
     ordered = sorted(rows, key=lambda r: (-costs[r.utt_id], r.utt_id))

@@ -86,24 +86,30 @@ def deal_shards(rows: Sequence[Utterance], encoder: Encoder, n_shards: int) -> l
     return [s for s in shards if s]
 
 
+def check_scheduler(scheduler: str) -> None:
+    """Refuse a ``--scheduler`` value that is neither ``local:N`` (N >= 1) nor ``tcp://HOST:PORT``."""
+    match = re.fullmatch(r"local:(\d+)", scheduler)
+    if match and int(match.group(1)) < 1:
+        raise EncoderConfigError(f"--scheduler {scheduler}: local:N needs N >= 1 workers")
+    if not match and not re.fullmatch(r"tcp://[^\s:/]+:\d+", scheduler):
+        raise EncoderConfigError(f"--scheduler {scheduler!r}: use local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler)")
+
+
 def _connect(scheduler: str, device: str):
     from distributed import Client, LocalCluster
 
+    check_scheduler(scheduler)
     match = re.fullmatch(r"local:(\d+)", scheduler)
     if match:
         n = int(match.group(1))
-        if n < 1:
-            raise EncoderConfigError(f"--scheduler {scheduler}: local:N needs N >= 1 workers")
         kwargs: dict[str, Any] = {"resources": {"GPU": 1}} if device.startswith("cuda") else {}
         # Worker processes are spawned (distributed's default), never forked: HDF5, Zarr and fsspec handles do not survive a fork.
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, **kwargs)
         return Client(cluster), cluster
-    if scheduler.startswith("tcp://"):
-        try:
-            return Client(scheduler, timeout="30s"), None
-        except OSError as err:
-            raise ClusterError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from err
-    raise EncoderConfigError(f"--scheduler {scheduler!r}: use local:N or tcp://HOST:PORT")
+    try:
+        return Client(scheduler, timeout="30s"), None
+    except OSError as err:
+        raise ClusterError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from err
 
 
 def extract_on_cluster(

@@ -28,7 +28,7 @@ from features.provenance import Provenance
 from manifests import Utterance, manifest_hash, read_manifest
 
 from .base import Encoder, EncoderConfigError, ExtractError, create_encoder
-from .batching import plan_batches
+from .batching import check_batching, plan_batches
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,16 @@ def run_extraction(
         raise EncoderConfigError(f"--dtype {dtype!r}: choose one of {list(COMPUTE_DTYPES)}")
     if limit is not None and limit < 1:
         raise EncoderConfigError(f"--limit {limit}: must be at least 1")
+    check_batching(batch_seconds, batch_size)
+    if scheduler is not None:
+        from .cluster import check_scheduler
+
+        check_scheduler(scheduler)
+    elif device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EncoderConfigError(f"--device {device}: torch sees no CUDA device on this machine; use --device cpu")
     rows = read_manifest(manifest_path)
     set_name = set_name or modality
     # A distributed run builds its encoders on the workers; this one only describes the set.
@@ -156,7 +166,6 @@ def run_extraction(
         modality, encoder, device="cpu" if scheduler else device, dtype="float32" if scheduler else dtype, options=options
     )
     prov = build_provenance(enc, manifest_hash(rows), store_dtype, device=device, compute_dtype=dtype)
-    plan_batches([], enc, batch_cost=batch_seconds, batch_size=batch_size)  # refuse bad batch options early
 
     with open_store(store_path, mode="a") as store:
         with store.writer(set_name, prov, frame_rate=enc.frame_rate, layers=enc.num_layers) as writer:

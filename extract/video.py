@@ -235,7 +235,7 @@ class HogVideoEncoder(FaceVideoEncoder):
 WEIGHTS_HELP = (
     "timm:{name} needs --weights FILE, a state dict (.pt/.pth/.safetensors) of timm's {name!r}. "
     "The paper's face model is HSEmotion's enet_b0_8_best_afew.pt "
-    "(https://github.com/av-savchenko/face-emotion-recognition, models/affectnet_emotions/), a whole pickled "
+    "(https://github.com/HSE-asavchenko/face-emotion-recognition/raw/main/models/affectnet_emotions/enet_b0_8_best_afew.pt), a whole pickled "
     "tf_efficientnet_b0: use --encoder timm:tf_efficientnet_b0 --weights enet_b0_8_best_afew.pt --trust-pickle. "
     "For timm's own pretrained weights, on a machine with internet run "
     "torch.save(timm.create_model({name!r}, pretrained=True).state_dict(), '{name}.pt') and copy the file here"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ffmpeg
@@ -125,6 +126,20 @@ def test_cost_is_the_seconds_to_decode(dialog_avi: Path, hog4: HogVideoEncoder, 
     assert hog4.cost(utt(dialog_avi, start=None, end=None)) == pytest.approx(SECONDS)
     assert hog4.cost(utt(dialog_avi, start=1.0, end=None)) == pytest.approx(SECONDS - 1.0)
     assert hog4.cost(utt(tmp_path / "missing.avi", start=None, end=None)) == 0.0  # load() will say what is wrong
+
+
+def test_loading_from_many_threads_gives_the_same_items(dialog_avi: Path, tmp_path: Path) -> None:
+    # The pipeline calls load() from worker threads; the video info cache and the cascades are shared.
+    copy = tmp_path / "second.avi"
+    copy.write_bytes(dialog_avi.read_bytes())
+    encoder = HogVideoEncoder(None, options={"frames": 4})
+    rows = [utt(video, start=0.3 * i, end=0.3 * i + 1.0, side=side) for i in range(6) for video in (dialog_avi, copy) for side in ("left", "right")]
+    expected = [encoder.load(r) for r in rows]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(encoder.load, rows))
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
 
 
 def expect_error(encoder: HogVideoEncoder, row: Utterance, stage: str, *fragments: str) -> ExtractError:

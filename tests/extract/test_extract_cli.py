@@ -1,0 +1,80 @@
+"""The `extract` command line: exact messages, JSON output, help."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from extract.cli import cli
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_encoders_lists_each_modality_with_its_default():
+    result = _run("encoders")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "audio: hf, opensmile (default: opensmile:eGeMAPSv02)"
+    assert lines[1] == "text: hf, minilm (default: minilm)"
+    assert lines[2].startswith("video: ") and "hog" in lines[2] and lines[2].endswith("(default: hog)")
+
+
+def test_encoders_json():
+    table = json.loads(_run("encoders", "--json").output)
+    assert table["audio"] == {"default": "opensmile:eGeMAPSv02", "encoders": ["hf", "opensmile"]}
+    assert table["text"] == {"default": "minilm", "encoders": ["hf", "minilm"]}
+    assert "hog" in table["video"]["encoders"]
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["encoders"]])
+def test_help(command):
+    result = _run(*command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_modality_is_a_choice(small_corpus, tmp_path):
+    result = _run("run", "--modality", "speech", "--manifest", str(small_corpus), "--store", str(tmp_path / "s.h5"))
+    assert result.exit_code == 2
+    assert "Invalid value for '--modality': 'speech' is not one of 'audio', 'text', 'video'." in result.output
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--encoder", "wav2vec:x"], "Error: unknown audio encoder 'wav2vec' in 'wav2vec:x'; registered: ['hf', 'opensmile']"),
+        (["--max-tokens", "5"], "Error: --max-tokens does not apply to the audio encoder 'opensmile:eGeMAPSv02' (options it takes: none)"),
+        (["--batch-size", "4", "--batch-seconds", "10"], "Error: give either a batch cost (--batch-seconds) or a batch size (--batch-size), not both"),
+        (["--scheduler", "slurm"], "Error: --scheduler 'slurm': use local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler)"),
+        (["--limit", "0"], "Error: --limit 0: must be at least 1"),
+        (["--encoder", "hf:/no/such/model"], "Error: no model folder at /no/such/model: pass a folder written by save_pretrained (hf:/path/to/model)"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line(small_corpus, tmp_path, extra, message):
+    result = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", str(tmp_path / "s.h5"), *extra)
+    assert result.exit_code == 1
+    assert result.output.strip() == message
+
+
+def test_missing_manifest(tmp_path):
+    missing = tmp_path / "none.jsonl"
+    result = _run("run", "--modality", "text", "--manifest", str(missing), "--store", str(tmp_path / "s.h5"))
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {missing}: no such manifest file; write one with `manifests iemocap`, `manifests csv` or `manifests demo`"
+    )
+
+
+def test_run_twice_says_it_skips(small_corpus, tmp_path):
+    store = str(tmp_path / "s.zarr")
+    first = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.startswith(f"extracted 12 utterances into set 'egemaps' of {store} in ")
+    assert first.stdout.rstrip().endswith(" s (0 already present, 0 failed)")
+    second = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps")
+    assert second.exit_code == 0
+    assert second.stdout == f"set 'egemaps' in {store} is already complete for this manifest: 12 utterances present, nothing to do\n"
+    third = json.loads(_run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps", "--json").stdout)
+    assert third["already_complete"] is True and third["skipped"] == 12 and third["exit_code"] == 0
