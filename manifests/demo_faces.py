@@ -145,6 +145,7 @@ def render_dialog(
     try:
         turn_index = 0
         active: list[tuple[int, float, float, str, np.ndarray] | None] = [None, None]
+        last: list[tuple[tuple, np.ndarray] | None] = [None, None]
         for i in range(n_frames):
             time = i / FPS
             while turn_index < len(turns) and turns[turn_index][1] <= time:
@@ -153,24 +154,32 @@ def render_dialog(
                 active[side] = turns[turn_index]
                 turn_index += 1
             frame = np.empty((HEIGHT, WIDTH, 3), np.uint8)
-            noise = rng.normal(0, 0.02, (2, 5))
             for side in (0, 1):
                 talk = 0.0
                 turn = active[side]
                 if turn is not None and time >= turn[2]:
                     # The turn is over: drift halfway back to neutral.
                     target[side] = 0.5 * (target[side] + NEUTRAL)
-                    active[side] = None
+                    active[side] = turn = None
                 elif turn is not None:
                     energy = turn[4]
                     k = int((time - turn[1]) * FPS)
-                    talk = float(energy[min(k, len(energy) - 1)]) if len(energy) else 0.0
+                    talk = round(float(energy[min(k, len(energy) - 1)]), 2) if len(energy) else 0.0
                 current[side] += 0.35 * (target[side] - current[side])
+                expr = current[side] + rng.normal(0, 0.02, 5) if turn is not None else current[side]
+                expr = np.round(expr, 2)
                 sway = (
                     int(round(3 * np.sin(0.9 * time + sway_phase[2 * side]))),
                     int(round(2 * np.sin(0.6 * time + sway_phase[2 * side + 1]))),
                 )
-                draw_face(frame, side * HALF, sprites[side], current[side] + noise[side], talk, sway)
+                # A listener's face settles and stays still for many frames: reuse the last drawing.
+                key = (tuple(expr), talk, sway)
+                columns = slice(side * HALF, (side + 1) * HALF)
+                if last[side] is not None and last[side][0] == key:
+                    frame[:, columns] = last[side][1]
+                else:
+                    draw_face(frame, side * HALF, sprites[side], expr, talk, sway)
+                    last[side] = (key, frame[:, columns].copy())
             video.write(frame)
     finally:
         video.close()
