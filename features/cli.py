@@ -21,9 +21,9 @@ EXIT_PROBLEMS = 3
 
 @click.group()
 def cli() -> None:
-    """Inspect, verify, convert and merge emocache feature stores (.h5/.hdf5 HDF5, .zarr Zarr v3).
+    """Inspect, verify, convert and merge emocache feature stores.
 
-    STORE is a path, or for Zarr stores also an http(s):// or s3:// URL (read only).
+    Formats by suffix: .h5/.hdf5 HDF5, .zarr Zarr v3. STORE is a path, or for Zarr stores also an http(s):// or s3:// URL (read only).
 
     Exit codes: 0 success; 1 the store cannot be read or the operation was
     refused (the message says why); 2 bad usage; 3 `verify` found missing or
@@ -66,7 +66,11 @@ def store_info(store: str) -> dict:
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"sets\": {NAME: {\"count\", \"dim\", \"failed\", ...}}}.")
 def info(store: str, as_json: bool) -> None:
-    """Show each set of STORE: count, dims, layers, dtype, frame rate, bytes, failures, provenance."""
+    """Show each set of STORE, its failures and provenance.
+
+    Per set: utterance count, dims, layers, dtype, frame rate, bytes, parts,
+    identity, provenance, and every standing failure (id, stage, time, error).
+    """
     try:
         data = store_info(store)
     except StoreError as e:
@@ -100,7 +104,11 @@ def info(store: str, as_json: bool) -> None:
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(store: str, as_json: bool) -> None:
-    """Recompute every utterance's sha256; exit 3 naming each missing or corrupt utterance."""
+    """Recompute every utterance's checksum.
+
+    Prints one line per missing, corrupt or conflicting utterance
+    (set, id, kind, detail) and exits 3 if there is any.
+    """
     try:
         with tqdm(desc="verify", unit="utt", disable=as_json, leave=False) as bar:
             report = verify_store(store, progress=bar.update)
@@ -124,7 +132,11 @@ def verify(store: str, as_json: bool) -> None:
 @click.argument("src")
 @click.argument("dst")
 def convert(src: str, dst: str) -> None:
-    """Copy store SRC into a new store DST of the format DST's suffix names (values and provenance bit for bit)."""
+    """Copy store SRC into a new store DST (HDF5 <-> Zarr).
+
+    DST's suffix picks its format. Values, ids, failures and provenance are
+    copied bit for bit; each utterance's checksum is checked on the way.
+    """
     try:
         with tqdm(desc="convert", unit="utt", leave=False) as bar:
             report = convert_store(src, dst, progress=bar.update)
@@ -140,7 +152,11 @@ def convert(src: str, dst: str) -> None:
 @click.option("--set", "sets", multiple=True, help="Merge only this set (repeatable; default all).")
 @click.option("--part", default="main", show_default=True, help="The part of DST to write into.")
 def merge(dst: str, srcs: tuple[str, ...], sets: tuple[str, ...], part: str) -> None:
-    """Copy the sets of stores SRCS into DST (created if absent), refusing sets whose identities differ."""
+    """Copy the sets of stores (or parts) SRCS into DST.
+
+    DST is created if absent. Utterances DST already has are skipped; a set
+    whose identity differs between DST and a source is refused, naming both.
+    """
     try:
         with tqdm(desc="merge", unit="utt", leave=False) as bar:
             report = merge_stores(dst, srcs, sets=sets or None, part=part, progress=bar.update)
@@ -153,7 +169,11 @@ def merge(dst: str, srcs: tuple[str, ...], sets: tuple[str, ...], part: str) -> 
 @cli.command("consolidate")
 @click.argument("store")
 def consolidate(store: str) -> None:
-    """Rewrite a Zarr store's consolidated metadata (what HTTP readers see) after writers were killed."""
+    """Rewrite a Zarr store's consolidated metadata.
+
+    HTTP and other URL readers see a Zarr store through it; writers refresh it
+    when they close, so run this after a writer was killed.
+    """
     try:
         with open_store(store, "a") as s:
             s.consolidate()
@@ -164,7 +184,7 @@ def consolidate(store: str) -> None:
 
 @cli.command("formats")
 def formats() -> None:
-    """List the registered store back-ends and the suffixes that select them."""
+    """List the store back-ends and the suffixes that select them."""
     for name, cls in sorted(backends().items()):
         click.echo(f"{name}\t{' '.join(cls.suffixes)}")
 

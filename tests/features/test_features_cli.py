@@ -1,0 +1,116 @@
+"""The `features` command line, on real stores, with exact messages and exit codes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from features import open_store
+from features.cli import EXIT_PROBLEMS, cli
+from features.provenance import Provenance
+
+PROV = Provenance(encoder="test:cli", manifest_hash="d" * 64, dtype="float16", dim=4, host="h", created="2026-01-01T00:00:00+00:00")
+
+
+@pytest.fixture(params=[".h5", ".zarr"])
+def store(request, tmp_path) -> str:
+    path = str(tmp_path / f"s{request.param}")
+    with open_store(path, "a") as s:
+        with s.writer("audio", PROV, frame_rate=50.0) as w:
+            for i in range(3):
+                w.write(f"u{i}", np.full((i + 2, 4), i, dtype=np.float32))
+            w.fail("u9", "load", "cannot decode u9.wav")
+        with s.writer("text", PROV) as w:
+            w.write("u0", np.ones((5, 4)))
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_ls(store):
+    result = invoke("ls", store)
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "audio\t3 utterances\t4 dims\tfloat16\t1 failed\n"
+        "text\t1 utterances\t4 dims\tfloat16\t0 failed\n"
+    )
+
+
+def test_info_json_and_text(store):
+    result = invoke("info", "--json", store)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    audio = data["sets"]["audio"]
+    assert (audio["count"], audio["dim"], audio["failed"], audio["layers"], audio["frame_rate"]) == (3, 4, 1, None, 50.0)
+    assert audio["nbytes"] == (2 + 3 + 4) * 4 * 2
+    assert audio["provenance"] == PROV.to_json() and audio["identity"] == PROV.identity()
+    assert audio["failures"] == [{"utt_id": "u9", "stage": "load", "error": "cannot decode u9.wav", "time": audio["failures"][0]["time"]}]
+    assert data["sets"]["text"]["frame_rate"] is None
+    text = invoke("info", store).output
+    assert "    u9\tload\t" in text and text.endswith("  failed       0\n")  # the last set, text, has none
+    assert f"  identity     {PROV.identity()}" in text
+
+
+def test_verify_ok_then_names_the_corrupt_utterance(store):
+    result = invoke("verify", store)
+    assert result.exit_code == 0, result.output
+    assert "ok: 4 utterances in 2 sets match their checksums" in result.output
+    # Damage u1's frames (rows 2..4 of audio, value 1.0 = 0x3c00 in float16) where they lie on disk.
+    needle = np.full((3, 4), 1, dtype=np.float16).tobytes()
+    files = [p for p in Path(store + ".parts" if store.endswith(".h5") else store).rglob("*") if p.is_file() and "audio" in str(p)]
+    hits = [p for p in files if needle in p.read_bytes()]
+    assert len(hits) == 1
+    blob = bytearray(hits[0].read_bytes())
+    blob[blob.index(needle) + 5] ^= 0xFF
+    hits[0].write_bytes(bytes(blob))
+    result = invoke("verify", store)
+    assert result.exit_code == EXIT_PROBLEMS
+    assert result.stdout.startswith("audio\tu1\tcorrupt\tsha256 ") and result.stdout.count("\n") == 1
+    assert result.stderr.splitlines()[-1] == f"FAILED: 1 problems in {store}"
+    report = json.loads(invoke("verify", "--json", store).stdout)
+    assert [(p["set"], p["utt_id"], p["kind"]) for p in report["problems"]] == [("audio", "u1", "corrupt")]
+
+
+def test_convert_and_merge(store, tmp_path):
+    other = str(tmp_path / ("out.zarr" if store.endswith(".h5") else "out.h5"))
+    result = invoke("convert", store, other)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "audio: 3 utterances copied, 1 failures carried\ntext: 1 utterances copied, 0 failures carried\n"
+    result = invoke("merge", other, store, "--set", "audio")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "audio: 0 utterances copied, 3 already there, 0 failures carried\n"
+    result = invoke("convert", store, other)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == f"Error: {other} already exists; convert writes a new store (use `features merge` to add to one)"
+
+
+def test_merge_refuses_differing_identity(store, tmp_path):
+    other = str(tmp_path / "other.zarr")
+    different = Provenance(encoder="test:else", manifest_hash="d" * 64, dtype="float16", dim=4)
+    with open_store(other, "a") as s, s.writer("audio", different) as w:
+        w.write("z", np.ones((1, 4)))
+    result = invoke("merge", store, other)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: cannot merge set 'audio': {other} has identity {different.identity()} but {store} has identity "
+        f"{PROV.identity()}; they were made differently (see `features info`)"
+    )
+
+
+def test_missing_store_and_unknown_suffix(tmp_path):
+    result = invoke("info", str(tmp_path / "none.zarr"))
+    assert result.exit_code == 1
+    assert result.output == f"Error: no zarr feature store at {tmp_path / 'none.zarr'} (to create one, open it with mode='a')\n"
+    result = invoke("ls", str(tmp_path / "x.npz"))
+    assert result.exit_code == 1
+    assert "cannot tell the store format of" in result.output and ".zarr (zarr)" in result.output
+
+
+def test_formats_lists_the_registry():
+    result = invoke("formats")
+    assert result.output == "hdf5\t.h5 .hdf5\nzarr\t.zarr\n"
