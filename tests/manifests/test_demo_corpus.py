@@ -100,19 +100,35 @@ def test_video_spans_decode_with_faces_on_both_sides(demo_manifest: Path) -> Non
     assert found / checked > 0.9, f"faces found in {found} of {checked} half frames"
 
 
-def test_speaking_face_follows_the_expressed_emotion(demo_corpus: Path, demo_manifest: Path) -> None:
-    """The speaker's mouth region differs more between turns with different video emotions than with the same."""
+def _edges(gray: np.ndarray) -> np.ndarray:
+    """Blurred gradient magnitude of the face's brow-to-mouth region: blind to skin tone and a few pixels of sway."""
+    g = gray.astype(np.float32)
+    magnitude = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    region = cv2.GaussianBlur(magnitude, (0, 0), 3)[40:140, 30:130].ravel()
+    return region / (np.linalg.norm(region) + 1e-9)
+
+
+def test_speaking_face_shows_the_expressed_emotion(demo_corpus: Path, demo_manifest: Path) -> None:
+    """The speaker's half of the decoded video is nearest to a clean drawing of the emotion the video expresses."""
+    sprite = head_sprite((150, 180, 220))
+    templates = {}
+    for emotion, expr in EXPRESSIONS.items():
+        frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        draw_face(frame, 0, sprite, expr, 0.3, (0, 0))
+        templates[emotion] = _edges(cv2.cvtColor(frame[:, :HALF], cv2.COLOR_BGR2GRAY))
     expressed = _expressed_by_id(demo_corpus)
-    crops: dict[str, list[np.ndarray]] = {}
-    for row in read_manifest(demo_manifest):
-        frames = _decode_span(row.video, row.start + 0.6, 0.3).astype(float)
-        half = frames[:, :, :HALF] if row.video_side == "left" else frames[:, :, HALF:]
-        crops.setdefault(expressed[row.utt_id]["video"], []).append(half.mean(0)[60:80, 40:120])
-    means = {emotion: np.mean(c, 0) for emotion, c in crops.items() if len(c) >= 2}
-    assert len(means) >= 3
-    # The brows of an angry face and a sad face differ in every demo.
-    if "ang" in means and "sad" in means:
-        assert np.abs(means["ang"] - means["sad"]).mean() > 2.0
+    rows = read_manifest(demo_manifest)
+    hits = 0
+    for row in rows:
+        frames = _decode_span(row.video, row.start + 0.6, 0.3).astype(float).mean(0)
+        half = frames[:, :HALF] if row.video_side == "left" else frames[:, HALF:]
+        face = _edges(half)
+        nearest = max(templates, key=lambda emotion: float(face @ templates[emotion]))
+        hits += nearest == expressed[row.utt_id]["video"]
+    assert hits / len(rows) > 0.8, f"{hits} of {len(rows)} faces nearest to their expressed emotion"
+    # ...and the video shows the true label only about as often as EXPRESS["video"] says, not always.
+    agree = np.mean([expressed[r.utt_id]["video"] == r.label for r in rows])
+    assert agree < 0.85
 
 
 def test_drawn_expressions_differ() -> None:
