@@ -222,6 +222,10 @@ class Backend(ABC):
         """Create an empty store at ``self.location`` (mode "a" only, and only when absent)."""
 
     @abstractmethod
+    def check(self) -> None:
+        """Raise StoreError unless ``self.location`` holds a store of this format (reads only)."""
+
+    @abstractmethod
     def set_names(self) -> list[str]:
         """Names of the sets in the store, sorted."""
 
@@ -253,6 +257,14 @@ class Backend(ABC):
         ``index`` is ``Segment.index_json()`` for it; ``blocks`` yields arrays of
         ``meta.frame_shape(n)`` whose frames concatenate (axis -2) to ``frames``.
         """
+
+    @abstractmethod
+    def part_names(self, name: str) -> list[str]:
+        """Parts of set ``name`` that exist on disk (with or without segments)."""
+
+    @abstractmethod
+    def delete_set(self, name: str) -> None:
+        """Remove set ``name`` atomically (renamed away first, then deleted); the caller holds every lock."""
 
     @abstractmethod
     def delete_segment(self, name: str, segment: Segment) -> None:

@@ -166,6 +166,22 @@ def merge(dst: str, srcs: tuple[str, ...], sets: tuple[str, ...], part: str) -> 
         click.echo(f"{name}: {n} utterances copied, {report.skipped[name]} already there, {report.failures[name]} failures carried")
 
 
+@cli.command("rm")
+@click.argument("store")
+@click.argument("name")
+def rm(store: str, name: str) -> None:
+    """Delete feature set NAME from STORE, all its parts included.
+
+    Refused while any writer holds one of its parts.
+    """
+    try:
+        with open_store(store, "a") as s:
+            s.delete_set(name)
+    except StoreError as e:
+        raise _fail(e) from None
+    click.echo(f"deleted set {name!r} from {store}")
+
+
 @cli.command("consolidate")
 @click.argument("store")
 def consolidate(store: str) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from features.base import (
     StoreError,
     register,
 )
-from features.durable import fsync_file, publish, write_text_atomic
+from features.durable import fsync_dir, fsync_file, publish, write_text_atomic
 
 _SEGMENT = re.compile(r"^(\d{8})\.h5$")
 
@@ -78,7 +79,7 @@ class HDF5Backend(Backend):
         fsync_file(tmp)
         publish(tmp, self.path)
 
-    def _check_main(self) -> None:
+    def check(self) -> None:
         try:
             with h5py.File(self.path, "r", locking=False) as f:
                 ok = "emocache" in f.attrs
@@ -173,6 +174,17 @@ class HDF5Backend(Backend):
             f.create_dataset("covers", data=np.asarray(index["covers"], dtype=np.int64).reshape(-1))
         fsync_file(tmp)
         publish(tmp, part_dir / f"{seq:08d}.h5")
+
+    def part_names(self, name: str) -> list[str]:
+        base = self.parts / name
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def delete_set(self, name: str) -> None:
+        self.close()
+        doomed = self.parts / f".deleting-{name}-{os.getpid()}"
+        os.replace(self.parts / name, doomed)
+        fsync_dir(self.parts)
+        shutil.rmtree(doomed)
 
     def delete_segment(self, name: str, segment: Segment) -> None:
         f = self._files.pop(segment.handle, None)

@@ -85,6 +85,8 @@ class WriterLock:
         # Unlink while still holding the flock, so nobody sees our record as stale.
         try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass  # its directory was deleted with the set it locked
         finally:
             os.close(self._fd)
             self._fd = None

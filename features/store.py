@@ -57,6 +57,8 @@ def open_store(location: str, mode: str = "r") -> "Store":
     backend = cls(location, mode)
     if mode == "a" and not cls.exists(location):
         backend.create()
+    else:
+        backend.check()
     return Store(backend)
 
 
@@ -114,6 +116,26 @@ class Store:
         writer = Writer(self, name, provenance, frame_rate=frame_rate, layers=layers, part=part)
         self._writers.append(writer)
         return writer
+
+    def delete_set(self, name: str) -> None:
+        """Remove set ``name`` and all its parts; StoreLockedError if any part has a running writer."""
+        if self.mode != "a":
+            raise StoreError(f"{self.location} is open read-only; open it with mode='a' to delete a set")
+        if self.backend.read_set_meta(name) is None:
+            raise StoreError(f"no feature set {name!r} in {self.location}; sets there: {self.set_names()}")
+        creating = WriterLock(self.backend.lock_path(name, None), f"{self.location} (creating sets)")
+        creating.acquire(wait=True)
+        held: list[WriterLock] = []
+        try:
+            for part in self.backend.part_names(name):
+                lock = WriterLock(self.backend.lock_path(name, part), f"set {name!r} part {part!r} of {self.location}")
+                lock.acquire()
+                held.append(lock)
+            self.backend.delete_set(name)
+        finally:
+            for lock in held:
+                lock.release()
+            creating.release()
 
     def consolidate(self) -> None:
         """Publish the current state for readers that cannot list (Zarr: consolidated metadata)."""

@@ -42,7 +42,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from features.base import STORE_FORMAT, STORE_FORMAT_VERSION, Backend, Segment, SetMeta, StoreError, register
-from features.durable import fsync_file, fsync_tree, publish
+from features.durable import fsync_dir, fsync_file, fsync_tree, publish
 
 _SEGMENT = re.compile(r"^\d{8}$")
 # Bytes per chunk of a segment's data along time (see bench/RESULTS-store.md).
@@ -95,6 +95,13 @@ class ZarrBackend(Backend):
         )
         fsync_file(self.root_path / "zarr.json")
 
+    def check(self) -> None:
+        attrs = self._attrs("")
+        if attrs is None:
+            raise StoreError(f"no Zarr store at {self.location}")
+        if "emocache" not in attrs:
+            raise StoreError(f"{self.location} is a Zarr group but not an emocache feature store (no 'emocache' attribute)")
+
     # -- reading the hierarchy: the local tree directly, remote stores through consolidated metadata
 
     def _root_group(self) -> zarr.Group:
@@ -132,6 +139,8 @@ class ZarrBackend(Backend):
                 return json.loads((self.root_path / path / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
             except (FileNotFoundError, NotADirectoryError):
                 return None
+        if not path:
+            return dict(self._root_group().attrs)
         meta = self._root_group().metadata.consolidated_metadata.flattened_metadata.get(path)
         return None if meta is None else dict(meta.attributes)
 
@@ -217,6 +226,18 @@ class ZarrBackend(Backend):
             raise StoreError(f"internal: segment {seq} of {name}/{part} got {written} frames, expected {frames}")
         fsync_tree(tmp)
         publish(tmp, part_dir / f"{seq:08d}")
+
+    def part_names(self, name: str) -> list[str]:
+        base = self.root_path / name / "parts"
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+
+    def delete_set(self, name: str) -> None:
+        self.close()
+        doomed = self.root_path / f".deleting-{name}-{os.getpid()}"
+        os.replace(self.root_path / name, doomed)
+        fsync_dir(self.root_path)
+        shutil.rmtree(doomed)
+        self.finish()
 
     def delete_segment(self, name: str, segment: Segment) -> None:
         self._arrays.pop(segment.handle, None)

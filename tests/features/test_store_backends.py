@@ -193,6 +193,23 @@ class StoreSuite:
             with store.writer("audio", provenance()) as w:  # the refusal released the lock
                 assert len(w.done) == 2
 
+    def test_delete_set_then_recreate_with_another_identity(self, path):
+        self.write(path, random_arrays(0, 3, 8))
+        self.write(path, random_arrays(1, 2, 8), name="text")
+        with open_store(path, "a") as store:
+            with store.writer("audio", provenance(), part="w1"):
+                with pytest.raises(StoreLockedError, match="set 'audio' part 'w1' of .* is locked by another writer"):
+                    store.delete_set("audio")
+            store.delete_set("audio")
+            assert store.set_names() == ["text"]
+            with store.writer("audio", provenance(encoder="test:other")) as w:
+                assert w.done == set()
+                w.write("new", np.ones((2, 8)))
+        with open_store(path) as store:
+            assert store["audio"].ids == ["new"] and store["audio"].info.provenance.encoder == "test:other"
+            assert len(store["text"]) == 2
+        assert features.verify(path).ok
+
     # -- locking
 
     def test_second_writer_is_refused_naming_the_holder(self, path):
