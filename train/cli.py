@@ -32,7 +32,8 @@ def _domain_errors(fn):
 def _training_options(fn):
     options = [
         click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="The manifest (JSONL) the store was extracted from."),
-        click.option("--store", required=True, help="The feature store (.h5/.hdf5, .zarr, or a Zarr URL)."),
+        click.option("--store", required=True, multiple=True,
+                     help="A feature store (.h5/.hdf5, .zarr, or a Zarr URL); repeat it for one store per modality."),
         click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."),
         click.option("--preset", default="fast", show_default=True, type=click.Choice(sorted(PRESETS)),
                      help="Starting configuration; the flags below override its fields. 'paper' is the paper's (for a GPU), 'fast' ours for CPUs."),
@@ -81,13 +82,13 @@ def cli() -> None:
 @click.option("--session", "--group", "group", required=True, help="The test group (the IEMOCAP session, 1..5; --group for CSV corpora).")
 @_training_options
 @_domain_errors
-def fold(group: str, manifest: str, store: str, out_dir: str, note: str | None, as_json: bool, **options: Any) -> None:
+def fold(group: str, manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, **options: Any) -> None:
     """Train on every group but one and test on it."""
     from train.loop import train_fold
     from train.report import pct
 
     cfg = _config(options)
-    result = train_fold(cfg, manifest, store, group, out_dir, progress=True)
+    result = train_fold(cfg, manifest, list(store), group, out_dir, progress=True)
     m = result.metrics
     text = (f"fold {result.group}: ACC {pct(m['acc'])}  WF1 {pct(m['wf1'])}  UA {pct(m['ua'])}  macro-F1 {pct(m['macro_f1'])}"
             f"  (n_test {m['n_test']}, epoch {result.best_epoch}); outputs in {out_dir}")
@@ -100,11 +101,11 @@ def fold(group: str, manifest: str, store: str, out_dir: str, note: str | None, 
 @_training_options
 @click.option("--scheduler", default=None, help="Run folds on Dask: local:N (N worker processes here) or tcp://HOST:PORT.")
 @_domain_errors
-def cv(manifest: str, store: str, out_dir: str, note: str | None, as_json: bool, scheduler: str | None, **options: Any) -> None:
+def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, scheduler: str | None, **options: Any) -> None:
     """Every fold, then mean and std over folds (tables and plots in --out)."""
     from train.report import fold_table, markdown
 
-    report = run_cv(_config(options), manifest, store, out_dir, scheduler=scheduler, note=note)
+    report = run_cv(_config(options), manifest, list(store), out_dir, scheduler=scheduler, note=note)
     text = markdown(*fold_table(report["folds"], report))
     if report.get("note"):
         text = f"{report['note']}\n{text}"
@@ -117,7 +118,7 @@ def cv(manifest: str, store: str, out_dir: str, note: str | None, as_json: bool,
 @click.option("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS), show_default=True, help="Lambdas for the A+V+T setting.")
 @click.option("--scheduler", default=None, help="Run folds on Dask: local:N or tcp://HOST:PORT.")
 @_domain_errors
-def ablate(manifest: str, store: str, out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
+def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
            scheduler: str | None, **options: Any) -> None:
     """The paper's ablation grid (Tables 1 and 2): modality settings and lambda, beside the paper's figures."""
     from train.report import ablation_markdown
@@ -126,26 +127,26 @@ def ablate(manifest: str, store: str, out_dir: str, note: str | None, as_json: b
         lams = [float(x) for x in lambdas.split(",") if x.strip()]
     except ValueError as err:
         raise click.ClickException(f"--lambdas {lambdas!r}: give numbers separated by commas, e.g. 0,0.1,1") from err
-    report = run_ablation(_config(options), manifest, store, out_dir, settings=[s for s in settings.split(",") if s.strip()],
+    report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
                           lambdas=lams, scheduler=scheduler, note=note)
     _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
 
 
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False), help="A fold's output folder (model.pt + config.json).")
-@click.option("--store", required=True, help="The feature store holding the utterances to label.")
+@click.option("--store", required=True, multiple=True, help="The feature store(s) holding the utterances to label; repeat for one per modality.")
 @click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False), help="Label this manifest's utterances (default: every utterance of the store's sets).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Write the predictions to FILE.csv or FILE.json.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as one JSON object on stdout.")
 @_domain_errors
-def predict(checkpoint: str, store: str, manifest: str | None, out_file: str | None, batch_size: int, device: str,
+def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, out_file: str | None, batch_size: int, device: str,
             as_json: bool) -> None:
     """Label utterances (class and probabilities) with a trained checkpoint, from their cached features."""
     from train.predict import predict as run_predict, write_predictions
 
-    result = run_predict(checkpoint, store, manifest, batch_size=batch_size, device=device)
+    result = run_predict(checkpoint, list(store), manifest, batch_size=batch_size, device=device)
     if out_file:
         write_predictions(result, out_file)
     lines = [f"{p['utt_id']}\t{p['pred']}\t{max(p['probs'].values()):.3f}" for p in result["predictions"]]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from manifests import Utterance
 from train import metrics
 from train.config import TrainConfig
-from train.data import FeatureData, as_rows, load_features
+from train.data import FeatureData, as_rows, load_features, store_locations
 from train.folds import groups
 from train.loop import train_fold
 
@@ -83,7 +83,7 @@ def dask_client(scheduler: str | None):
         raise SchedulerError(f"--scheduler {scheduler!r}: use local:N (a local cluster of N workers) or tcp://HOST:PORT")
 
 
-def _fold_task(cfg_json: dict[str, Any], manifest: str, store: str, group: str, out_dir: str | None) -> dict[str, Any]:
+def _fold_task(cfg_json: dict[str, Any], manifest: str, store: list[str], group: str, out_dir: str | None) -> dict[str, Any]:
     """One fold inside a Dask worker: loads the store itself."""
     cfg = TrainConfig.from_json(cfg_json)
     return train_fold(cfg, manifest, store, group, out_dir, progress=False).to_json()
@@ -100,11 +100,12 @@ def run_folds(cfg: TrainConfig, manifest, store, out_dir: Path | None, *, client
             data = load_features(rows, store, cfg.sets, cfg.model.modalities)
         return [train_fold(cfg, rows, store, g, fold_dir(g), data=data, progress=progress).to_json()
                 for g in tqdm(keys, desc=desc, unit="fold", file=sys.stderr, disable=not progress)]
-    if not isinstance(manifest, (str, os.PathLike)) or not isinstance(store, (str, os.PathLike)):
-        raise SchedulerError("running folds on Dask needs the manifest and the store as paths, so that each worker opens them")
+    stores = store_locations(store)
+    if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
+        raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
     from distributed import as_completed
 
-    futures = {client.submit(_fold_task, cfg.to_json(), os.fspath(manifest), os.fspath(store), g,
+    futures = {client.submit(_fold_task, cfg.to_json(), os.fspath(manifest), [os.fspath(s) for s in stores], g,
                              None if out_dir is None else os.fspath(fold_dir(g)), pure=False): g for g in keys}
     results = {}
     for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="fold", file=sys.stderr,

@@ -101,30 +101,42 @@ def as_rows(manifest: str | os.PathLike | Sequence[Utterance]) -> list[Utterance
     return list(manifest)
 
 
-def open_any(store, stack: ExitStack):
-    if isinstance(store, (str, os.PathLike)):
-        from features import open_store
-
-        return stack.enter_context(open_store(str(store), mode="r")), str(store)
-    return store, str(getattr(store, "location", store))
-
-
-def feature_set(store, where: str, modality: str, name: str):
-    if name not in store:
-        raise DataError(f"{where}: no feature set {name!r} for modality {modality!r}; sets there: {sorted(store.set_names())}. "
-                        f"Extract it, or name the set with --sets {modality}=SET")
-    return store[name]
+def store_locations(store) -> list:
+    """``store`` as a list: one path/URL/open store, or a sequence of them (e.g. one store per modality)."""
+    if isinstance(store, (str, os.PathLike)) or not isinstance(store, Sequence):
+        return [store]
+    return list(store)
 
 
-def check_store(rows: Sequence[Utterance], store, sets: dict[str, str], modalities: Sequence[str],
-                *, check_hash: bool = True) -> None:
-    """Raise :class:`DataError` unless every needed set was extracted from ``rows`` and holds all of them."""
-    with ExitStack() as stack:
-        store, where = open_any(store, stack)
-        wanted = manifest_hash(rows) if check_hash else None
-        for m in modalities:
-            fs = feature_set(store, where, m, sets[m])
-            _check_set(fs, rows, where, m, sets[m], wanted)
+def open_stores(store, stack: ExitStack) -> list[tuple[Any, str]]:
+    """(open store, its location) for each of ``store_locations(store)``; paths are opened read-only."""
+    opened = []
+    for item in store_locations(store):
+        if isinstance(item, (str, os.PathLike)):
+            from features import open_store
+
+            opened.append((stack.enter_context(open_store(str(item), mode="r")), str(item)))
+        else:
+            opened.append((item, str(getattr(item, "location", item))))
+    return opened
+
+
+def find_sets(stores: list[tuple[Any, str]], sets: dict[str, str], modalities: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """modality -> (FeatureSet, location of its store). Each set name must be in exactly one of the stores."""
+    found = {}
+    for m in modalities:
+        name = sets[m]
+        holders = [(s, where) for s, where in stores if name in s]
+        if not holders:
+            there = "; ".join(f"{where}: {sorted(s.set_names())}" for s, where in stores)
+            raise DataError(f"no feature set {name!r} for modality {m!r} (sets there: {there}). "
+                            f"Extract it, or name the set with --sets {m}=SET")
+        if len(holders) > 1:
+            raise DataError(f"feature set {name!r} for modality {m!r} is in several stores "
+                            f"({', '.join(w for _, w in holders)}); pass only one of them")
+        store, where = holders[0]
+        found[m] = (store[name], where)
+    return found
 
 
 def _check_set(fs, rows, where, modality, name, wanted_hash) -> None:
@@ -149,17 +161,18 @@ def _check_set(fs, rows, where, modality, name, wanted_hash) -> None:
 
 def load_features(manifest: str | os.PathLike | Sequence[Utterance], store, sets: dict[str, str],
                   modalities: Sequence[str], *, labelled: bool = True, check_hash: bool = True) -> FeatureData:
-    """Check, then read each modality's set with one ``read_all`` over the manifest's utterances."""
+    """Check, then read each modality's set with one ``read_all`` over the manifest's utterances.
+
+    ``store``: a path/URL or open store, or a list of them (each set is looked up in all)."""
     rows = as_rows(manifest)
     loaded: dict[str, ModalityData] = {}
     with ExitStack() as stack:
-        store, where = open_any(store, stack)
+        feature_sets = find_sets(open_stores(store, stack), sets, modalities)
         wanted = manifest_hash(rows) if check_hash else None
-        feature_sets = {m: feature_set(store, where, m, sets[m]) for m in modalities}
-        for m, fs in feature_sets.items():
+        for m, (fs, where) in feature_sets.items():
             _check_set(fs, rows, where, m, sets[m], wanted)
         ids = [r.utt_id for r in rows]
-        for m, fs in feature_sets.items():
+        for m, (fs, _) in feature_sets.items():
             loaded[m] = load_set(fs, ids, sets[m])
     classes = class_list(rows) if labelled else ()
     labels = np.array([classes.index(r.label) for r in rows], dtype=np.int64) if labelled else None

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from train.config import TrainConfig
-from train.data import DataError, FeatureData, as_rows, feature_set, iter_batches, load_features, load_set, open_any
+from train.data import DataError, FeatureData, find_sets, iter_batches, load_features, load_set, open_stores
 from train.model import ModelConfig, build_model
 from train.report import CHECKPOINT, CHECKPOINT_CONFIG, write_csv, write_json
 
@@ -53,18 +53,19 @@ def predict(checkpoint: str | os.PathLike, store, manifest=None, *, batch_size: 
     cfg = TrainConfig.from_json(meta["train"])
     modalities = tuple(meta["inputs"])
     with ExitStack() as stack:
-        store, where = open_any(store, stack)
-        sets = {m: feature_set(store, where, m, cfg.sets[m]) for m in modalities}
-        for m, fs in sets.items():
+        stores = open_stores(store, stack)
+        found = find_sets(stores, cfg.sets, modalities)
+        for m, (fs, where) in found.items():
             _check_features(meta, fs, where, m)
+        sets = {m: fs for m, (fs, _) in found.items()}
         if manifest is not None:
-            data = load_features(manifest, store, cfg.sets, modalities, labelled=False)
+            data = load_features(manifest, [s for s, _ in stores], cfg.sets, modalities, labelled=False)
             labels = [r.label for r in data.rows]
         else:
             ids = list(sets[modalities[0]].ids)
             for m, fs in sets.items():
                 if set(fs.ids) != set(ids):
-                    raise DataError(f"{where}: sets {cfg.sets[modalities[0]]!r} and {cfg.sets[m]!r} hold different utterances "
+                    raise DataError(f"sets {cfg.sets[modalities[0]]!r} and {cfg.sets[m]!r} hold different utterances "
                                     f"({len(ids)} and {len(fs.ids)}); pass --manifest to choose which to label")
             data = FeatureData(ids=ids, rows=None, classes=(), labels=None,
                                modalities={m: load_set(fs, ids, cfg.sets[m]) for m, fs in sets.items()})

@@ -63,8 +63,21 @@ def test_set_from_another_manifest_is_refused(tmp_path, small_corpus, write_stor
 
 def test_unknown_set_names_the_sets_there(small_corpus):
     manifest, store, rows = small_corpus
-    with pytest.raises(DataError, match=r"no feature set 'faces' for modality 'v'; sets there: \['audio', 'text', 'video'\]"):
+    with pytest.raises(DataError) as err:
         load_features(rows, store, SETS | {"v": "faces"}, ("a", "v"))
+    assert str(err.value) == (f"no feature set 'faces' for modality 'v' (sets there: {store}: ['audio', 'text', 'video']). "
+                              "Extract it, or name the set with --sets v=SET")
+
+
+def test_one_store_per_modality(tmp_path, small_corpus, write_store):
+    _, store, rows = small_corpus
+    audio = write_store(tmp_path / "audio.h5", rows, modalities=("a",))
+    text = write_store(tmp_path / "text.zarr", rows, modalities=("t",))
+    data = load_features(rows, [audio, text], SETS, ("a", "t"))
+    assert data.modalities["t"].data.shape[1] == 8
+    with pytest.raises(DataError) as err:
+        load_features(rows, [audio, store], SETS, ("a",))
+    assert str(err.value) == f"feature set 'audio' for modality 'a' is in several stores ({audio}, {store}); pass only one of them"
 
 
 def test_class_order():
