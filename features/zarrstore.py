@@ -187,8 +187,9 @@ class ZarrBackend(Backend):
         frames: int,
     ) -> None:
         part_dir = self.root_path / name / "parts" / part
-        if not (part_dir / "zarr.json").is_file():
-            zarr.create_group(store=LocalStore(self.root_path), path=f"{name}/parts/{part}")
+        for group in (f"{name}/parts", f"{name}/parts/{part}"):  # parts/ too: a crash may have cut set creation short
+            if not (self.root_path / group / "zarr.json").is_file():
+                zarr.create_group(store=LocalStore(self.root_path), path=group)
         tmp = part_dir / f".tmp-{seq:08d}-{os.getpid()}"
         group = zarr.create_group(store=LocalStore(tmp), attributes={"emocache_segment": index})
         per_frame = (meta.layers or 1) * meta.dim * np.dtype(meta.dtype).itemsize
@@ -282,7 +283,6 @@ class ZarrBackend(Backend):
         chunk, so frames ``[a, b)`` of it are one byte range per layer: reading
         them with ``readinto`` skips zarr's decode-and-copy, which makes a full
         load run near ``numpy.fromfile`` and a random read touch only its bytes.
-        A chunk file that is absent holds only the fill value (zarr skips those).
         """
         metadata = array.metadata
         chunk = array.chunks[-2]
@@ -296,8 +296,12 @@ class ZarrBackend(Backend):
             try:
                 f = open(base / key, "rb", buffering=0)
             except FileNotFoundError:
-                out[..., lo - start : hi - start, :] = array.metadata.fill_value
-                continue
+                # Segments are written with every chunk present, so absence is damage, or a compaction
+                # that replaced this segment after the set was opened.
+                raise StoreError(
+                    f"chunk {base / key} of {self.location} is missing; if a writer was compacting this part, "
+                    "reopen the set, otherwise run `features verify`"
+                ) from None
             with f:
                 for layer in range(layers or 1):
                     target = out[lo - start : hi - start] if layers is None else out[layer, lo - start : hi - start]
@@ -327,8 +331,18 @@ class ZarrBackend(Backend):
 
     def finish(self) -> None:
         """Consolidate the metadata so HTTP/fsspec readers see the store without listing it."""
-        with _quiet():
-            zarr.consolidate_metadata(LocalStore(self.root_path))
+        for attempt in range(3):
+            try:
+                with _quiet():
+                    zarr.consolidate_metadata(LocalStore(self.root_path))
+                break
+            except (OSError, KeyError) as e:
+                # Another part's writer renamed or deleted a segment while we listed the tree.
+                if attempt == 2:
+                    raise StoreError(
+                        f"could not consolidate {self.location} ({type(e).__name__}: {e}); "
+                        "run `features consolidate` when its writers are done"
+                    ) from None
         fsync_file(self.root_path / "zarr.json")
 
     def close(self) -> None:
