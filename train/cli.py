@@ -103,13 +103,10 @@ def fold(group: str, manifest: str, store: tuple[str, ...], out_dir: str, note: 
 @_domain_errors
 def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, scheduler: str | None, **options: Any) -> None:
     """Every fold, then mean and std over folds (tables and plots in --out)."""
-    from train.report import fold_table, markdown
+    from train.report import cv_markdown
 
     report = run_cv(_config(options), manifest, list(store), out_dir, scheduler=scheduler, note=note)
-    text = markdown(*fold_table(report["folds"], report))
-    if report.get("note"):
-        text = f"{report['note']}\n{text}"
-    _emit(report, as_json, text + f"outputs in {out_dir}")
+    _emit(report, as_json, cv_markdown(report) + f"outputs in {out_dir}")
 
 
 @cli.command()

@@ -46,6 +46,8 @@ class FoldResult:
     """One fold: the metrics of the reported checkpoint (best validation epoch, or the last with
     ``val="none"``), the last epoch's beside them, and the history per epoch.
 
+    ``timing`` (seconds per training epoch, and of it making batches) is kept out of
+    :meth:`to_json`, so that the same seed gives the same metrics JSON.
     ``passes`` lists every pass over data in the order it ran (``train``, ``val``,
     ``test:best``, ``test:last``): the test group is read only after training, once per
     reported checkpoint.
@@ -63,6 +65,7 @@ class FoldResult:
     val_unit: str | None
     passes: list[str] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,12 +167,12 @@ def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utteranc
     if data is None:
         data = load_features(rows, store, cfg.sets, cfg.model.modalities)
     split: Split = split_fold(rows, test_group, cfg.val, cfg.val_fraction, cfg.seed)
-    torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.specs(), len(data.classes)).to(cfg.device)
     optimizer = make_optimizer(cfg, model)
     rng = np.random.default_rng(cfg.seed)
 
     history: list[dict[str, float]] = []
+    timing: list[dict[str, float]] = []
     passes: list[str] = []
     best_wf1, best_epoch, best_state = -1.0, cfg.epochs, None
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"fold {test_group}", unit="epoch", file=sys.stderr,
@@ -178,8 +181,8 @@ def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utteranc
         tr = run_epoch(model, data, split.train, cfg, train=True, optimizer=optimizer, rng=rng,
                        desc="train" if progress else "")
         passes.append("train")
-        record = {"epoch": epoch, "train_loss": tr.loss, "train_ce": tr.ce, "train_margin": tr.margin,
-                  "seconds": tr.seconds_total, "seconds_data": tr.seconds_data}
+        record = {"epoch": epoch, "train_loss": tr.loss, "train_ce": tr.ce, "train_margin": tr.margin}
+        timing.append({"epoch": epoch, "seconds": tr.seconds_total, "seconds_data": tr.seconds_data})
         if split.val:
             va = run_epoch(model, data, split.val, cfg, train=False)
             passes.append("val")
@@ -213,7 +216,7 @@ def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utteranc
         last=_scores(data, last_out) if last_out is not None else (reported if split.val else None),
         improvised=_improvised(data, test_out), best_epoch=best_epoch, history=history,
         n_train=len(split.train), n_val=len(split.val), val_unit=split.val_unit, passes=passes,
-        predictions=_predictions(data, test_out))
+        predictions=_predictions(data, test_out), timing=timing)
     if out_dir is not None:
         from train.report import write_fold
 

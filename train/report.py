@@ -54,7 +54,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
 
 
 def write_fold(out_dir: Path, cfg, data, result, state: dict[str, torch.Tensor]) -> None:
-    """metrics.json, predictions.csv, the checkpoint (model.pt + config.json) and learning_curve.png."""
+    """metrics.json, timing.json, predictions.csv, the checkpoint (model.pt + config.json), learning_curve.png."""
     from train.plots import learning_curve
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +70,7 @@ def write_fold(out_dir: Path, cfg, data, result, state: dict[str, torch.Tensor])
     write_csv(out_dir / "predictions.csv", ["utt_id", "label", "pred"],
               [[p["utt_id"], p["label"], p["pred"]] for p in result.predictions])
     learning_curve(result.history, out_dir / "learning_curve.png", title=f"fold {result.group}")
+    write_json(out_dir / "timing.json", result.timing)
     write_json(out_dir / "metrics.json", result.to_json())
 
 
@@ -96,19 +97,23 @@ def write_cv(out_dir: Path, report: dict[str, Any]) -> None:
     from train.plots import confusion, fold_bars
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    header, rows = fold_table(report["folds"], report)
-    write_csv(out_dir / "folds.csv", header, rows)
-    text = markdown(header, rows)
+    write_csv(out_dir / "folds.csv", *fold_table(report["folds"], report))
+    write_text(out_dir / "folds.md", cv_markdown(report))
+    confusion(report["confusion"], report["classes"], out_dir / "confusion.png")
+    fold_bars(report["folds"], out_dir / "folds.png")
+    write_json(out_dir / "cv.json", report)
+
+
+def cv_markdown(report: dict[str, Any]) -> str:
+    """The per-fold table with mean and std, the improvised-only figures and the report's note."""
+    text = markdown(*fold_table(report["folds"], report))
     if report.get("improvised"):
         imp = report["improvised"]
         text += ("\nImprovised utterances only (scripted dialogs repeat sentences across sessions, which "
                  "inflates text scores): " + ", ".join(f"{k} {pct(imp['mean'][k])} +- {pct(imp['std'][k])}" for k in SCALARS) + "\n")
     if report.get("note"):
         text = f"> {report['note']}\n\n" + text
-    write_text(out_dir / "folds.md", text)
-    confusion(report["confusion"], report["classes"], out_dir / "confusion.png")
-    fold_bars(report["folds"], out_dir / "folds.png")
-    write_json(out_dir / "cv.json", report)
+    return text
 
 
 def ablation_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
