@@ -272,25 +272,45 @@ class FeatureSet:
         """Many utterances as one ``Ragged`` (all committed ones by default, else ``ids`` in that order).
 
         Adjacent utterances are read in one call, so the whole set is one
-        contiguous read per part into a single preallocated array.
+        contiguous read per part into a single preallocated array. When ``ids``
+        come in another order than stored (a manifest's order after a sharded
+        extraction), each part that contributes at least half its frames is
+        still read whole, once, and its utterances copied into place.
         """
         chosen = self._index.ids if ids is None else list(ids)
-        runs: list[list[int]] = []  # [segment position, first frame, end frame, output frame]
-        offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
-        total = 0
+        segments = self._index.segments
+        spans = np.empty((len(chosen), 3), dtype=np.int64)  # segment position, first frame, end frame
         for i, utt_id in enumerate(chosen):
-            position, start, stop, _ = self._locate(utt_id)
+            spans[i] = self._locate(utt_id)[:3]
+        lengths = spans[:, 2] - spans[:, 1]
+        offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = np.empty(self.meta.frame_shape(int(offsets[-1])), dtype=self.meta.dtype)
+        wanted = np.bincount(spans[:, 0], weights=lengths, minlength=len(segments)) if len(chosen) else []
+        whole = {p for p, n in enumerate(wanted) if n and 2 * n >= segments[p].frames}
+        # Coalesce consecutive utterances that are also consecutive on disk into runs.
+        runs: list[list[int]] = []  # [segment position, first frame, end frame, output frame]
+        for i in range(len(chosen)):
+            position, start, stop = (int(v) for v in spans[i])
             if runs and runs[-1][0] == position and runs[-1][2] == start:
                 runs[-1][2] = stop
             else:
-                runs.append([position, start, stop, total])
-            total += stop - start
-            offsets[i + 1] = total
-        data = np.empty(self.meta.frame_shape(total), dtype=self.meta.dtype)
-        for position, start, stop, at in runs:
-            self.store.backend.read_frames(
-                self._index.segments[position], start, stop, data[..., at : at + stop - start, :]
-            )
+                runs.append([position, start, stop, int(offsets[i])])
+        per_segment: dict[int, list[list[int]]] = {}
+        for run in runs:
+            per_segment.setdefault(run[0], []).append(run)
+        backend = self.store.backend
+        for position, its_runs in per_segment.items():
+            segment = segments[position]
+            if position in whole and len(its_runs) > 1:
+                block = np.empty(self.meta.frame_shape(segment.frames), dtype=self.meta.dtype)
+                backend.read_frames(segment, 0, segment.frames, block)
+                for _, start, stop, at in its_runs:
+                    data[..., at : at + stop - start, :] = block[..., start:stop, :]
+                del block
+            else:
+                for _, start, stop, at in its_runs:
+                    backend.read_frames(segment, start, stop, data[..., at : at + stop - start, :])
         return Ragged(list(chosen), offsets, data)
 
     def failures(self) -> list[Failure]:

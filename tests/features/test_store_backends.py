@@ -79,6 +79,11 @@ class StoreSuite:
             everything = fs.read_all()
             subset = list(arrays)[::-2]
             some = fs.read_all(subset)
+            shuffled = random.Random(seed).sample(list(arrays), n)
+            everything_shuffled = fs.read_all(shuffled)
+            assert everything_shuffled.ids == shuffled
+            for i, utt_id in enumerate(shuffled):
+                assert np.array_equal(everything_shuffled[i], arrays[utt_id].astype(dtype))
             for utt_id, array in arrays.items():
                 expected = array.astype(dtype)
                 got = fs.read(utt_id)
@@ -161,6 +166,22 @@ class StoreSuite:
         assert f"pid " in str(stale[0].message)
         with open_store(path) as store:
             assert store["audio"].ids == ["a", *arrays]
+
+    def test_readers_see_each_commit_while_a_writer_runs(self, path):
+        arrays = random_arrays(3, 9, 8)
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            for i, (utt_id, array) in enumerate(arrays.items()):
+                w.write(utt_id, array)
+                if i % 2 == 1:
+                    w.commit()
+            with open_store(path) as reader:
+                fs = reader["audio"]
+                committed = list(arrays)[:8]
+                assert fs.ids == committed and len(fs.segments) == 4
+                shuffled = random.Random(0).sample(committed, 8)
+                for ragged in (fs.read_all(), fs.read_all(shuffled), fs.read_all(shuffled[:3])):
+                    for i, utt_id in enumerate(ragged.ids):
+                        assert np.array_equal(ragged[i], arrays[utt_id].astype(np.float16))
 
     def test_failures_are_recorded_retried_and_cleared(self, path):
         with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
