@@ -17,6 +17,13 @@ Readers ignore covered segments, so a crash mid-compaction is harmless too.
 After compaction a part is one contiguous array, which is what makes
 ``read_all`` a single read per part.
 
+What a resume guarantees: after any sequence of ``kill -9`` and reruns of the
+same extraction, the committed ids and every utterance's stored bytes (so its
+sha256) equal those of an uninterrupted run, and no utterance is committed
+twice. The container's bytes are not guaranteed equal: segment numbers, the
+``covers`` lists, failure timestamps, HDF5's internal metadata and (when
+failed utterances are retried) the order of utterances within a part differ.
+
 A back-end (``hdf5``, ``zarr``) only says how segments and set records are laid
 out in its container; everything else (writers, locks, readers, verification)
 is shared code in ``features.store``.

@@ -26,9 +26,10 @@ a third to two thirds of that, and compression saves little on float16 at a
 large cost in write time. Checksums are the per-utterance sha256, which catches
 what HDF5's per-chunk fletcher32 (unavailable on contiguous data) would.
 
-The main file is written once, when the store is created. Readers open
-segment files with HDF5 file locking off: they are immutable, and locking
-fails on read-only shares.
+The main file is written once, when the store is created. Every file is
+opened with HDF5's own file locking off: segments are immutable once renamed,
+a temporary segment is known only to its writer (our lock guards the part),
+and HDF5's locking fails on read-only shares and on NFS without lockd.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class HDF5Backend(Backend):
     def create(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", locking=False) as f:
             f.attrs["emocache"] = json.dumps({"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION})
         fsync_file(tmp)
         publish(tmp, self.path)
@@ -157,7 +158,7 @@ class HDF5Backend(Backend):
         part_dir = self.parts / name / part
         part_dir.mkdir(parents=True, exist_ok=True)
         tmp = part_dir / f".tmp-{seq:08d}-{os.getpid()}.h5"
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", locking=False) as f:
             data = f.create_dataset("data", shape=meta.frame_shape(frames), dtype=meta.dtype)
             at = 0
             for block in blocks:
