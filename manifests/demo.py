@@ -149,6 +149,7 @@ def make_demo_corpus(out: str | os.PathLike, utterances: int = 400, seed: int = 
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".IEMOCAP_full_release.", suffix=".partial"))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would follow the corpus through the rename
         _write_corpus(tmp, utterances, seed, progress)
         (tmp / "README.txt").write_text(
             README.format(utterances=utterances, seed=seed, EXPRESSED_FILE=EXPRESSED_FILE, params=json.dumps(params, sort_keys=True)), encoding="utf-8"

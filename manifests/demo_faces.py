@@ -9,7 +9,9 @@ with the speech energy.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -99,6 +101,8 @@ class DialogVideo:
 
     def __init__(self, path: Path):
         self.path = path
+        # ffmpeg's messages go to a file: a pipe nobody reads while frames are written could fill up and block.
+        self._log = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             [
                 ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
@@ -108,19 +112,24 @@ class DialogVideo:
                 str(path),
             ],
             stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
         )
+        self._stdin: IO[bytes] = self._proc.stdin  # type: ignore[assignment]  # stdin=PIPE makes it a stream
 
     def write(self, frame: np.ndarray) -> None:
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(frame.tobytes())
+        self._stdin.write(frame.tobytes())
 
     def close(self) -> None:
-        assert self._proc.stdin is not None
-        self._proc.stdin.close()
-        err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-        if self._proc.wait() != 0:
-            raise RuntimeError(f"ffmpeg failed writing {self.path}: {err.strip()}")
+        try:
+            self._stdin.close()
+        except BrokenPipeError:
+            pass  # ffmpeg already exited; its exit status and log say why
+        status = self._proc.wait()
+        self._log.seek(0)
+        message = self._log.read().decode(errors="replace").strip()
+        self._log.close()
+        if status != 0:
+            raise RuntimeError(f"ffmpeg failed writing {self.path} (exit status {status}): {message}")
 
 
 def render_dialog(
