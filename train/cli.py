@@ -117,7 +117,9 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
 @_domain_errors
 def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
            scheduler: str | None, **options: Any) -> None:
-    """The paper's ablation grid (Tables 1 and 2): modality settings and lambda, beside the paper's figures."""
+    """The paper's ablations (Tables 1 and 2) beside the paper's figures.
+
+    Cross-validates every modality setting, and every lambda for A+V+T."""
     from train.report import ablation_markdown
 
     try:
@@ -140,7 +142,9 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
 @_domain_errors
 def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, out_file: str | None, batch_size: int, device: str,
             as_json: bool) -> None:
-    """Label utterances (class and probabilities) with a trained checkpoint, from their cached features."""
+    """Label utterances with a trained checkpoint, from their cached features.
+
+    Prints each utterance's predicted class and probability; --out writes every class's probability."""
     from train.predict import predict as run_predict, write_predictions
 
     result = run_predict(checkpoint, list(store), manifest, batch_size=batch_size, device=device)
