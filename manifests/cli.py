@@ -15,7 +15,11 @@ from .summary import SYNTHETIC_BANNER, summarize
 
 @click.group()
 def cli() -> None:
-    """Write and inspect corpus manifests: one JSON object per utterance (id, label, group, media paths)."""
+    """Write and inspect corpus manifests.
+
+    A manifest is a JSON Lines file, one utterance per line (id, label, group,
+    media paths, times, transcript): what extract and train read.
+    """
 
 
 def _warn(lines: list[str]) -> None:
@@ -33,9 +37,9 @@ def _warn(lines: list[str]) -> None:
 @click.option("--expect-standard", is_flag=True, help="Fail unless the counts per session are the usual ones (7,380 six-class, 5,531 four-class).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def iemocap_command(root: Path, out: Path, classes: str, expect_standard: bool, as_json: bool) -> None:
-    """Write the manifest of an untouched IEMOCAP_full_release tree at ROOT.
+    """Manifest of an untouched IEMOCAP_full_release tree.
 
-    Reads Session1..5: EmoEvaluation summary lines, transcriptions, sentence wavs
+    ROOT is the IEMOCAP_full_release folder (or the one above it). Reads Session1..5: EmoEvaluation summary lines, transcriptions, sentence wavs
     and dialog videos. Utterances whose wav is missing are reported and left out.
     """
     if expect_standard and classes not in STANDARD_COUNTS:
@@ -95,7 +99,11 @@ def csv_command(
     table: Path, out: Path, id_col: str, audio_col: str, label_col: str, group_col: str,
     text_col: str | None, video_col: str | None, corpus: str, as_json: bool,
 ) -> None:
-    """Write the manifest of any corpus listed in TABLE (CSV, or TSV for a .tsv file), one row per utterance."""
+    """Manifest of any corpus listed in a table.
+
+    TABLE is a CSV file (TSV when it ends in .tsv) with one row per utterance,
+    e.g. for EmoDB, RAVDESS, CREMA-D or MELD; the group column is the fold key.
+    """
     try:
         rows = parse_csv(
             table, id_col=id_col, audio_col=audio_col, label_col=label_col, group_col=group_col,
@@ -119,7 +127,12 @@ def csv_command(
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write its six-class manifest here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, as_json: bool) -> None:
-    """Write a SYNTHETIC corpus in the IEMOCAP_full_release layout under OUT: a demo and test bed, never a benchmark."""
+    """Write the SYNTHETIC IEMOCAP-layout demo corpus.
+
+    Writes OUT/IEMOCAP_full_release: five sessions of synthetic speech,
+    transcripts and drawn faces in the layout of the real release. A demo and
+    test bed, never a benchmark.
+    """
     try:
         root = make_demo_corpus(out, utterances=utterances, seed=seed, progress=not as_json)
     except ManifestError as err:
@@ -137,16 +150,18 @@ def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, a
         return
     click.echo(SYNTHETIC_BANNER)
     click.echo(f"corpus: {root}")
-    if summary is not None:
-        click.echo(summary.table())
-        click.echo(f"wrote the six-class manifest to {manifest}")
+    if summary is None:
+        click.echo(f"next: manifests iemocap {root} --out demo.jsonl")
+        return
+    click.echo(summary.table())
+    click.echo(f"wrote the six-class manifest to {manifest}")
 
 
 @cli.command("summary")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def summary_command(manifest: Path, as_json: bool) -> None:
-    """Count the utterances of MANIFEST per class and group."""
+    """Counts per class and group of a manifest."""
     try:
         rows = read_manifest(manifest)
     except ManifestError as err:

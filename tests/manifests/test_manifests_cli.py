@@ -24,6 +24,7 @@ def test_every_command_has_help(runner: CliRunner) -> None:
     top = runner.invoke(cli, ["--help"]).output
     for name in ("iemocap", "csv", "demo", "summary"):
         assert f"  {name} " in top
+    assert "..." not in top.split("Commands:")[1]  # every first help line fits the listing
 
 
 def _small_tree(iemocap_tree) -> Path:
@@ -154,6 +155,12 @@ def test_demo_command_is_deterministic(runner: CliRunner, demo_corpus: Path, tmp
     again = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "1", "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == {"root": str(root), "synthetic": True, "utterances": 40, "seed": 1}
+    plain = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "1"])
+    assert plain.stdout == (
+        "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark\n"
+        f"corpus: {root}\n"
+        f"next: manifests iemocap {root} --out demo.jsonl\n"
+    )
     other = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "2"])
     assert other.exit_code == 1
     assert other.stderr == (
