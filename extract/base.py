@@ -52,6 +52,8 @@ class Encoder(ABC):
     accepted_options: ClassVar[frozenset[str] | None] = None
     #: Default total :meth:`cost` per batch when neither a batch cost nor a batch size is given.
     batch_cost: ClassVar[float] = 60.0
+    #: What :meth:`cost` counts, for progress bars ("media-s", "tokens").
+    cost_unit: ClassVar[str] = "media-s"
 
     def __init__(self, arg: str | None, *, device: str = "cpu", dtype: str = "float32", options: dict[str, Any] | None = None):
         self.arg = arg

@@ -70,6 +70,9 @@ def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype
         raise SystemExit(summary.exit_code)
 
 
+_SHOWN_FAILURES = 25
+
+
 def _print_summary(summary, store: str) -> None:
     if summary.already_complete:
         line = f"set {summary.set_name!r} in {store} is already complete for this manifest: {summary.skipped} utterances present, nothing to do"
@@ -87,8 +90,10 @@ def _print_summary(summary, store: str) -> None:
         click.echo(f"warning: {note}")
     if summary.failures:
         click.echo(f"{len(summary.failures)} utterance(s) failed:")
-        for utt_id, stage, message in summary.failures:
+        for utt_id, stage, message in summary.failures[:_SHOWN_FAILURES]:
             click.echo(f"  {utt_id} [{stage}] {message}")
+        if len(summary.failures) > _SHOWN_FAILURES:
+            click.echo(f"  ... and {len(summary.failures) - _SHOWN_FAILURES} more (--json lists them all)")
         if not summary.already_complete:
             click.echo("fix them and rerun with --retry-failed")
 

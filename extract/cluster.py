@@ -7,6 +7,11 @@ inside the task (never a handle inherited from the client: HDF5, Zarr and fsspec
 do not survive that) and writes its own store part, so workers never write the
 same file or shard. The reader presents the parts as one set; a resume skips
 what any part committed.
+
+With ``--device cuda`` every task asks for the resource ``GPU=1``, so each worker
+must declare it (``--resources GPU=1``; ``local:N`` does). On a node with several
+GPUs, start dask-cuda's ``LocalCUDACluster`` (one worker per GPU, each seeing its
+own) and pass its ``tcp://`` address: ``local:N`` puts every worker on ``cuda:0``.
 """
 from __future__ import annotations
 
@@ -141,6 +146,8 @@ def extract_on_cluster(
 
     from .pipeline import Tally
 
+    # Workers may run elsewhere (tcp://) or in another folder: give them an absolute path.
+    store_path = str(store_path) if "://" in str(store_path) else os.path.abspath(store_path)
     client, cluster = _connect(scheduler, device)
     try:
         n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))

@@ -368,7 +368,7 @@ def extract_rows(
                     since_commit, last_commit = 0, time.perf_counter()
                 bar.update(len(futures))
                 elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix_str(f"{tally.media_seconds / elapsed:.1f} media-s/s, {len(tally.failures)} failed", refresh=False)
+                bar.set_postfix_str(f"{tally.media_seconds / elapsed:.1f} {encoder.cost_unit}/s, {len(tally.failures)} failed", refresh=False)
             behind.put("commit")
         finally:
             for _, futures in ahead:

@@ -29,8 +29,9 @@ class HFTextEncoder(Encoder):
     kind = "hf"
     needs_weights = True
     accepted_options = frozenset({"layers", "max_tokens"})
-    #: Cost is tokens: a batch holds about this many.
+    #: Cost is tokens (estimated from words): a batch holds about this many.
     batch_cost = 4096.0
+    cost_unit = "tokens"
 
     def __init__(self, arg: str | None, **kwargs: Any):
         super().__init__(arg, **kwargs)
