@@ -115,6 +115,14 @@ class StoreSuite:
         with pytest.raises(StoreError, match="no .* feature store at"):
             open_store(str(tmp_path / f"absent{self.suffix}"))
 
+    def test_names_that_could_escape_the_store_are_refused(self, path):
+        with open_store(path, "a") as store:
+            for bad in ("../x", "a/b", ".hidden", ""):
+                with pytest.raises(StoreError, match=r"invalid set name .*: use 1-128 letters"):
+                    store.writer(bad, provenance())
+            with pytest.raises(StoreError, match=r"invalid part name '\.\.': use 1-128 letters"):
+                store.writer("audio", provenance(), part="..")
+
     def test_bad_shapes_and_values_name_the_utterance(self, path):
         with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
             with pytest.raises(StoreError, match=r"utterance 'x': set 'audio' stores arrays of shape \(T, 8\), got \(3, 7\)"):
@@ -370,6 +378,15 @@ def run_reader_read_only(root: Path, path: str) -> subprocess.CompletedProcess:
 class TestHDF5(StoreSuite):
     suffix = ".h5"
 
+    def test_an_hdf5_file_that_is_not_a_store_is_refused(self, tmp_path):
+        import h5py
+
+        other = tmp_path / "other.h5"
+        with h5py.File(other, "w") as f:
+            f["x"] = np.zeros(3)
+        with pytest.raises(StoreError, match="is an HDF5 file but not an emocache feature store"):
+            open_store(str(other))
+
     def data_regions(self, path):
         import h5py
 
@@ -384,6 +401,13 @@ class TestHDF5(StoreSuite):
 
 class TestZarr(StoreSuite):
     suffix = ".zarr"
+
+    def test_a_zarr_group_that_is_not_a_store_is_refused(self, tmp_path):
+        import zarr
+
+        zarr.create_group(str(tmp_path / "other.zarr"))
+        with pytest.raises(StoreError, match="is a Zarr group but not an emocache feature store"):
+            open_store(str(tmp_path / "other.zarr"))
 
     def data_regions(self, path):
         import zarr
