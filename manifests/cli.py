@@ -153,7 +153,7 @@ def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, a
     if summary is None:
         click.echo(f"next: manifests iemocap {root} --out demo.jsonl")
         return
-    click.echo(summary.table())
+    click.echo(summary.table(banner=False))
     click.echo(f"wrote the six-class manifest to {manifest}")
 
 

@@ -41,8 +41,11 @@ class Summary:
             "group_totals": {g: self.per_group(g) for g in self.groups},
         }
 
-    def table(self) -> str:
-        """A plain-text table: one line per group, one column per class, totals last."""
+    def table(self, banner: bool = True) -> str:
+        """A plain-text table: one line per group, one column per class, totals last.
+
+        A synthetic corpus's table starts with :data:`SYNTHETIC_BANNER` unless ``banner`` is false.
+        """
         header = ["group", *self.classes, "total"]
         lines = [[g, *(str(self.counts.get((g, c), 0)) for c in self.classes), str(self.per_group(g))] for g in self.groups]
         lines.append(["total", *(str(self.per_class(c)) for c in self.classes), str(self.total)])
@@ -51,7 +54,7 @@ class Summary:
             "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
             for row in [header, *lines]
         ]
-        if self.synthetic:
+        if self.synthetic and banner:
             text.insert(0, SYNTHETIC_BANNER)
         return "\n".join(text)
 

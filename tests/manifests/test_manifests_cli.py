@@ -140,7 +140,6 @@ def test_demo_command_is_deterministic(runner: CliRunner, demo_corpus: Path, tmp
     assert result.stdout.startswith(
         "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark\n"
         f"corpus: {root}\n"
-        "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark\n"
         "group  hap  neu  ang  exc  sad  fru  total\n"
     )
     assert result.stdout.endswith(f"wrote the six-class manifest to {manifest}\n")
