@@ -148,11 +148,28 @@ class ModalityInput(nn.Module):
         self.name = name
         self.spec = spec
         self.frame_pool = frame_pool
+        # Per-channel standardisation of the stored features (per layer when there are several).
+        # Buffers, not parameters: they are set once from the training split (never the test
+        # session) and travel with the checkpoint, so prediction standardises the same way.
+        stat_shape = (spec.layers, 1, spec.dim) if spec.layers is not None else (spec.dim,)
+        self.register_buffer("feat_mean", torch.zeros(stat_shape))
+        self.register_buffer("feat_std", torch.ones(stat_shape))
         self.layer_sum = LayerSum(spec.layers) if spec.layers is not None else None
         self.proj = InputProjection(spec.dim, dim, dropout)
 
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise inputs with these per-channel statistics: (D,) or (L, D) for a layered set.
+
+        Channels whose std is ~0 (constant over the training frames) are left unscaled.
+        """
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(self.feat_mean.shape)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(self.feat_std.shape)
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x, mask)
+        x = (x - self.feat_mean) / self.feat_std
         # Zero the padding first: a NaN there would otherwise reach the weight gradients as 0 * NaN.
         if self.layer_sum is not None:
             x = self.layer_sum(zero_padding(x, mask.unsqueeze(1).expand(-1, x.shape[1], -1)))
@@ -230,6 +247,16 @@ class EmotionModel(nn.Module):
         self.fusion_norm = nn.LayerNorm(cfg.d) if n > 1 else nn.Identity()
         self.shared = nn.Linear(cfg.d, cfg.shared_dim) if cfg.uses_margin else None
         self.head = ClassifierHead(cfg.d, n_classes, cfg.dropout)
+
+    def set_input_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Per-channel (mean, std) of each modality's stored features, from the training split.
+
+        Modalities not in ``stats`` keep the identity standardisation (mean 0, std 1).
+        """
+        for name, (mean, std) in stats.items():
+            if name not in self.inputs:
+                raise ValueError(f"input statistics for {name!r}, which this model does not read ({sorted(self.inputs)})")
+            self.inputs[name].set_stats(mean, std)
 
     def forward_features(self, batch: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
         """Branch outputs and the fused stream.
