@@ -21,6 +21,7 @@ class Summary:
     groups: tuple[str, ...]
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     synthetic: bool = False
+    group_name: str = "group"  # what the groups are, for the table's header ("session" for IEMOCAP)
 
     @property
     def total(self) -> int:
@@ -36,6 +37,7 @@ class Summary:
         return {
             "total": self.total,
             "synthetic": self.synthetic,
+            "group_name": self.group_name,
             "classes": {c: self.per_class(c) for c in self.classes},
             "groups": {g: {c: self.counts.get((g, c), 0) for c in self.classes} for g in self.groups},
             "group_totals": {g: self.per_group(g) for g in self.groups},
@@ -46,7 +48,7 @@ class Summary:
 
         A synthetic corpus's table starts with :data:`SYNTHETIC_BANNER` unless ``banner`` is false.
         """
-        header = ["group", *self.classes, "total"]
+        header = [self.group_name, *self.classes, "total"]
         lines = [[g, *(str(self.counts.get((g, c), 0)) for c in self.classes), str(self.per_group(g))] for g in self.groups]
         lines.append(["total", *(str(self.per_class(c)) for c in self.classes), str(self.total)])
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
@@ -71,7 +73,9 @@ def summarize(rows: Sequence[Utterance], synthetic: bool | None = None) -> Summa
     groups = tuple(sorted({g for g, _ in counts}, key=_group_key))
     if synthetic is None:
         synthetic = rows_are_synthetic(rows)
-    return Summary(classes=classes, groups=groups, counts=dict(counts), synthetic=synthetic)
+    # IEMOCAP's groups are its sessions.
+    group_name = "session" if rows and all(r.corpus == "iemocap" and r.group == str(r.session) for r in rows) else "group"
+    return Summary(classes=classes, groups=groups, counts=dict(counts), synthetic=synthetic, group_name=group_name)
 
 
 def rows_are_synthetic(rows: Sequence[Utterance]) -> bool:

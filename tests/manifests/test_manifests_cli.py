@@ -44,9 +44,9 @@ def test_iemocap_table_and_warnings(runner: CliRunner, iemocap_tree, tmp_path: P
     wav = root / "Session2" / "sentences" / "wav" / "Ses02M_script01_1" / "Ses02M_script01_1_F000.wav"
     assert result.stderr == f"warning: Ses02M_script01_1_F000: no wav at {wav}; left out of the manifest\n"
     assert result.stdout == (
-        "group  neu  exc  total\n"
-        "1        1    1      2\n"
-        "total    1    1      2\n"
+        "session  neu  exc  total\n"
+        "1          1    1      2\n"
+        "total      1    1      2\n"
         f"wrote 2 utterances to {out}; 1 left out for a missing wav; labels outside the setting: xxx 1\n"
     )
     assert [r.utt_id for r in read_manifest(out)] == ["Ses01F_impro01_F000", "Ses01F_impro01_M000"]
@@ -113,7 +113,7 @@ def test_summary_of_a_manifest(runner: CliRunner, demo_manifest: Path) -> None:
     assert table.exit_code == 0 and as_json.exit_code == 0
     lines = table.stdout.splitlines()
     assert lines[0] == "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark"
-    assert lines[1].split() == ["group", "hap", "neu", "ang", "exc", "sad", "fru", "total"]
+    assert lines[1].split() == ["session", "hap", "neu", "ang", "exc", "sad", "fru", "total"]
     assert lines[-1].split()[-1] == str(len(rows))
     payload = json.loads(as_json.stdout)
     assert payload["synthetic"] is True
@@ -140,7 +140,7 @@ def test_demo_command_is_deterministic(runner: CliRunner, demo_corpus: Path, tmp
     assert result.stdout.startswith(
         "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark\n"
         f"corpus: {root}\n"
-        "group  hap  neu  ang  exc  sad  fru  total\n"
+        "session  hap  neu  ang  exc  sad  fru  total\n"
     )
     assert result.stdout.endswith(f"wrote the six-class manifest to {manifest}\n")
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
