@@ -25,6 +25,7 @@ from train.data import FeatureData, as_rows, iter_batches, load_features
 from train.folds import Split, split_fold
 from train.losses import total_loss
 from train.model import build_model
+from train.stats import input_stats
 
 
 @dataclass
@@ -167,7 +168,9 @@ def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utteranc
     if data is None:
         data = load_features(rows, store, cfg.sets, cfg.model.modalities)
     split: Split = split_fold(rows, test_group, cfg.val, cfg.val_fraction, cfg.seed)
-    model = build_model(cfg.model, data.specs(), len(data.classes)).to(cfg.device)
+    model = build_model(cfg.model, data.specs(), len(data.classes))
+    model.set_input_stats(input_stats(data, split.train))
+    model = model.to(cfg.device)
     optimizer = make_optimizer(cfg, model)
     rng = np.random.default_rng(cfg.seed)
 

@@ -55,3 +55,23 @@ def test_stats_travel_in_the_state_dict_and_constant_channels_are_not_scaled():
     fresh.load_state_dict(state)
     x, mask = _batch()
     torch.testing.assert_close(fresh({"a": (x, mask)}).logits, model({"a": (x, mask)}).logits)
+
+
+def test_input_stats_use_only_the_frames_of_the_given_utterances():
+    import numpy as np
+
+    from train.data import FeatureData, ModalityData
+    from train.stats import input_stats
+
+    rng = np.random.default_rng(0)
+    lengths = [3, 5, 2, 4]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    data = rng.normal(size=(2, offsets[-1], 6)).astype(np.float16)  # two layers
+    data[:, offsets[3]:] += 1000.0  # utterance 3 (not in the index) would move the stats a lot
+    md = ModalityData("audio", data, offsets, dim=6, layers=2, provenance={}, identity="x")
+    fd = FeatureData(["u0", "u1", "u2", "u3"], None, ("a", "b"), np.array([0, 1, 0, 1]), {"a": md})
+    mean, std = input_stats(fd, [0, 1, 2])["a"]
+    frames = data[:, : offsets[3]].astype(np.float64)
+    np.testing.assert_allclose(mean.numpy(), frames.mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std.numpy(), frames.std(axis=1), rtol=1e-4, atol=1e-6)
+    assert mean.shape == (2, 6)
