@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from manifests.iemocap import STANDARD_COUNTS, compare_counts, find_root, map_label, parse_iemocap, parse_utt_id
 from manifests.io import ManifestError, read_manifest, write_manifest
@@ -225,3 +227,21 @@ def test_compare_counts() -> None:
 def test_standard_figures() -> None:
     assert sum(STANDARD_COUNTS["six"].values()) == 7380
     assert sum(STANDARD_COUNTS["four"].values()) == 5531
+
+
+@given(
+    session=st.integers(1, 5),
+    dialog_letter=st.sampled_from("FM"),
+    speaker_letter=st.sampled_from("FM"),
+    kind=st.sampled_from(["impro", "script"]),
+    suffix=st.from_regex(r"\A[0-9]{2}(_[1-3])?[ab]?\Z"),
+    number=st.integers(0, 999),
+)
+def test_utt_id_parts_round_trip(session: int, dialog_letter: str, speaker_letter: str, kind: str, suffix: str, number: int) -> None:
+    dialog = f"Ses{session:02d}{dialog_letter}_{kind}{suffix}"
+    parsed = parse_utt_id(f"{dialog}_{speaker_letter}{number:03d}")
+    assert parsed is not None
+    assert parsed.dialog == dialog and parsed.session == session
+    assert parsed.speaker == f"Ses{session:02d}{speaker_letter}"
+    assert parsed.improvised == (kind == "impro")
+    assert parsed.video_side == ("left" if speaker_letter == dialog_letter else "right")
