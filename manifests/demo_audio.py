@@ -93,7 +93,6 @@ def synth_speech(
     # Formants follow the vowel of each syllable, smoothed across boundaries. Harmonic
     # weights change slowly, so they are computed every 5 ms and interpolated.
     hop = sr // 200
-    coarse_t = t[::hop]
     coarse_syllable = syllable[::hop]
     vowel = rng.integers(0, len(_VOWELS), n_syll)[coarse_syllable]
     f1 = _smooth(_VOWELS[vowel, 0] * tract_scale, 7)
