@@ -31,11 +31,12 @@ from .schema import SIX_CLASSES
 # Probability that a modality shows the utterance's true emotion.
 EXPRESS = {"audio": 0.6, "text": 0.55, "video": 0.5}
 # When a modality does not show the true emotion it shows neutral with this probability, else another class.
-FALLBACK_NEUTRAL = 0.7
+FALLBACK_NEUTRAL = 0.85
 EXTRA_LABELS = ("xxx", "oth", "sur", "xxx", "fea", "dis")
 SESSIONS = 5
 EXPRESSED_FILE = "DEMO_EXPRESSED.jsonl"
-FORMAT_VERSION = 1
+# Raised whenever the same seed would give different files.
+FORMAT_VERSION = 2
 
 # Names used in the annotator lines of EmoEvaluation files.
 _CATEGORY = {
@@ -140,11 +141,12 @@ def make_demo_corpus(out: str | os.PathLike, utterances: int = 400, seed: int = 
         existing = _existing_params(root)
         if existing == params:
             return root
-        what = (
-            f"a demo corpus with utterances={existing.get('utterances')}, seed={existing.get('seed')}"
-            if existing
-            else "not a complete demo corpus"
-        )
+        if not existing:
+            what = "not a complete demo corpus"
+        elif existing.get("format") != FORMAT_VERSION:
+            what = f"a demo corpus from another version of the generator (format {existing.get('format')}, now {FORMAT_VERSION})"
+        else:
+            what = f"a demo corpus with utterances={existing.get('utterances')}, seed={existing.get('seed')}"
         raise ManifestError(f"{root} already exists ({what}); remove it or choose another folder for utterances={utterances}, seed={seed}")
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".IEMOCAP_full_release.", suffix=".partial"))

@@ -209,3 +209,19 @@ def test_too_few_utterances(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="the demo needs at least 30"):
         make_demo_corpus(tmp_path, utterances=10)
+
+
+def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
+    from manifests.demo import FORMAT_VERSION, make_demo_corpus
+    from manifests.io import ManifestError
+
+    root = tmp_path / "IEMOCAP_full_release"
+    root.mkdir()
+    (root / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"already exists \(not a complete demo corpus\); remove it or choose another folder"):
+        make_demo_corpus(tmp_path, utterances=30, seed=0)
+    (root / "README.txt").write_text('SYNTHETIC\nparameters: {"format": 0, "seed": 0, "utterances": 30}\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match=rf"another version of the generator \(format 0, now {FORMAT_VERSION}\)"):
+        make_demo_corpus(tmp_path, utterances=30, seed=0)
+    assert (root / "keep.txt").read_text(encoding="utf-8") == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["IEMOCAP_full_release"]  # no partial folder left behind
