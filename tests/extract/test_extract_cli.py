@@ -78,3 +78,13 @@ def test_run_twice_says_it_skips(small_corpus, tmp_path):
     assert second.stdout == f"set 'egemaps' in {store} is already complete for this manifest: 12 utterances present, nothing to do\n"
     third = json.loads(_run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps", "--json").stdout)
     assert third["already_complete"] is True and third["skipped"] == 12 and third["exit_code"] == 0
+
+
+def test_cuda_without_a_gpu_is_refused_up_front(small_corpus, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", str(tmp_path / "s.h5"), "--device", "cuda")
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: --device cuda: torch sees no CUDA device on this machine; use --device cpu"
