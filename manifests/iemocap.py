@@ -43,7 +43,7 @@ _SUMMARY = re.compile(
     rf"^\[\s*(?P<start>{_NUM})\s*-\s*(?P<end>{_NUM})\s*\]\s+(?P<utt_id>\S+)\s+(?P<label>\S+)"
     rf"\s+\[\s*(?P<v>{_NUM})\s*,\s*(?P<a>{_NUM})\s*,\s*(?P<d>{_NUM})\s*\]\s*$"
 )
-_TRANSCRIPT = re.compile(rf"^(?P<utt_id>\S+)\s+\[\s*{_NUM}\s*-\s*{_NUM}\s*\]:\s?(?P<text>.*)$")
+_TRANSCRIPT = re.compile(rf"^(?P<utt_id>[^\s\[]+)\s*\[\s*{_NUM}\s*-\s*{_NUM}\s*\]:\s?(?P<text>.*)$")
 SYNTHETIC_MARKER = "SYNTHETIC"
 
 
