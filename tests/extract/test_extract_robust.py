@@ -143,3 +143,15 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(demo_manifest, tmp_path):
         assert a["audio"].info.identity == b["audio"].info.identity
         for utt_id in b["audio"].ids:
             np.testing.assert_array_equal(a["audio"].read(utt_id), b["audio"].read(utt_id))
+
+
+def test_one_bad_item_does_not_fail_its_batch(corpus_factory, tmp_path):
+    manifest = corpus_factory(tmp_path / "c", n=3)
+    rows = read_manifest(manifest)
+    soundfile.write(tmp_path / "c" / "blip.wav", np.zeros(150, dtype=np.float32), 16000)
+    rows.append(Utterance(utt_id="blip", label="neu", group="1", audio=str(tmp_path / "c" / "blip.wav")))
+    write_manifest(rows, manifest)
+    # One batch of four: openSMILE's encode raises on the blip, the batch is redone item by item.
+    summary = run_extraction(manifest, str(tmp_path / "s.h5"), "audio", batch_size=4, progress=False)
+    assert (summary.done, summary.failed) == (3, 1)
+    assert summary.failures[0][:2] == ("blip", "encode")
