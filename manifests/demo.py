@@ -14,9 +14,11 @@ fusing the three beats any one of them.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ EXTRA_LABELS = ("xxx", "oth", "sur", "xxx", "fea", "dis")
 SESSIONS = 5
 EXPRESSED_FILE = "DEMO_EXPRESSED.jsonl"
 # Raised whenever the same seed would give different files.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # Names used in the annotator lines of EmoEvaluation files.
 _CATEGORY = {
@@ -122,7 +124,9 @@ def _dialog_plan(session: int, n_items: int) -> list[tuple[str, int]]:
     return plan
 
 
-def make_demo_corpus(out: str | os.PathLike, utterances: int = 400, seed: int = 0, progress: bool = True) -> Path:
+def make_demo_corpus(
+    out: str | os.PathLike, utterances: int = 400, seed: int = 0, progress: bool = True, workers: int | None = None
+) -> Path:
     """Write the synthetic corpus under ``out`` and return its root, ``out/IEMOCAP_full_release``.
 
     ``utterances`` is the number of six-class utterances (spread evenly over the
@@ -131,6 +135,9 @@ def make_demo_corpus(out: str | os.PathLike, utterances: int = 400, seed: int = 
     byte-identical files. The corpus is built in a temporary folder and renamed
     into place. When ``out`` already holds a demo corpus with the same
     parameters it is returned as it is; one with other parameters is an error.
+
+    ``workers``: processes writing dialogs (default: up to two for larger
+    corpora, one for small ones); the files do not depend on it.
     """
     if utterances < 6 * SESSIONS:
         raise ValueError(f"utterances={utterances}: the demo needs at least {6 * SESSIONS} (six classes in five sessions)")
@@ -152,7 +159,7 @@ def make_demo_corpus(out: str | os.PathLike, utterances: int = 400, seed: int = 
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".IEMOCAP_full_release.", suffix=".partial"))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would follow the corpus through the rename
-        _write_corpus(tmp, utterances, seed, progress)
+        _write_corpus(tmp, utterances, seed, progress, workers)
         (tmp / "README.txt").write_text(
             README.format(utterances=utterances, seed=seed, EXPRESSED_FILE=EXPRESSED_FILE, params=json.dumps(params, sort_keys=True)), encoding="utf-8"
         )
@@ -176,7 +183,7 @@ def _existing_params(root: Path) -> dict | None:
     return None
 
 
-def _write_corpus(root: Path, utterances: int, seed: int, progress: bool) -> None:
+def _write_corpus(root: Path, utterances: int, seed: int, progress: bool, workers: int | None) -> None:
     rng = np.random.default_rng(seed)
     per_session = [utterances // SESSIONS + (1 if s < utterances % SESSIONS else 0) for s in range(SESSIONS)]
     # The six classes in turn, cut into consecutive runs: balanced in every session and overall.
@@ -195,10 +202,29 @@ def _write_corpus(root: Path, utterances: int, seed: int, progress: bool) -> Non
         for dialog, size in _dialog_plan(s, len(session_labels)):
             jobs.append((s, dialog, session_labels[position : position + size], speakers))
             position += size
-    expressed = []
-    for s, dialog, dialog_labels, speakers in tqdm(jobs, desc="demo dialogs", unit="dialog", disable=not progress):
-        for turn in _write_dialog(root / f"Session{s}", dialog, dialog_labels, speakers, rng):
-            expressed.append(json.dumps({"utt_id": turn.utt_id, "label": turn.label, **turn.expressed}, sort_keys=True))
+    # Each dialog draws from its own stream, so the files do not depend on how many processes write them.
+    tasks = [(root / f"Session{s}", dialog, labels_, speakers, [seed, index]) for index, (s, dialog, labels_, speakers) in enumerate(jobs)]
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if len(tasks) >= 12 else 1
+    turns_per_dialog: list[list[_Turn] | None] = [None] * len(tasks)
+    bar = tqdm(total=len(tasks), desc="demo dialogs", unit="dialog", disable=not progress)
+    if workers <= 1:
+        for index, task in enumerate(tasks):
+            turns_per_dialog[index] = _write_dialog(*task)
+            bar.update()
+    else:
+        # spawn, not fork: OpenCV's and ffmpeg's threads do not survive a fork reliably.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_write_dialog, *task): index for index, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                turns_per_dialog[futures[future]] = future.result()
+                bar.update()
+    bar.close()
+    expressed = [
+        json.dumps({"utt_id": turn.utt_id, "label": turn.label, **turn.expressed}, sort_keys=True)
+        for turns in turns_per_dialog
+        for turn in turns or []
+    ]
     # What each modality really shows, for checking encoders against; no IEMOCAP reader looks at it.
     (root / EXPRESSED_FILE).write_text("\n".join(expressed) + "\n", encoding="utf-8")
     # A macOS resource-fork companion, as copies made on a Mac carry them.
@@ -206,7 +232,8 @@ def _write_corpus(root: Path, utterances: int, seed: int, progress: bool) -> Non
     (root / "Session1" / "dialog" / "EmoEvaluation" / f"._{first}.txt").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
 
 
-def _write_dialog(session_dir: Path, dialog: str, labels: list[str], speakers: dict, rng: np.random.Generator) -> list[_Turn]:
+def _write_dialog(session_dir: Path, dialog: str, labels: list[str], speakers: dict, seed: list[int]) -> list[_Turn]:
+    rng = np.random.default_rng(seed)
     dialog_letter = dialog[5]
     wav_dir = session_dir / "sentences" / "wav" / dialog
     eval_dir = session_dir / "dialog" / "EmoEvaluation"

@@ -130,7 +130,7 @@ def test_summary_of_a_missing_manifest(runner: CliRunner, tmp_path: Path) -> Non
 
 
 def test_demo_command_is_deterministic(runner: CliRunner, demo_corpus: Path, tmp_path: Path) -> None:
-    """The same seed and size as the shared fixture give byte-identical files."""
+    """The same seed and size as the shared fixture give byte-identical files (two writer processes here, one there)."""
     manifest = tmp_path / "demo.jsonl"
 
     result = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "1", "--manifest", str(manifest)])
