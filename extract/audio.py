@@ -20,7 +20,7 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import model_files_sha256, parse_layers, quiet_transformers, resolve_model_dir, torch_dtype
+from .hf import load_model, model_files_sha256, parse_layers, quiet_transformers, resolve_model_dir, torch_dtype
 
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 
@@ -199,7 +199,7 @@ class HFAudioEncoder(Encoder):
         super().__init__(arg, **kwargs)
         if not self.arg:
             raise EncoderConfigError("the hf audio encoder needs a model: --encoder hf:facebook/wav2vec2-base (cached) or hf:/path/to/model")
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+        from transformers import AutoConfig, AutoFeatureExtractor
 
         quiet_transformers()
         self.model_dir = resolve_model_dir(self.arg)
@@ -216,8 +216,7 @@ class HFAudioEncoder(Encoder):
         self._use_mask = bool(getattr(self._extractor, "return_attention_mask", False))
         self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(config.num_hidden_layers))
         self._torch_dtype = torch_dtype(self.dtype)
-        model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        self._model = model.to(device=self.device, dtype=self._torch_dtype).eval()
+        self._model = load_model(self.model_dir, self.device, self.dtype)
         self._sha = model_files_sha256(self.model_dir)
 
     @property

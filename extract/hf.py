@@ -81,6 +81,30 @@ def parse_layers(spec: str | None, num_hidden_layers: int) -> tuple[str, list[in
     return ",".join(map(str, indices)), indices
 
 
+# Parameters an encoder never uses for hidden states: the sentence pooler (roberta-base's
+# checkpoint has none, loading it into RobertaModel leaves it random) and wav2vec2's
+# training-time mask embedding.
+_UNUSED_PARAMETERS = ("pooler.", "masked_spec_embed")
+
+
+def load_model(model_dir: Path, device: str, dtype: str):
+    """``AutoModel`` from ``model_dir`` in eval mode on ``device``; refuses a folder that lacks weights.
+
+    transformers fills parameters missing from the checkpoint with random values and
+    only logs it; an encoder must never run like that, so missing keys are an error.
+    """
+    from transformers import AutoModel
+
+    model, info = AutoModel.from_pretrained(model_dir, local_files_only=True, output_loading_info=True)
+    missing = sorted(k for k in info.get("missing_keys") or [] if not any(part in k for part in _UNUSED_PARAMETERS))
+    if missing:
+        raise EncoderConfigError(
+            f"{model_dir}: the checkpoint has no weights for {len(missing)} parameter(s) of {type(model).__name__} "
+            f"(e.g. {', '.join(missing[:3])}); they would be random: use a complete model folder"
+        )
+    return model.to(device=device, dtype=torch_dtype(dtype)).eval()
+
+
 def torch_dtype(name: str):
     import torch
 
@@ -95,4 +119,3 @@ def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    logging.set_verbosity_error()

@@ -18,7 +18,7 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import model_files_sha256, parse_layers, quiet_transformers, resolve_model_dir, torch_dtype
+from .hf import load_model, model_files_sha256, parse_layers, quiet_transformers, resolve_model_dir
 
 
 @register
@@ -41,7 +41,7 @@ class HFTextEncoder(Encoder):
         self._setup()
 
     def _setup(self) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         quiet_transformers()
         config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
@@ -57,9 +57,7 @@ class HFTextEncoder(Encoder):
             raise EncoderConfigError(f"--max-tokens {max_tokens}: this model takes 3 to {limit} tokens")
         self.max_tokens = int(max_tokens)
         self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(config.num_hidden_layers))
-        self._torch_dtype = torch_dtype(self.dtype)
-        model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        self._model = model.to(device=self.device, dtype=self._torch_dtype).eval()
+        self._model = load_model(self.model_dir, self.device, self.dtype)
         self._sha = model_files_sha256(self.model_dir)
         self._lock = threading.Lock()
         self._truncated = 0

@@ -198,3 +198,15 @@ def test_unknown_kind_names_the_registered_ones():
     with pytest.raises(EncoderConfigError) as err:
         create_encoder("text", "bert:base")
     assert str(err.value) == "unknown text encoder 'bert' in 'bert:base'; registered: ['hf', 'minilm']"
+
+
+def test_a_model_folder_missing_weights_is_refused(tiny_w2v, tmp_path):
+    import json
+    import shutil
+
+    broken = shutil.copytree(tiny_w2v, tmp_path / "w2v-3-layers")
+    config = json.loads((broken / "config.json").read_text())
+    config["num_hidden_layers"] = 3  # the checkpoint holds two: layer 2 would be random
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EncoderConfigError, match=r"the checkpoint has no weights for \d+ parameter\(s\) of Wav2Vec2Model .*they would be random"):
+        create_encoder("audio", f"hf:{broken}")
