@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -125,8 +126,12 @@ def csv_command(
 @click.option("--utterances", default=400, show_default=True, type=click.IntRange(min=30), help="Six-class utterances (spread over 5 sessions).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed; the same seed gives byte-identical files.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write its six-class manifest here.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
+    help="Processes writing dialogs; the files are the same for any number.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, as_json: bool) -> None:
+def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, workers: int, as_json: bool) -> None:
     """Write the SYNTHETIC IEMOCAP-layout demo corpus.
 
     Writes OUT/IEMOCAP_full_release: five sessions of synthetic speech,
@@ -134,7 +139,7 @@ def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, a
     test bed, never a benchmark.
     """
     try:
-        root = make_demo_corpus(out, utterances=utterances, seed=seed, progress=not as_json)
+        root = make_demo_corpus(out, utterances=utterances, seed=seed, progress=not as_json, workers=workers)
     except ManifestError as err:
         raise click.ClickException(str(err)) from err
     payload: dict = {"root": str(root), "synthetic": True, "utterances": utterances, "seed": seed}

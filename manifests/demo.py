@@ -125,7 +125,7 @@ def _dialog_plan(session: int, n_items: int) -> list[tuple[str, int]]:
 
 
 def make_demo_corpus(
-    out: str | os.PathLike, utterances: int = 400, seed: int = 0, progress: bool = True, workers: int | None = None
+    out: str | os.PathLike, utterances: int = 400, seed: int = 0, progress: bool = True, workers: int = 1
 ) -> Path:
     """Write the synthetic corpus under ``out`` and return its root, ``out/IEMOCAP_full_release``.
 
@@ -136,8 +136,9 @@ def make_demo_corpus(
     into place. When ``out`` already holds a demo corpus with the same
     parameters it is returned as it is; one with other parameters is an error.
 
-    ``workers``: processes writing dialogs (default: up to two for larger
-    corpora, one for small ones); the files do not depend on it.
+    ``workers``: processes writing dialogs; the files do not depend on it. With
+    more than one, the processes are spawned, so a script that calls this at
+    its top level needs the usual ``if __name__ == "__main__":`` guard.
     """
     if utterances < 6 * SESSIONS:
         raise ValueError(f"utterances={utterances}: the demo needs at least {6 * SESSIONS} (six classes in five sessions)")
@@ -183,7 +184,7 @@ def _existing_params(root: Path) -> dict | None:
     return None
 
 
-def _write_corpus(root: Path, utterances: int, seed: int, progress: bool, workers: int | None) -> None:
+def _write_corpus(root: Path, utterances: int, seed: int, progress: bool, workers: int) -> None:
     rng = np.random.default_rng(seed)
     per_session = [utterances // SESSIONS + (1 if s < utterances % SESSIONS else 0) for s in range(SESSIONS)]
     # The six classes in turn, cut into consecutive runs: balanced in every session and overall.
@@ -204,8 +205,6 @@ def _write_corpus(root: Path, utterances: int, seed: int, progress: bool, worker
             position += size
     # Each dialog draws from its own stream, so the files do not depend on how many processes write them.
     tasks = [(root / f"Session{s}", dialog, labels_, speakers, [seed, index]) for index, (s, dialog, labels_, speakers) in enumerate(jobs)]
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if len(tasks) >= 12 else 1
     turns_per_dialog: list[list[_Turn] | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc="demo dialogs", unit="dialog", disable=not progress)
     if workers <= 1:

@@ -13,8 +13,8 @@ from manifests.io import write_manifest
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a SYNTHETIC demo corpus (40 six-class utterances, seed 1) in the IEMOCAP_full_release layout."""
-    # One process here; `manifests demo` writes the same corpus with two (tests/manifests checks they agree).
-    return make_demo_corpus(tmp_path_factory.mktemp("demo_corpus"), utterances=40, seed=1, progress=False, workers=1)
+    # One writer process here; tests/manifests checks that `manifests demo --workers 2` writes the same files.
+    return make_demo_corpus(tmp_path_factory.mktemp("demo_corpus"), utterances=40, seed=1, progress=False)
 
 
 @pytest.fixture(scope="session")

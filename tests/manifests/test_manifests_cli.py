@@ -133,7 +133,7 @@ def test_demo_command_is_deterministic(runner: CliRunner, demo_corpus: Path, tmp
     """The same seed and size as the shared fixture give byte-identical files (two writer processes here, one there)."""
     manifest = tmp_path / "demo.jsonl"
 
-    result = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "1", "--manifest", str(manifest)])
+    result = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "1", "--workers", "2", "--manifest", str(manifest)])
 
     assert result.exit_code == 0, result.output
     root = tmp_path / "again" / "IEMOCAP_full_release"
