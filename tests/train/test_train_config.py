@@ -1,0 +1,37 @@
+"""TrainConfig: presets, overrides, JSON round trip, errors that name the choices."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from train.config import ConfigError, TrainConfig, normalise_modalities, parse_sets
+from train.presets import PRESETS, preset
+
+
+def test_paper_preset_holds_the_papers_values():
+    cfg = PRESETS["paper"]
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.lam) == ("adam", 1e-5, 2, 50, 1.0)
+    assert (cfg.model.n_blocks, cfg.model.d, cfg.model.frame_pool, cfg.model.modalities) == (3, 256, 1, ("a", "t", "v"))
+
+
+def test_overrides_and_json_round_trip():
+    cfg = preset("fast", d=32, modalities="V+A", lam=0.1, epochs=None, sets=parse_sets("v=faces"))
+    assert cfg.model.d == 32 and cfg.model.modalities == ("a", "v") and cfg.lam == 0.1
+    assert cfg.epochs == PRESETS["fast"].epochs  # None leaves the preset's value
+    assert cfg.sets == {"a": "audio", "t": "text", "v": "faces"}
+    assert TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+
+
+def test_errors_name_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown preset 'slow'; presets: \['fast', 'paper'\]"):
+        preset("slow")
+    with pytest.raises(ConfigError, match=r"optimizer 'rmsprop' is not one of \['adam', 'adamw', 'sgd'\]"):
+        preset("fast", optimizer="rmsprop")
+    with pytest.raises(ConfigError, match=r"val 'session' is not one of \['dialog', 'none'\]"):
+        preset("fast", val="session")
+    with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['learning_rate'\]"):
+        preset("fast", learning_rate=1)
+    with pytest.raises(ConfigError, match=r"unknown TrainConfig field\(s\) \['lr_decay'\]"):
+        TrainConfig.from_json({"lr_decay": 1})
+    assert normalise_modalities("t,a") == ("a", "t")
