@@ -59,6 +59,9 @@ class HFTextEncoder(Encoder):
         self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(config.num_hidden_layers))
         self._model = load_model(self.model_dir, self.device, self.dtype)
         self._sha = model_files_sha256(self.model_dir)
+        # The first call settles the fast tokenizer's truncation/padding state; later calls
+        # leave it alone, so the load threads never mutate it concurrently ("Already borrowed").
+        self._ids("warm up")
         self._lock = threading.Lock()
         self._truncated = 0
 
