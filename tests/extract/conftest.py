@@ -1,7 +1,6 @@
 """Tiny real models (built from configs, saved with save_pretrained) and small corpora for the extract tests."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -210,3 +210,21 @@ def test_a_model_folder_missing_weights_is_refused(tiny_w2v, tmp_path):
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(EncoderConfigError, match=r"the checkpoint has no weights for \d+ parameter\(s\) of Wav2Vec2Model .*they would be random"):
         create_encoder("audio", f"hf:{broken}")
+
+
+def test_other_containers_are_decoded_with_ffmpeg(tmp_path, wav_writer):
+    import subprocess
+
+    from extract.audio import read_audio
+    from manifests.media import ffmpeg_exe
+
+    wav = wav_writer(tmp_path / "a.wav", 1.0, sr=22050)
+    m4a = tmp_path / "a.m4a"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    via_ffmpeg = read_audio("a", str(m4a), 16000)
+    direct = read_audio("a", str(wav), 16000)
+    assert abs(via_ffmpeg.size - direct.size) < 0.05 * 16000  # aac adds priming samples
+    (tmp_path / "bad.mp3").write_bytes(b"not audio at all" * 100)
+    with pytest.raises(ExtractError) as err:
+        read_audio("bad", str(tmp_path / "bad.mp3"), 16000)
+    assert err.value.stage == "decode" and err.value.message.startswith(f"ffmpeg cannot decode {tmp_path / 'bad.mp3'}: ")
