@@ -92,7 +92,8 @@ class HDF5Backend(Backend):
     def set_names(self) -> list[str]:
         if not self.parts.is_dir():
             return []
-        return sorted(p.name for p in self.parts.iterdir() if (p / "set.json").is_file())
+        # Dot names are sets being deleted (renamed away first): never listed.
+        return sorted(p.name for p in self.parts.iterdir() if not p.name.startswith(".") and (p / "set.json").is_file())
 
     def read_set_meta(self, name: str) -> SetMeta | None:
         record = self.parts / name / "set.json"

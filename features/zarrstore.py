@@ -152,7 +152,8 @@ class ZarrBackend(Backend):
         return None if meta is None else dict(meta.attributes)
 
     def set_names(self) -> list[str]:
-        return [n for n in self._children("") if "emocache" in (self._attrs(n) or {})]
+        # Dot names are sets being deleted (renamed away first): never listed.
+        return [n for n in self._children("") if not n.startswith(".") and "emocache" in (self._attrs(n) or {})]
 
     def read_set_meta(self, name: str) -> SetMeta | None:
         attrs = self._attrs(name)
