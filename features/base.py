@@ -214,6 +214,8 @@ class Backend(ABC):
 
     name: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]]
+    # Whether URLs (http(s)://, s3://...) can be read through fsspec.
+    reads_urls: ClassVar[bool] = False
 
     def __init__(self, location: str, mode: str) -> None:
         self.location = location

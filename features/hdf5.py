@@ -183,6 +183,8 @@ class HDF5Backend(Backend):
 
     def delete_set(self, name: str) -> None:
         self.close()
+        for leftover in self.parts.glob(".deleting-*"):  # from a deletion that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
         doomed = self.parts / f".deleting-{name}-{os.getpid()}"
         os.replace(self.parts / name, doomed)
         fsync_dir(self.parts)

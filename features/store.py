@@ -48,6 +48,11 @@ def open_store(location: str, mode: str = "r") -> "Store":
     location = str(location)
     cls = backend_for(location)
     remote = "://" in location and not location.startswith("file://")
+    if remote and not cls.reads_urls:
+        raise StoreError(
+            f"{location}: {cls.name} stores are read from a path, not a URL; "
+            "convert it to Zarr (`features convert`) to serve it over HTTP or S3"
+        )
     if remote and mode != "r":
         raise StoreError(f"{location} is remote: remote stores open read-only (mode='r'); write locally and publish")
     if not remote and location.startswith("file://"):

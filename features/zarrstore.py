@@ -80,6 +80,7 @@ def _raw_chunks(array: Any) -> bool:
 @register("zarr")
 class ZarrBackend(Backend):
     suffixes = (".zarr",)
+    reads_urls = True
 
     def __init__(self, location: str, mode: str) -> None:
         super().__init__(location.rstrip("/"), mode)
@@ -242,6 +243,8 @@ class ZarrBackend(Backend):
 
     def delete_set(self, name: str) -> None:
         self.close()
+        for leftover in self.root_path.glob(".deleting-*"):  # from a deletion that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
         doomed = self.root_path / f".deleting-{name}-{os.getpid()}"
         os.replace(self.root_path / name, doomed)
         fsync_dir(self.root_path)

@@ -72,3 +72,8 @@ def test_zarr_store_reads_over_http(tmp_path, served):
 def test_missing_remote_store_is_a_clear_error(served):
     with pytest.raises(StoreError, match=r"cannot open Zarr store http://127\.0\.0\.1:\d+/absent\.zarr"):
         open_store(f"{served}/absent.zarr")["audio"]
+
+
+def test_hdf5_urls_are_refused_with_the_way_out():
+    with pytest.raises(StoreError, match=r"http://example\.org/lab\.h5: hdf5 stores are read from a path, not a URL; convert it to Zarr"):
+        open_store("http://example.org/lab.h5")
