@@ -402,6 +402,26 @@ class TestHDF5(StoreSuite):
 class TestZarr(StoreSuite):
     suffix = ".zarr"
 
+    def test_verify_names_the_utterances_of_a_lost_chunk(self, path, monkeypatch):
+        import features.zarrstore
+
+        monkeypatch.setattr(features.zarrstore, "CHUNK_BYTES", 20 * 8 * 2)  # 20 frames per chunk
+        arrays = random_arrays(8, 12, 8)
+        self.write(path, arrays)
+        (segment,) = [p for p in Path(path).glob("audio/parts/main/*") if p.is_dir()]
+        (segment / "data" / "c" / "1" / "0").unlink()  # frames 20..39
+        ends = np.cumsum([a.shape[0] for a in arrays.values()])
+        starts = ends - [a.shape[0] for a in arrays.values()]
+        lost = [u for u, a, b in zip(arrays, starts, ends) if a < 40 and b > 20]
+        report = features.verify(path)
+        assert [(p[1], p[2]) for p in report.problems] == [(u, "missing") for u in lost]
+        assert "is missing" in report.problems[0][3]
+        with open_store(path) as store:
+            survivor = next(u for u in arrays if u not in lost)
+            assert np.array_equal(store["audio"].read(survivor), arrays[survivor].astype(np.float16))
+            with pytest.raises(StoreError, match="is missing; if a writer was compacting this part, reopen the set"):
+                store["audio"].read(lost[0])
+
     def test_a_zarr_group_that_is_not_a_store_is_refused(self, tmp_path):
         import zarr
 
