@@ -109,6 +109,7 @@ def test_predict_labels_new_recordings_and_refuses_other_features(cv_run, small_
         "Extract the recordings with the checkpoint's encoder settings (its config.json, \"sets\")\n")
 
 
+@pytest.mark.slow
 def test_ablate_prints_our_table_beside_the_paper(small_corpus, tmp_path):
     manifest, store, _ = small_corpus
     result = CliRunner().invoke(cli, ["ablate", "--manifest", str(manifest), "--store", str(store), "--out", str(tmp_path),
