@@ -262,6 +262,29 @@ class StoreSuite:
             assert sorted(store["audio"].ids) == ["a", "b"]
             assert [s.part for s in store["audio"].segments] == ["main", "w1"]
 
+    def test_parallel_processes_write_their_own_parts_of_one_new_set(self, path):
+        code = (
+            "import sys, numpy as np; sys.path.insert(0, %r)\n"
+            "import features\n"
+            "from features.provenance import Provenance\n"
+            "part = sys.argv[1]\n"
+            "p = Provenance.now(encoder='test:random', manifest_hash='a'*64, dtype='float16', dim=8)\n"
+            "with features.open_store(%r, 'a') as s, s.writer('audio', p, frame_rate=50.0, part=part) as w:\n"
+            "    for i in range(6):\n"
+            "        w.write(f'{part}-{i}', np.full((i + 1, 8), i, dtype=np.float32))\n"
+            "        if i %% 2: w.commit()\n"
+        ) % (str(HERE.parents[1]), path)
+        procs = [subprocess.Popen([sys.executable, "-c", code, f"w{k}"], stderr=subprocess.PIPE, text=True) for k in range(3)]
+        for proc in procs:
+            _, stderr = proc.communicate()
+            assert proc.returncode == 0, stderr
+        with open_store(path) as store:
+            fs = store["audio"]
+            assert sorted(fs.ids) == sorted(f"w{k}-{i}" for k in range(3) for i in range(6))
+            assert [s.part for s in fs.segments] == ["w0", "w1", "w2"]
+            assert np.array_equal(fs.read("w2-3"), np.full((4, 8), 3, dtype=np.float16))
+        assert features.verify(path).ok
+
     def test_lock_from_another_host_is_not_taken_over(self, path):
         self.write(path, random_arrays(0, 2, 8))
         with open_store(path, "a") as store:
