@@ -20,7 +20,7 @@ modified again, so any instant of any writer leaves readable files, and
 parallel writers of different parts never share a file.
 
 Why contiguous and unfiltered: measured in ``bench/store.py`` (see
-``bench/RESULTS-store.md``), a contiguous dataset read with ``read_direct``
+``bench/RESULTS.md``), a contiguous dataset read with ``read_direct``
 into a preallocated array runs at the speed of ``numpy.fromfile``; chunking costs
 a third to two thirds of that, and compression saves little on float16 at a
 large cost in write time. Checksums are the per-utterance sha256, which catches

@@ -17,7 +17,7 @@ whole index of a store arrives with one request, inside the consolidated
 metadata.
 
 Why large unsharded chunks, no codec, and direct reads (figures in
-``bench/RESULTS-store.md``): through zarr-python's decode path no chunking
+``bench/RESULTS.md``): through zarr-python's decode path no chunking
 reached half of ``numpy.fromfile`` for a full load, and sharding with small
 inner chunks was slower still; compression saves under 15% on float16 at a
 large cost. An uncompressed chunk file is the C-order bytes of the chunk, so
@@ -52,7 +52,7 @@ from features.base import STORE_FORMAT, STORE_FORMAT_VERSION, Backend, Segment, 
 from features.durable import fsync_dir, fsync_file, fsync_tree, publish
 
 _SEGMENT = re.compile(r"^\d{8}$")
-# Bytes per chunk of a segment's data along time (see bench/RESULTS-store.md).
+# Bytes per chunk of a segment's data along time (see bench/RESULTS.md).
 CHUNK_BYTES = 8 << 20
 
 

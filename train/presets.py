@@ -7,7 +7,7 @@ takes hours with it; it is meant for a GPU.
 ``fast``: ours, for quick iteration on a CPU (a d = 64 head on 4x pooled frames, one
 torch thread: with ops this small, more threads on a shared 2-core machine only add
 overhead). Chosen for speed and checked on the synthetic demo corpus ONLY (never on
-IEMOCAP): there A+V+T beats every single modality (bench/RESULTS-train.md). It says
+IEMOCAP): there A+V+T beats every single modality (bench/RESULTS.md). It says
 nothing about the best settings for real data.
 """
 from __future__ import annotations
