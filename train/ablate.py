@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from train.config import ConfigError, TrainConfig, normalise_modalities
-from train.cv import dask_client, join_notes, run_folds, summarise_folds, synthetic_note
+from train.cv import dask_client, gather_folds, join_notes, run_folds, submit_folds, summarise_folds, synthetic_note
 from train.data import as_rows, load_features
 
 SETTINGS = ("A", "T", "V", "A+T", "A+V", "A+V+T")
@@ -62,11 +62,18 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
             # One read of every modality any setting needs; each setting uses its subset.
             needed = tuple(m for m in ("a", "t", "v") if any(m in mods for _, mods, _ in runs))
             data = load_features(rows, store, cfg.sets, needed)
-        for label, modalities, lam in runs:
-            run_cfg = cfg.replace(modalities=modalities, **({} if lam is None else {"lam": lam}))
-            subset = None if data is None else data.select(modalities)
-            folds = run_folds(run_cfg, manifest if client else rows, store, None if out is None else out / slug(label),
-                              client=client, data=subset, progress=progress, desc=label)
+        configs = [(label, cfg.replace(modalities=modalities, **({} if lam is None else {"lam": lam})))
+                   for label, modalities, lam in runs]
+        # On Dask, every fold of every setting is queued at once, so no worker waits for
+        # the slowest fold of a setting before the next setting starts.
+        queued = {label: submit_folds(client, run_cfg, manifest, store, None if out is None else out / slug(label))
+                  for label, run_cfg in configs} if client is not None else {}
+        for label, run_cfg in configs:
+            if client is not None:
+                folds = gather_folds(queued[label], progress=progress, desc=label)
+            else:
+                folds = run_folds(run_cfg, rows, store, None if out is None else out / slug(label),
+                                  data=data.select(run_cfg.model.modalities), progress=progress, desc=label)
             summary = summarise_folds(folds, folds[0]["classes"], run_cfg, note)
             summary["setting"] = label
             results.append(summary)

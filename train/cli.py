@@ -144,12 +144,21 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, out_f
             as_json: bool) -> None:
     """Label utterances with a trained checkpoint, from their cached features.
 
-    Prints each utterance's predicted class and probability; --out writes every class's probability."""
+    Without --out, prints each utterance's predicted class and probability; --out writes
+    every class's probability to the file and prints how many utterances went to each class."""
+    from collections import Counter
+
     from train.predict import predict as run_predict, write_predictions
 
     result = run_predict(checkpoint, list(store), manifest, batch_size=batch_size, device=device)
+    predictions = result["predictions"]
     if out_file:
         write_predictions(result, out_file)
-    lines = [f"{p['utt_id']}\t{p['pred']}\t{max(p['probs'].values()):.3f}" for p in result["predictions"]]
-    _emit(result, as_json, "\n".join(lines) + (f"\nwritten to {out_file}" if out_file else ""))
-    print(f"{len(result['predictions'])} utterances labelled", file=sys.stderr)
+        counts = Counter(p["pred"] for p in predictions)
+        text = (f"labelled {len(predictions)} utterances: "
+                + ", ".join(f"{label} {counts[label]}" for label in sorted(counts))
+                + f"; predictions and class probabilities written to {out_file}")
+    else:
+        text = "\n".join(f"{p['utt_id']}\t{p['pred']}\t{max(p['probs'].values()):.3f}" for p in predictions)
+        print(f"{len(predictions)} utterances labelled", file=sys.stderr)
+    _emit(result, as_json, text)

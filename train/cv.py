@@ -89,29 +89,44 @@ def _fold_task(cfg_json: dict[str, Any], manifest: str, store: list[str], group:
     return train_fold(cfg, manifest, store, group, out_dir, progress=False).to_json()
 
 
+def fold_dir(out_dir: str | os.PathLike | None, group: str) -> Path | None:
+    """Where the fold testing on ``group`` writes its outputs."""
+    return None if out_dir is None else Path(out_dir) / f"fold-{group}"
+
+
 def run_folds(cfg: TrainConfig, manifest, store, out_dir: Path | None, *, client=None,
               data: FeatureData | None = None, progress: bool = True, desc: str = "cv") -> list[dict[str, Any]]:
     """Every fold's JSON (FoldResult.to_json), in group order."""
     rows = as_rows(manifest)
     keys = groups(rows)
-    fold_dir = (lambda g: None if out_dir is None else Path(out_dir) / f"fold-{g}")
     if client is None:
         if data is None:
             data = load_features(rows, store, cfg.sets, cfg.model.modalities)
-        return [train_fold(cfg, rows, store, g, fold_dir(g), data=data, progress=progress).to_json()
+        return [train_fold(cfg, rows, store, g, fold_dir(out_dir, g), data=data, progress=progress).to_json()
                 for g in tqdm(keys, desc=desc, unit="fold", file=sys.stderr, disable=not progress)]
+    return gather_folds(submit_folds(client, cfg, manifest, store, out_dir), progress=progress, desc=desc)
+
+
+def submit_folds(client, cfg: TrainConfig, manifest, store, out_dir: Path | None) -> list[tuple[str, Any]]:
+    """Queue every fold of ``cfg`` on the Dask ``client``; (group, future) in group order."""
     stores = store_locations(store)
     if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
         raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
+    return [(g, client.submit(_fold_task, cfg.to_json(), os.fspath(manifest), [os.fspath(s) for s in stores], g,
+                              None if out_dir is None else os.fspath(fold_dir(out_dir, g)), pure=False))
+            for g in groups(as_rows(manifest))]
+
+
+def gather_folds(submitted: list[tuple[str, Any]], *, progress: bool = True, desc: str = "cv") -> list[dict[str, Any]]:
+    """The fold JSONs of :func:`submit_folds`' futures, in group order, as they finish."""
     from distributed import as_completed
 
-    futures = {client.submit(_fold_task, cfg.to_json(), os.fspath(manifest), [os.fspath(s) for s in stores], g,
-                             None if out_dir is None else os.fspath(fold_dir(g)), pure=False): g for g in keys}
+    futures = {future: g for g, future in submitted}
     results = {}
     for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="fold", file=sys.stderr,
                        disable=not progress):
         results[futures[future]] = future.result()
-    return [results[g] for g in keys]
+    return [results[g] for g, _ in submitted]
 
 
 def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
