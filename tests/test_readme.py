@@ -79,14 +79,21 @@ def test_every_readme_command_exists_with_its_options(line):
 # Appended to the README's demo steps to make them small; click keeps the last value of an option.
 SMALL = {
     ("manifests", "demo"): ["--utterances", "36", "--seed", "3"],
-    ("extract", "run"): ["--frames", "4"],
+    ("extract", "run", "video"): ["--frames", "4"],
     ("train", "ablate"): ["--epochs", "2", "--d", "16", "--settings", "A,A+V+T"],
 }
 
 
+def _small(words: list[str]) -> list[str]:
+    key = tuple(words[:2])
+    if key == ("extract", "run"):
+        key += (words[words.index("--modality") + 1],)
+    return SMALL.get(key, [])
+
+
 def _run(line: str, where: Path, suffix: str) -> click.testing.Result:
     words = shlex.split(line.replace("demo/", f"{where}/").replace(".h5", suffix))
-    words += SMALL.get(tuple(words[:2]), [])
+    words += _small(words)
     result = CliRunner().invoke(_group(words[0]), words[1:], catch_exceptions=False)
     assert result.exit_code == 0, f"`{' '.join(words)}` exited {result.exit_code}:\n{result.output}"
     return result

@@ -295,7 +295,10 @@ class StoreSuite:
 
     @pytest.mark.slow
     def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(self, tmp_path):
-        n, every = 60, 4
+        # Each write sleeps 0.02 s, a lower bound on its time, and every kill lands within 0.5 s
+        # of the store appearing: at most 25 writes fit before a kill, so with 100 utterances the
+        # first three kills land on a running writer whatever the machine's speed.
+        n, every = 100, 4
         reference = str(tmp_path / f"ref{self.suffix}")
         killed = str(tmp_path / f"killed{self.suffix}")
         for _ in range(2):  # the second run retries the simulated failures
@@ -303,12 +306,12 @@ class StoreSuite:
         rng = random.Random(1234)
         kills = 0
         for attempt in range(40):
-            proc = subprocess.Popen([sys.executable, str(SCRIPT), killed, str(n), str(every), "0.004"])
+            proc = subprocess.Popen([sys.executable, str(SCRIPT), killed, str(n), str(every), "0.02"])
             if attempt < 5:
                 # Kill somewhere in the writing phase, which starts once the store exists.
                 while not os.path.exists(killed) and proc.poll() is None:
                     time.sleep(0.01)
-                time.sleep(rng.uniform(0.0, 1.0))
+                time.sleep(rng.uniform(0.0, 0.5))
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     kills += 1
