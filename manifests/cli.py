@@ -138,11 +138,12 @@ def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, w
     transcripts and drawn faces in the layout of the real release. A demo and
     test bed, never a benchmark.
     """
+    reused = (out / "IEMOCAP_full_release").exists()
     try:
         root = make_demo_corpus(out, utterances=utterances, seed=seed, progress=not as_json, workers=workers)
     except ManifestError as err:
         raise click.ClickException(str(err)) from err
-    payload: dict = {"root": str(root), "synthetic": True, "utterances": utterances, "seed": seed}
+    payload: dict = {"root": str(root), "synthetic": True, "utterances": utterances, "seed": seed, "reused": reused}
     summary = None
     if manifest is not None:
         result = parse_iemocap(root, classes="six")
@@ -154,7 +155,7 @@ def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, w
         click.echo(json.dumps(payload, indent=2))
         return
     click.echo(SYNTHETIC_BANNER)
-    click.echo(f"corpus: {root}")
+    click.echo(f"corpus: {root}" + (" (already there with this size and seed: reused)" if reused else ""))
     if summary is None:
         click.echo(f"next: manifests iemocap {root} --out demo.jsonl")
         return

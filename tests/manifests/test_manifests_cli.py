@@ -153,11 +153,11 @@ def test_demo_command_is_deterministic(runner: CliRunner, demo_corpus: Path, tmp
     # Again into the same folder: the corpus is there already, so it is kept as it is.
     again = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "1", "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout) == {"root": str(root), "synthetic": True, "utterances": 40, "seed": 1}
+    assert json.loads(again.stdout) == {"root": str(root), "synthetic": True, "utterances": 40, "seed": 1, "reused": True}
     plain = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "1"])
     assert plain.stdout == (
         "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark\n"
-        f"corpus: {root}\n"
+        f"corpus: {root} (already there with this size and seed: reused)\n"
         f"next: manifests iemocap {root} --out demo.jsonl\n"
     )
     other = runner.invoke(cli, ["demo", str(tmp_path / "again"), "--utterances", "40", "--seed", "2"])
