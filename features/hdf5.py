@@ -73,6 +73,13 @@ class HDF5Backend(Backend):
         return Path(location).is_file()
 
     def create(self) -> None:
+        if self.parts.exists():
+            # Someone deleted the store's file but not its segments: reviving them silently
+            # would undo what was surely meant as deleting the store.
+            raise StoreError(
+                f"{self.parts} is left over from a deleted store {self.path.name}: "
+                f"delete it too (rm -r {self.parts}) to start afresh, or restore {self.path}"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         with h5py.File(tmp, "w", locking=False) as f:

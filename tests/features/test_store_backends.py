@@ -414,6 +414,17 @@ class TestHDF5(StoreSuite):
         with pytest.raises(StoreError, match="is an HDF5 file but not an emocache feature store"):
             open_store(str(other))
 
+    def test_segments_left_from_a_deleted_store_file_are_not_revived(self, path):
+        self.write(path, random_arrays(0, 3, 8))
+        Path(path).unlink()
+        with pytest.raises(StoreError) as err:
+            open_store(path, "a")
+        assert str(err.value) == (
+            f"{path}.parts is left over from a deleted store {Path(path).name}: "
+            f"delete it too (rm -r {path}.parts) to start afresh, or restore {path}"
+        )
+        assert not Path(path).exists()
+
     def data_regions(self, path):
         import h5py
 
