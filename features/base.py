@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,6 +53,21 @@ class StoreError(Exception):
 
 class StoreLockedError(StoreError):
     """Another writer holds the lock on this set or part; the message names it (host, pid, since)."""
+
+
+def relist_while_compacting(part: Any, list_part: Callable[[Any], list["Segment"]], attempts: int = 10) -> list["Segment"]:
+    """``list_part(part)``, listed again while a segment vanishes between listing and reading it.
+
+    A part's writer publishes its compacted segment before it deletes the segments that one
+    covers, so a segment gone since the listing means the listing is stale, and a fresh one
+    holds the segment that covers it. ``list_part`` raises FileNotFoundError for a vanished one.
+    """
+    for _ in range(attempts):
+        try:
+            return list_part(part)
+        except FileNotFoundError:
+            continue
+    raise StoreError(f"the segments of {part} kept changing while they were listed; retry once its writer has closed")
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from features.base import (
     SetMeta,
     StoreError,
     register,
+    relist_while_compacting,
 )
 from features.durable import fsync_dir, fsync_file, publish, write_text_atomic
 
@@ -118,15 +119,19 @@ class HDF5Backend(Backend):
         write_text_atomic(self.parts / name / "set.json", json.dumps(meta.to_json(), indent=1, sort_keys=True))
 
     def segments(self, name: str) -> list[Segment]:
-        out = []
         base = self.parts / name
         if not base.is_dir():
-            return out
-        for part_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            for entry in sorted(part_dir.iterdir()):
-                match = _SEGMENT.match(entry.name)
-                if match:
-                    out.append(self._load_index(part_dir.name, int(match.group(1)), entry))
+            return []
+        parts = sorted(p for p in base.iterdir() if p.is_dir())
+        return [segment for part_dir in parts for segment in relist_while_compacting(part_dir, self._part_segments)]
+
+    def _part_segments(self, part_dir: Path) -> list[Segment]:
+        """The segments of one part; FileNotFoundError when one vanished after the listing."""
+        out = []
+        for entry in sorted(part_dir.iterdir()):
+            match = _SEGMENT.match(entry.name)
+            if match:
+                out.append(self._load_index(part_dir.name, int(match.group(1)), entry))
         return out
 
     def _file(self, path: Path) -> h5py.File:
@@ -135,6 +140,10 @@ class HDF5Backend(Backend):
             try:
                 f = h5py.File(path, "r", locking=False)
             except OSError as e:
+                if not path.exists():
+                    # Compacted away by its part's writer since the listing (h5py may say so as a
+                    # failed stat, not ENOENT): the caller lists again.
+                    raise FileNotFoundError(str(path)) from None
                 raise StoreError(f"cannot read segment {path} ({e}); run `features verify {self.location}`") from None
             self._files[path] = f
         return f

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -266,8 +266,25 @@ class FeatureSet:
                 f"({len(self._index.ids)} committed; failures: {len(self._index.failures)})"
             ) from None
 
+    def _reading(self, read: Callable[[], Any]) -> Any:
+        """``read()``, again over a fresh listing when a segment vanished under it.
+
+        A part's writer deletes the segments its compaction covers after publishing the
+        compacted one, so a reader that listed the set before that finds a segment gone;
+        the fresh listing holds the same utterances in the compacted segment.
+        """
+        for _ in range(10):
+            try:
+                return read()
+            except FileNotFoundError:
+                self._index = _SetIndex(self.store.backend.segments(self.name))
+        raise StoreError(f"set {self.name!r} of {self.store.location} kept changing while it was read; retry once its writers have closed")
+
     def read(self, utt_id: str) -> np.ndarray:
         """One utterance, ``(T, D)`` or ``(L, T, D)``, in the stored dtype."""
+        return self._reading(lambda: self._read(utt_id))
+
+    def _read(self, utt_id: str) -> np.ndarray:
         position, start, stop, _ = self._locate(utt_id)
         out = np.empty(self.meta.frame_shape(stop - start), dtype=self.meta.dtype)
         self.store.backend.read_frames(self._index.segments[position], start, stop, out)
@@ -282,6 +299,10 @@ class FeatureSet:
         extraction), each part that contributes at least half its frames is
         still read whole, once, and its utterances copied into place.
         """
+        ids = None if ids is None else list(ids)
+        return self._reading(lambda: self._read_all(ids))
+
+    def _read_all(self, ids: list[str] | None) -> Ragged:
         chosen = self._index.ids if ids is None else list(ids)
         segments = self._index.segments
         spans = np.empty((len(chosen), 3), dtype=np.int64)  # segment position, first frame, end frame

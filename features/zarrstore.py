@@ -48,7 +48,16 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from features.base import STORE_FORMAT, STORE_FORMAT_VERSION, Backend, Segment, SetMeta, StoreError, register
+from features.base import (
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+    Backend,
+    Segment,
+    SetMeta,
+    StoreError,
+    register,
+    relist_while_compacting,
+)
 from features.durable import fsync_dir, fsync_file, fsync_tree, publish
 
 _SEGMENT = re.compile(r"^\d{8}$")
@@ -93,7 +102,11 @@ class ZarrBackend(Backend):
     def exists(cls, location: str) -> bool:
         if "://" in location:
             return True  # opening tells; a static server cannot be listed
-        return (Path(location) / "zarr.json").is_file()
+        # Any content counts, not just the root zarr.json: a store whose root metadata is being
+        # rewritten must never look absent to a writer, which would then try to create it anew.
+        # A folder that is not a store is refused by ``check`` with a clear message.
+        root = Path(location)
+        return root.is_dir() and any(root.iterdir())
 
     def create(self) -> None:
         self.root_path.mkdir(parents=True, exist_ok=True)
@@ -173,16 +186,24 @@ class ZarrBackend(Backend):
         fsync_file(self.root_path / name / "zarr.json")
 
     def segments(self, name: str) -> list[Segment]:
+        parts = self._children(f"{name}/parts")
+        return [segment for part in parts
+                for segment in relist_while_compacting(f"{name}/parts/{part}", self._part_segments)]
+
+    def _part_segments(self, part_path: str) -> list[Segment]:
+        """The segments of one part; FileNotFoundError when one vanished after the listing."""
         out = []
-        for part in self._children(f"{name}/parts"):
-            for seq in self._children(f"{name}/parts/{part}"):
-                if not _SEGMENT.match(seq):
-                    continue
-                path = f"{name}/parts/{part}/{seq}"
-                attrs = self._attrs(path) or {}
-                if "emocache_segment" not in attrs:
-                    raise StoreError(f"segment {path} of {self.location} has no index; run `features verify`")
-                out.append(Segment.from_index_json(part, int(seq), attrs["emocache_segment"], path))
+        part = part_path.rsplit("/", 1)[1]
+        for seq in self._children(part_path):
+            if not _SEGMENT.match(seq):
+                continue
+            path = f"{part_path}/{seq}"
+            attrs = self._attrs(path)
+            if attrs is None:
+                raise FileNotFoundError(path)
+            if "emocache_segment" not in attrs:
+                raise StoreError(f"segment {path} of {self.location} has no index; run `features verify`")
+            out.append(Segment.from_index_json(part, int(seq), attrs["emocache_segment"], path))
         return out
 
     def write_segment(
@@ -269,6 +290,8 @@ class ZarrBackend(Backend):
                 with _quiet():
                     array = self._root_group()[f"{handle}/data"]
             except KeyError:
+                if not self.remote and not (self.root_path / handle).exists():
+                    raise FileNotFoundError(f"segment {handle} of {self.location} was compacted away") from None
                 raise StoreError(f"segment {handle} of {self.location} has no data array; run `features verify`") from None
             self._arrays[handle] = array
         return array
@@ -307,8 +330,9 @@ class ZarrBackend(Backend):
             try:
                 f = open(base / key, "rb", buffering=0)
             except FileNotFoundError:
-                # Segments are written with every chunk present, so absence is damage, or a compaction
-                # that replaced this segment after the set was opened.
+                if not (self.root_path / handle).exists():
+                    raise  # compacted away since the set was listed: the reader lists again
+                # Segments are written with every chunk present, so a chunk missing from a live segment is damage.
                 raise StoreError(
                     f"chunk {base / key} of {self.location} is missing; if a writer was compacting this part, "
                     "reopen the set, otherwise run `features verify`"

@@ -262,6 +262,37 @@ class StoreSuite:
             assert sorted(store["audio"].ids) == ["a", "b"]
             assert [s.part for s in store["audio"].segments] == ["main", "w1"]
 
+    def test_readers_never_fail_while_a_writer_compacts(self, path):
+        # A writer in another process commits segments and compacts its part at every close,
+        # deleting the segments it covers; a reader listing the part meanwhile must list again,
+        # never fail and never see fewer utterances than before.
+        rounds = 25
+        code = (
+            "import sys, numpy as np; sys.path.insert(0, %r)\n"
+            "import features\n"
+            "from features.provenance import Provenance\n"
+            "p = Provenance(encoder='test:random', manifest_hash='a'*64, dtype='float16', dim=8)\n"
+            "for r in range(%d):\n"
+            "    with features.open_store(%r, 'a') as s, s.writer('audio', p, frame_rate=50.0) as w:\n"
+            "        for i in range(4):\n"
+            "            w.write(f'r{r}-{i}', np.full((i + 1, 8), i, dtype=np.float32))\n"
+            "            if i %% 2: w.commit()\n"
+        ) % (str(HERE.parents[1]), rounds, path)
+        self.write(path, {"seed": np.ones((2, 8))})
+        proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        seen, reads = 1, 0
+        while proc.poll() is None:
+            with open_store(path) as store:
+                fs = store["audio"]
+                count = len(fs)
+                assert count >= seen
+                assert len(fs.read_all().ids) == count
+            seen, reads = count, reads + 1
+        assert proc.returncode == 0, proc.stderr.read()
+        assert reads > 0
+        with open_store(path) as store:
+            assert len(store["audio"]) == 1 + 4 * rounds
+
     def test_parallel_processes_write_their_own_parts_of_one_new_set(self, path):
         code = (
             "import sys, numpy as np; sys.path.insert(0, %r)\n"
