@@ -20,7 +20,7 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import load_model, model_files_sha256, parse_layers, quiet_transformers, resolve_model_dir, torch_dtype
+from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir, torch_dtype
 
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 
@@ -179,7 +179,7 @@ class OpenSmileEncoder(Encoder):
 
 
 @register
-class HFAudioEncoder(Encoder):
+class HFAudioEncoder(HFHiddenStates, Encoder):
     """wav2vec 2.0 / HuBERT / WavLM hidden states: ``hf:<hub id or model folder>``.
 
     Output ``(T, D)`` for ``--layers last`` (default) or ``(L, T, D)`` for ``all``
@@ -214,10 +214,8 @@ class HFAudioEncoder(Encoder):
         self._extractor = AutoFeatureExtractor.from_pretrained(self.model_dir, local_files_only=True)
         self.sample_rate = int(self._extractor.sampling_rate)
         self._use_mask = bool(getattr(self._extractor, "return_attention_mask", False))
-        self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(config.num_hidden_layers))
         self._torch_dtype = torch_dtype(self.dtype)
-        self._model = load_model(self.model_dir, self.device, self.dtype)
-        self._sha = model_files_sha256(self.model_dir)
+        self._load_hf()
 
     @property
     def provenance_spec(self) -> str:
@@ -288,34 +286,12 @@ class HFAudioEncoder(Encoder):
         inputs = {"input_values": torch.from_numpy(batch).to(self.device, self._torch_dtype)}
         if self._use_mask:
             inputs["attention_mask"] = torch.from_numpy(mask).to(self.device)
-        with torch.inference_mode():
-            result = self._model(**inputs, output_hidden_states=self._indices is not None)
-            if self._indices is None:
-                hidden = result.last_hidden_state
-            else:
-                hidden = torch.stack([result.hidden_states[i] for i in self._indices], dim=1)  # (B, L, T, D)
-            hidden = hidden.float().cpu().numpy()
+        hidden = self._hidden_states(**inputs)
         return [np.ascontiguousarray(hidden[i, ..., : self.frames_for(w.size), :]) for i, w in enumerate(waves)]
-
-    @property
-    def dim(self) -> int:
-        return int(self._config.hidden_size)
 
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / float(np.prod(self._strides))
-
-    @property
-    def layers(self) -> str:
-        return self._layers_label
-
-    @property
-    def num_layers(self) -> int | None:
-        """L when several hidden states are kept, None for ``last``."""
-        return None if self._indices is None else len(self._indices)
-
-    def weights_sha256(self) -> str:
-        return self._sha
 
     def preprocessing(self) -> dict[str, Any]:
         return {

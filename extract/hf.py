@@ -119,3 +119,44 @@ def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+
+
+class HFHiddenStates:
+    """Mixin for encoders over a transformers model: the model, the hidden states ``--layers``
+    keeps, and the ``Encoder`` properties that follow from them.
+
+    The encoder sets ``self.model_dir`` and ``self._config``, then calls :meth:`_load_hf`.
+    """
+
+    def _load_hf(self) -> None:
+        self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(self._config.num_hidden_layers))
+        self._model = load_model(self.model_dir, self.device, self.dtype)
+        self._sha = model_files_sha256(self.model_dir)
+
+    def _hidden_states(self, **inputs):
+        """The kept hidden states of one forward pass: (B, T, D), or (B, L, T, D) for several layers; float32 numpy."""
+        import torch
+
+        with torch.inference_mode():
+            result = self._model(**inputs, output_hidden_states=self._indices is not None)
+            if self._indices is None:
+                hidden = result.last_hidden_state
+            else:
+                hidden = torch.stack([result.hidden_states[i] for i in self._indices], dim=1)
+            return hidden.float().cpu().numpy()
+
+    @property
+    def dim(self) -> int:
+        return int(self._config.hidden_size)
+
+    @property
+    def layers(self) -> str:
+        return self._layers_label
+
+    @property
+    def num_layers(self) -> int | None:
+        """L when several hidden states are kept, None for ``last``."""
+        return None if self._indices is None else len(self._indices)
+
+    def weights_sha256(self) -> str:
+        return self._sha

@@ -18,11 +18,11 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import load_model, model_files_sha256, parse_layers, quiet_transformers, resolve_model_dir
+from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir
 
 
 @register
-class HFTextEncoder(Encoder):
+class HFTextEncoder(HFHiddenStates, Encoder):
     """Token-level hidden states of ``hf:<hub id or model folder>`` (RoBERTa, BERT, MiniLM...)."""
 
     modality = "text"
@@ -56,9 +56,7 @@ class HFTextEncoder(Encoder):
         elif not 3 <= int(max_tokens) <= limit:
             raise EncoderConfigError(f"--max-tokens {max_tokens}: this model takes 3 to {limit} tokens")
         self.max_tokens = int(max_tokens)
-        self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(config.num_hidden_layers))
-        self._model = load_model(self.model_dir, self.device, self.dtype)
-        self._sha = model_files_sha256(self.model_dir)
+        self._load_hf()
         # The first call settles the fast tokenizer's truncation/padding state; later calls
         # leave it alone, so the load threads never mutate it concurrently ("Already borrowed").
         self._ids("warm up")
@@ -110,33 +108,12 @@ class HFTextEncoder(Encoder):
         for i, (_, ids) in enumerate(items):
             input_ids[i, : len(ids)] = ids
             mask[i, : len(ids)] = 1
-        with torch.inference_mode():
-            result = self._model(
-                input_ids=torch.from_numpy(input_ids).to(self.device),
-                attention_mask=torch.from_numpy(mask).to(self.device),
-                output_hidden_states=self._indices is not None,
-            )
-            if self._indices is None:
-                hidden = result.last_hidden_state
-            else:
-                hidden = torch.stack([result.hidden_states[i] for i in self._indices], dim=1)  # (B, L, T, D)
-            hidden = hidden.float().cpu().numpy()
+        hidden = self._hidden_states(
+            input_ids=torch.from_numpy(input_ids).to(self.device),
+            attention_mask=torch.from_numpy(mask).to(self.device),
+        )
         return [np.ascontiguousarray(hidden[i, ..., : len(ids), :]) for i, (_, ids) in enumerate(items)]
 
-    @property
-    def dim(self) -> int:
-        return int(self._config.hidden_size)
-
-    @property
-    def layers(self) -> str:
-        return self._layers_label
-
-    @property
-    def num_layers(self) -> int | None:
-        return None if self._indices is None else len(self._indices)
-
-    def weights_sha256(self) -> str:
-        return self._sha
 
     def preprocessing(self) -> dict[str, Any]:
         return {"max_tokens": self.max_tokens, "special_tokens": "kept", "truncation": "keep-first-and-closing-special"}
