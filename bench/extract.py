@@ -80,7 +80,7 @@ def forward_seconds(encoder, batches) -> tuple[float, float]:
 
 
 def pipeline_seconds(encoder, rows, name: str, store_dir: Path) -> float:
-    prov = build_provenance(encoder, manifest_hash(rows), "float16")
+    prov = build_provenance(encoder, manifest_hash(rows), "float16", encoder.dtype)
     store_path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=store_dir)) / "store.h5"
     with open_store(str(store_path), mode="a") as store:
         with store.writer(name, prov, frame_rate=encoder.frame_rate, layers=encoder.num_layers) as writer:

@@ -54,6 +54,9 @@ class Encoder(ABC):
     batch_cost: ClassVar[float] = 60.0
     #: What :meth:`cost` counts, for progress bars ("media-s", "tokens").
     cost_unit: ClassVar[str] = "media-s"
+    #: True when ``dtype`` (the compute dtype) changes the values, as in a torch model run in
+    #: float16: the set's identity then includes it. openSMILE and HOG ignore ``dtype``.
+    computes_in_dtype: ClassVar[bool] = False
 
     def __init__(self, arg: str | None, *, device: str = "cpu", dtype: str = "float32", options: dict[str, Any] | None = None):
         self.arg = arg

@@ -61,7 +61,7 @@ def run_shard(
 
     encoder = _worker_encoder(modality, spec, device, dtype, tuple(sorted(options.items())))
     prov = Provenance.from_json(provenance)
-    mine = build_provenance(encoder, prov.manifest_hash, prov.dtype)
+    mine = build_provenance(encoder, prov.manifest_hash, prov.dtype, dtype)
     if mine.identity() != prov.identity():
         raise ClusterError(
             f"worker {os.uname().nodename} builds a different {modality} encoder than the client "

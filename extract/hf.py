@@ -128,6 +128,8 @@ class HFHiddenStates:
     The encoder sets ``self.model_dir`` and ``self._config``, then calls :meth:`_load_hf`.
     """
 
+    computes_in_dtype = True
+
     def _load_hf(self) -> None:
         self._layers_label, self._indices = parse_layers(self.options.get("layers"), int(self._config.num_hidden_layers))
         self._model = load_model(self.model_dir, self.device, self.dtype)

@@ -92,10 +92,22 @@ class Tally:
         self.notes.extend(other.notes)
 
 
-def build_provenance(encoder: Encoder, manifest_hash_: str, store_dtype: str, **stats: Any) -> Provenance:
-    """The provenance of the set ``encoder`` makes from a manifest with this content hash."""
+def build_provenance(encoder: Encoder, manifest_hash_: str, store_dtype: str, compute_dtype: str, **stats: Any) -> Provenance:
+    """The provenance of the set ``encoder`` makes from a manifest with this content hash.
+
+    ``compute_dtype`` is the dtype the encoder runs in on the device that extracts; it is
+    part of the identity for encoders whose values depend on it, so float16 GPU features
+    and float32 CPU features never mix in one set. It is passed, not read from
+    ``encoder``, because a distributed run describes the set with an encoder it builds
+    on the client, on the CPU.
+    """
     if store_dtype not in STORE_DTYPES:
         raise EncoderConfigError(f"--store-dtype {store_dtype!r}: choose one of {list(STORE_DTYPES)}")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise EncoderConfigError(f"--dtype {compute_dtype!r}: choose one of {list(COMPUTE_DTYPES)}")
+    preprocessing = encoder.preprocessing()
+    if encoder.computes_in_dtype:
+        preprocessing = {**preprocessing, "compute_dtype": compute_dtype}
     return Provenance.now(
         encoder=encoder.provenance_spec,
         manifest_hash=manifest_hash_,
@@ -103,7 +115,7 @@ def build_provenance(encoder: Encoder, manifest_hash_: str, store_dtype: str, **
         dim=encoder.dim,
         weights_sha256=encoder.weights_sha256(),
         layers=encoder.layers,
-        preprocessing=encoder.preprocessing(),
+        preprocessing=preprocessing,
         stats=stats,
     )
 
@@ -165,7 +177,7 @@ def run_extraction(
     enc = create_encoder(
         modality, encoder, device="cpu" if scheduler else device, dtype="float32" if scheduler else dtype, options=options
     )
-    prov = build_provenance(enc, manifest_hash(rows), store_dtype, device=device, compute_dtype=dtype)
+    prov = build_provenance(enc, manifest_hash(rows), store_dtype, dtype, device=device)
 
     with open_store(store_path, mode="a") as store:
         with store.writer(set_name, prov, frame_rate=enc.frame_rate, layers=enc.num_layers) as writer:

@@ -255,6 +255,7 @@ class TimmVideoEncoder(FaceVideoEncoder):
 
     kind = "timm"
     needs_weights = True
+    computes_in_dtype = True
     #: Face images per forward pass, to bound memory on big batches.
     CHUNK = 256
 

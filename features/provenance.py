@@ -56,6 +56,23 @@ class Provenance:
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
+    def differences(self, other: "Provenance") -> list[str]:
+        """The value-changing fields where ``other`` differs, as ``field: mine -> theirs`` lines.
+
+        Preprocessing is compared key by key, so a message can say ``preprocessing.compute_dtype``
+        rather than "preprocessing".
+        """
+        out = []
+        for key in (*_IDENTITY_KEYS, "format_version"):
+            mine, theirs = getattr(self, key), getattr(other, key)
+            if key == "preprocessing":
+                for sub in sorted(set(mine) | set(theirs)):
+                    if mine.get(sub) != theirs.get(sub):
+                        out.append(f"preprocessing.{sub}: {mine.get(sub)!r} -> {theirs.get(sub)!r}")
+            elif mine != theirs:
+                out.append(f"{key}: {mine!r} -> {theirs!r}")
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"identity": self.identity()}
 

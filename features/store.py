@@ -424,7 +424,8 @@ class Writer:
                 f"set {self.name!r} in {self.store.location} was made with identity {old.identity()[:16]} "
                 f"(encoder {old.encoder}, manifest {old.manifest_hash[:12]}, dtype {old.dtype}, dim {old.dim}), "
                 f"not {new.identity()[:16]} (encoder {new.encoder}, manifest {new.manifest_hash[:12]}, "
-                f"dtype {new.dtype}, dim {new.dim}); use another --set name or delete the set"
+                f"dtype {new.dtype}, dim {new.dim}); differences (set -> this run): {'; '.join(old.differences(new))}. "
+                "Run with the set's settings, use another --set name, or delete the set"
             )
         # A resuming writer may leave frame_rate/layers out; given, they must agree.
         if (meta.frame_rate is not None and meta.frame_rate != existing.frame_rate) or (

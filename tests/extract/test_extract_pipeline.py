@@ -131,3 +131,27 @@ def test_another_encoder_into_the_same_set_is_refused(small_corpus, tmp_path):
     )
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "'audio'" in result.output
+
+
+def test_compute_dtype_is_part_of_a_model_sets_identity(tiny_roberta, small_corpus, tmp_path):
+    store_path = str(tmp_path / "s.h5")
+    run_extraction(small_corpus, store_path, "text", encoder=f"hf:{tiny_roberta}", dtype="float32", limit=3, progress=False)
+    with open_store(store_path) as store:
+        assert store["text"].info.provenance.preprocessing["compute_dtype"] == "float32"
+    # Resuming in another dtype (a GPU's float16 after a CPU's float32) would mix values in one set.
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--modality", "text", "--manifest", str(small_corpus), "--store", store_path,
+         "--encoder", f"hf:{tiny_roberta}", "--dtype", "bfloat16"],
+    )
+    assert result.exit_code == 1
+    assert "differences (set -> this run): preprocessing.compute_dtype: 'float32' -> 'bfloat16'." in result.output
+
+
+def test_compute_dtype_is_not_part_of_an_opensmile_sets_identity(small_corpus, tmp_path):
+    store_path = str(tmp_path / "s.h5")
+    run_extraction(small_corpus, store_path, "audio", dtype="float32", limit=3, progress=False)
+    summary = run_extraction(small_corpus, store_path, "audio", dtype="bfloat16", progress=False)
+    assert (summary.skipped, summary.done) == (3, 9)
+    with open_store(store_path) as store:
+        assert "compute_dtype" not in store["audio"].info.provenance.preprocessing

@@ -218,7 +218,8 @@ class StoreSuite:
         self.write(path, random_arrays(0, 2, 8))
         other = provenance(encoder="test:other")
         with open_store(path, "a") as store:
-            with pytest.raises(StoreError, match=r"set 'audio' in .* was made with identity [0-9a-f]{16} \(encoder test:random.*not [0-9a-f]{16} \(encoder test:other.*use another --set name or delete the set"):
+            with pytest.raises(StoreError, match=r"set 'audio' in .* was made with identity [0-9a-f]{16} \(encoder test:random.*not [0-9a-f]{16} \(encoder test:other.*differences \(set -> this run\): encoder: 'test:random' -> 'test:other'\. "
+                               r"Run with the set's settings, use another --set name, or delete the set"):
                 store.writer("audio", other)
             with store.writer("audio", provenance()) as w:  # the refusal released the lock
                 assert len(w.done) == 2
