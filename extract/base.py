@@ -148,6 +148,14 @@ class Encoder(ABC):
         """Parameters that change the values (sample rate, frames per clip, crop...)."""
         return {}
 
+    def counts(self, item: Any) -> dict[str, int]:
+        """Whole numbers worth keeping about one loaded item (e.g. video frames without a face).
+
+        The pipeline stores them with the utterance's features; the store sums them
+        per set (``features info``), so they survive resumes, Dask parts and merges.
+        """
+        return {}
+
     def notes(self) -> list[str]:
         """Warnings for the end-of-run summary, e.g. how many transcripts were truncated, since the last call."""
         return []

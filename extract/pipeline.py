@@ -361,6 +361,7 @@ def extract_rows(
                     else:
                         loaded.append((utt, item))
                 if loaded:
+                    items = {utt.utt_id: item for utt, item in loaded}
                     t0 = time.perf_counter()
                     with torch.inference_mode():
                         results = _encode(encoder, loaded)
@@ -375,7 +376,7 @@ def extract_rows(
                             behind.put("fail", utt.utt_id, result.stage, result.message)
                             tally.failures.append((utt.utt_id, result.stage, result.message))
                         else:
-                            behind.put("write", utt.utt_id, result)
+                            behind.put("write", utt.utt_id, result, encoder.counts(items[utt.utt_id]))
                             tally.done += 1
                             tally.media_seconds += encoder.cost(utt)
                 since_commit += 1

@@ -129,25 +129,31 @@ class FaceVideoEncoder(Encoder):
             clipped=span.clipped,
         )
 
+    def counts(self, item: VideoItem) -> dict[str, int]:
+        """Per utterance: ``frames``, ``frames_without_face`` (the cascade found none and the
+        centre square was used), and 0/1 flags ``utterances_without_face`` (no face in any
+        frame), ``utterances_repeated_frames`` (fewer video frames than ``frames`` in the
+        span) and ``utterances_clipped`` (the end lay past the video's, cut to it); summed
+        over a set, they read as their names say.
+        """
+        missing = item.frames_without_face
+        return {
+            "frames": len(item.found),
+            "frames_without_face": missing,
+            "utterances_without_face": int(missing == len(item.found)),
+            "utterances_repeated_frames": int(item.repeated),
+            "utterances_clipped": int(item.clipped),
+        }
+
     def _count(self, items: list[VideoItem]) -> None:
         with self._stats_lock:
             for item in items:
-                missing = item.frames_without_face
                 self._stats["utterances"] += 1
-                self._stats["frames"] += len(item.found)
-                self._stats["frames_without_face"] += missing
-                self._stats["utterances_without_face"] += int(missing == len(item.found))
-                self._stats["utterances_repeated_frames"] += int(item.repeated)
-                self._stats["utterances_clipped"] += int(item.clipped)
+                for name, value in self.counts(item).items():
+                    self._stats[name] += value
 
     def stats(self) -> dict[str, int]:
-        """Totals over the utterances encoded so far by this encoder, for the set's provenance.
-
-        ``frames_without_face``: frames where the cascade found no face and the centre
-        square was used; ``utterances_without_face``: utterances with no face in any
-        frame; ``utterances_repeated_frames``: spans shorter than ``frames`` video frames;
-        ``utterances_clipped``: ends past the end of the video, cut to it.
-        """
+        """Totals of :meth:`counts` over the utterances this encoder has encoded, and their number."""
         with self._stats_lock:
             return dict(self._stats)
 

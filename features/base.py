@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -101,6 +101,8 @@ class SetInfo:
     count: int
     failed: int
     nbytes: int
+    #: Totals of the per-utterance counts the encoder reported (e.g. ``frames_without_face``).
+    counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +116,7 @@ class SetInfo:
             "failed": self.failed,
             "identity": self.identity,
             "provenance": self.provenance.to_json(),
+            "counts": dict(self.counts),
         }
 
 
@@ -159,7 +162,12 @@ class SetMeta:
 
 @dataclass(frozen=True)
 class Segment:
-    """One immutable segment as listed by a back-end. ``handle`` is the back-end's own locator."""
+    """One immutable segment as listed by a back-end. ``handle`` is the back-end's own locator.
+
+    ``counts`` maps a count's name to one whole number per id (what the encoder
+    reported for that utterance, e.g. video frames without a face); a name an
+    utterance did not report counts 0 for it.
+    """
 
     part: str
     seq: int
@@ -169,6 +177,11 @@ class Segment:
     failures: tuple[Failure, ...]
     covers: tuple[int, ...]
     handle: Any
+    counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def utterance_counts(self, position: int) -> dict[str, int]:
+        """The counts of the utterance at ``position`` in :attr:`ids` (non-zero ones only)."""
+        return {name: values[position] for name, values in self.counts.items() if values[position]}
 
     @property
     def frames(self) -> int:
@@ -181,20 +194,33 @@ class Segment:
             "sha256": list(self.sha256),
             "failures": [f.to_json() for f in self.failures],
             "covers": list(self.covers),
+            "counts": {name: list(values) for name, values in self.counts.items()},
         }
 
     @classmethod
     def from_index_json(cls, part: str, seq: int, data: dict[str, Any], handle: Any) -> "Segment":
+        ids = tuple(data["ids"])
+        counts = {str(name): tuple(int(v) for v in values) for name, values in data.get("counts", {}).items()}
+        for name, values in counts.items():
+            if len(values) != len(ids):
+                raise StoreError(f"segment {handle} lists {len(values)} {name!r} counts for {len(ids)} utterances; run `features verify`")
         return cls(
             part,
             seq,
-            tuple(data["ids"]),
+            ids,
             np.asarray(data["lengths"], dtype=np.int64),
             tuple(data["sha256"]),
             tuple(Failure.from_json(f) for f in data.get("failures", [])),
             tuple(int(s) for s in data.get("covers", [])),
             handle,
+            counts,
         )
+
+
+def index_counts(per_utterance: list[dict[str, int]]) -> dict[str, list[int]]:
+    """Per-utterance count dicts as the index's columns: name -> one value per utterance."""
+    names = sorted({name for counts in per_utterance for name in counts})
+    return {name: [int(counts.get(name, 0)) for counts in per_utterance] for name in names}
 
 
 def check_name(kind: str, name: str) -> str:

@@ -69,7 +69,9 @@ def info(store: str, as_json: bool) -> None:
     """Show each set of STORE, its failures and provenance.
 
     Per set: utterance count, dims, layers, dtype, frame rate, bytes, parts,
-    identity, provenance, and every standing failure (id, stage, time, error).
+    identity, provenance, the totals of what the encoder counted per utterance
+    (e.g. video frames without a face), and every standing failure (id, stage,
+    time, error).
     """
     try:
         data = store_info(store)
@@ -94,6 +96,8 @@ def info(store: str, as_json: bool) -> None:
         click.echo(f"  weights      {prov['weights_sha256'] or '-'}")
         click.echo(f"  layers kept  {prov['layers'] or '-'}")
         click.echo(f"  preprocessing {json.dumps(prov['preprocessing'], sort_keys=True)}")
+        if s["counts"]:
+            click.echo(f"  counts       {', '.join(f'{k} {v}' for k, v in s['counts'].items())}")
         click.echo(f"  made by      emocache {prov['package_version']} ({prov['git_commit'] or 'no git'}) on {prov['host'] or '?'} at {prov['created'] or '?'}")
         click.echo(f"  failed       {s['failed']}")
         for f in s["failures"]:

@@ -94,11 +94,11 @@ def _merge_set(
             if not any(wanted):
                 skipped += len(segment.ids)
                 continue
-            for utt_id, keep, array, recorded in _segment_utterances(fs, segment, wanted):
+            for position, (utt_id, keep, array, recorded) in enumerate(_segment_utterances(fs, segment, wanted)):
                 if not keep:
                     skipped += 1
                     continue
-                if w.write(utt_id, array) != recorded:
+                if w.write(utt_id, array, segment.utterance_counts(position)) != recorded:
                     raise StoreError(
                         f"utterance {utt_id!r} of set {name!r} in {source.location} does not match its checksum; "
                         f"run `features verify {source.location}` and repair the source before merging"

@@ -11,6 +11,7 @@ Layout::
         sha256   64-byte hex digests, one per utterance
         failures JSON text (scalar string)
         covers   int64: the segments of this part this one replaces
+        counts   JSON text: per-utterance counts, {name: [one int per id]}
 
 Why files beside the main one instead of groups inside it: HDF5 allows one
 writer per file, and an HDF5 file modified in place is not crash-safe (a
@@ -157,6 +158,7 @@ class HDF5Backend(Backend):
                 "sha256": [h.decode("ascii") for h in f["sha256"][()]],
                 "failures": json.loads(f["failures"].asstr()[()]),
                 "covers": f["covers"][()],
+                "counts": json.loads(f["counts"].asstr()[()]) if "counts" in f else {},
             }
         except (KeyError, OSError, ValueError) as e:
             raise StoreError(f"segment {path} is damaged ({e}); run `features verify {self.location}`") from None
@@ -190,6 +192,7 @@ class HDF5Backend(Backend):
             f.create_dataset("sha256", data=np.array([h.encode("ascii") for h in index["sha256"]], dtype="S64").reshape(-1))
             f.create_dataset("failures", data=json.dumps(index["failures"]), dtype=h5py.string_dtype())
             f.create_dataset("covers", data=np.asarray(index["covers"], dtype=np.int64).reshape(-1))
+            f.create_dataset("counts", data=json.dumps(index.get("counts", {})), dtype=h5py.string_dtype())
         fsync_file(tmp)
         publish(tmp, part_dir / f"{seq:08d}.h5")
 

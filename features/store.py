@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from features.base import (
     StoreError,
     backend_for,
     check_name,
+    index_counts,
 )
 from features.lock import WriterLock
 from features.provenance import Provenance
@@ -186,15 +188,17 @@ class _SetIndex:
         # A second copy of an id (two parts wrote it): kept for verify, never read.
         self.duplicates: list[tuple[str, Segment, int, int, str]] = []
         latest: dict[str, Failure] = {}
+        self.counts: Counter[str] = Counter()
         for position, segment in enumerate(self.segments):
             start = 0
-            for utt_id, length, sha in zip(segment.ids, segment.lengths, segment.sha256):
+            for i, (utt_id, length, sha) in enumerate(zip(segment.ids, segment.lengths, segment.sha256)):
                 stop = start + int(length)
                 if utt_id in self.where:
                     self.duplicates.append((utt_id, segment, start, stop, sha))
                 else:
                     self.where[utt_id] = (position, start, stop, sha)
                     self.ids.append(utt_id)
+                    self.counts.update(segment.utterance_counts(i))
                 start = stop
             for failure in segment.failures:
                 if _not_older(latest.get(failure.utt_id), failure):
@@ -231,6 +235,7 @@ class FeatureSet:
             count=len(self._index.ids),
             failed=len(self._index.failures),
             nbytes=self._index.frames * per_frame,
+            counts=dict(sorted(self._index.counts.items())),
         )
 
     @property
@@ -402,7 +407,7 @@ class Writer:
         self._done = set(index.where)
         self._failed = {f.utt_id for f in index.failures}
         self._seq = 1 + max((s.seq for s in segments if s.part == part), default=0)
-        self._pending: dict[str, tuple[np.ndarray, str]] = {}
+        self._pending: dict[str, tuple[np.ndarray, str, dict[str, int]]] = {}
         self._pending_failures: list[Failure] = []
         self._pending_bytes = 0
         self._closed = False
@@ -458,10 +463,13 @@ class Writer:
         if self._closed:
             raise StoreError(f"writer for set {self.name!r} part {self.part!r} of {self.store.location} is closed")
 
-    def write(self, utt_id: str, array: Any) -> str:
+    def write(self, utt_id: str, array: Any, counts: Mapping[str, int] | None = None) -> str:
         """Buffer ``array`` (``(T, D)`` or ``(L, T, D)``) for ``utt_id``, cast to the set's dtype.
 
-        Returns the sha256 of the stored bytes, as ``features verify`` will check it.
+        ``counts`` are whole numbers the encoder reports for this utterance (e.g.
+        ``{"frames_without_face": 3}``); they are kept with it and summed in
+        :attr:`SetInfo.counts`. Returns the sha256 of the stored bytes, as
+        ``features verify`` will check it.
         """
         self._check_open()
         if not isinstance(utt_id, str) or not utt_id:
@@ -488,11 +496,15 @@ class Writer:
                 f"(largest magnitude given {np.nanmax(np.abs(array.astype(np.float64))) if array.size else 0:.4g}); "
                 "fix the encoder output, or store float32"
             )
+        counts = dict(counts or {})
+        for name, value in counts.items():
+            if not isinstance(name, str) or not name or isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise StoreError(f"utterance {utt_id!r}: counts must map names to whole numbers, got {name!r}: {value!r}")
         sha = hashlib.sha256(stored.tobytes()).hexdigest()
         previous = self._pending.pop(utt_id, None)
         if previous is not None:
             self._pending_bytes -= previous[0].nbytes
-        self._pending[utt_id] = (stored, sha)
+        self._pending[utt_id] = (stored, sha, {name: int(value) for name, value in counts.items()})
         self._pending_bytes += stored.nbytes
         self._pending_failures = [f for f in self._pending_failures if f.utt_id != utt_id]
         self._failed.discard(utt_id)
@@ -528,6 +540,7 @@ class Writer:
             "sha256": [self._pending[u][1] for u in ids],
             "failures": [f.to_json() for f in self._pending_failures],
             "covers": [],
+            "counts": index_counts([self._pending[u][2] for u in ids]),
         }
         self.store.backend.write_segment(
             self.name, self.meta, self.part, self._seq, index, arrays, int(lengths.sum())
@@ -555,6 +568,7 @@ class Writer:
             "sha256": [h for s in live for h in s.sha256],
             "failures": [f.to_json() for s in live for f in s.failures if f.utt_id not in committed],
             "covers": sorted(s.seq for s in mine),
+            "counts": index_counts([s.utterance_counts(i) for s in live for i in range(len(s.ids))]),
         }
         frames = sum(s.frames for s in live)
         backend.write_segment(self.name, self.meta, self.part, self._seq, index, self._copy_blocks(live), frames)

@@ -5,7 +5,7 @@ Layout (every node a Zarr v3 group or array, so plain zarr-python can browse it)
     store.zarr/zarr.json                        root group; attribute ``emocache``; consolidated metadata
     store.zarr/<set>/zarr.json                  set group; attribute ``emocache``: provenance, frame rate, layers
     store.zarr/<set>/parts/<part>/00000007/     one segment: a group whose attribute ``emocache_segment``
-                                                holds its index (ids, lengths, sha256, failures, covers)
+                                                holds its index (ids, lengths, sha256, failures, covers, counts)
     store.zarr/<set>/parts/<part>/00000007/data (T_total, D) or (L, T_total, D), no compressor,
                                                 chunks of ``CHUNK_BYTES`` along time
 

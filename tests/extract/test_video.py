@@ -248,3 +248,27 @@ def test_demo_corpus_videos_decode_to_face_features(demo_manifest: Path) -> None
     for item in items:
         assert np.all(np.abs(item.boxes[item.found, :2] - 0.5) < 0.1) and np.all(item.boxes[item.found, 2] > 0.6)
     assert not np.allclose(out[0], out[1]) and not np.allclose(out[0], out[2])
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_face_counts_are_stored_with_the_set(dialog_avi: Path, tmp_path: Path, suffix: str) -> None:
+    from extract.pipeline import run_extraction
+    from features import open_store
+    from manifests import write_manifest
+
+    rows = [
+        utt(dialog_avi, 1.0, 2.0, utt_id="Ses01F_impro01_F000"),
+        utt(dialog_avi, 1.0, 1.2, utt_id="Ses01F_impro01_F001"),  # two video frames for four: repeated
+        utt(dialog_avi, 3.5, 4.6, side="right", utt_id="Ses01F_impro01_M000"),  # past the end: clipped
+    ]
+    manifest = write_manifest(rows, tmp_path / "m.jsonl")
+    store_path = str(tmp_path / f"v{suffix}")
+    run_extraction(manifest, store_path, "video", options={"frames": 4}, limit=2, progress=False)
+    summary = run_extraction(manifest, store_path, "video", options={"frames": 4}, progress=False)  # resumes
+    assert (summary.skipped, summary.done) == (2, 1)
+    with open_store(store_path) as store:
+        info = store["video"].info
+    # Red and blue halves hold no face: every frame falls back to the centre square, and the set says so.
+    assert info.counts == {
+        "frames": 12, "frames_without_face": 12, "utterances_clipped": 1, "utterances_repeated_frames": 1, "utterances_without_face": 3,
+    }

@@ -214,6 +214,25 @@ class StoreSuite:
             assert [(f.utt_id, f.error) for f in fs.failures()] == [("bad2", "still out of memory")]
             assert set(fs.ids) == {"ok", "bad1"}
 
+    def test_counts_are_kept_per_utterance_and_summed(self, path):
+        arrays = random_arrays(0, 6, 8)
+        with open_store(path, "a") as store:
+            with store.writer("video", provenance()) as w:
+                for i, (utt_id, array) in enumerate(arrays.items()):
+                    w.write(utt_id, array, {"frames": 16, "frames_without_face": i} if i < 5 else None)
+                    if i == 2:
+                        w.commit()
+                w.write("utt005", arrays["utt005"], {"frames": 16, "utterances_clipped": 1})  # a rewrite replaces
+                with pytest.raises(StoreError, match=r"utterance 'x': counts must map names to whole numbers, got 'frames': 1\.5"):
+                    w.write("x", arrays["utt000"], {"frames": 1.5})
+        with open_store(path) as store:  # closed: compacted into one segment, counts carried per utterance
+            fs = store["video"]
+            assert len(fs.segments) == 1
+            assert fs.info.counts == {"frames": 96, "frames_without_face": 0 + 1 + 2 + 3 + 4, "utterances_clipped": 1}
+            segment = fs.segments[0]
+            assert segment.utterance_counts(segment.ids.index("utt000")) == {"frames": 16}
+            assert fs.info.to_json()["counts"] == fs.info.counts
+
     def test_identity_mismatch_is_refused(self, path):
         self.write(path, random_arrays(0, 2, 8))
         other = provenance(encoder="test:other")

@@ -23,7 +23,7 @@ def fill(path: str, name: str, p: Provenance, ids: list[str], *, part=None, laye
         for i, utt_id in enumerate(ids):
             shape = (int(rng.integers(1, 20)), p.dim) if layers is None else (layers, int(rng.integers(1, 20)), p.dim)
             written[utt_id] = rng.standard_normal(shape).astype(np.float32)
-            w.write(utt_id, written[utt_id])
+            w.write(utt_id, written[utt_id], {"frames_without_face": i % 3} if name == "video" else None)
             if i % 3 == 2:
                 w.commit()
         for utt_id in fail:
@@ -50,6 +50,8 @@ def test_convert_preserves_bytes_order_failures_and_provenance(tmp_path, src_suf
             assert x.failures() == y.failures() == z.failures()
             assert x.read_all().data.tobytes() == y.read_all().data.tobytes() == z.read_all().data.tobytes()
         assert [f.utt_id for f in b["audio"].failures()] == ["a_bad"]
+        assert c["video"].info.counts == {"frames_without_face": 0 + 1 + 2 + 0 + 1}
+        assert c["audio"].info.counts == {}
     with pytest.raises(StoreError, match="already exists; convert writes a new store"):
         convert(src, dst)
 
