@@ -80,6 +80,11 @@ class FaceCropper:
 
     def __init__(self, config: FaceCropConfig):
         self.config = config
+        # The extraction pipeline detects in several load threads at once, one frame each;
+        # OpenCV's own thread pool on top of them would oversubscribe the cores and take
+        # CPU from the encoder's forward pass (measured in bench/extract.py). This is
+        # OpenCV's process-wide setting.
+        cv2.setNumThreads(1)
         self._sha256 = cascade_sha256()
         self._local = threading.local()
 

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -270,6 +271,33 @@ class _WriteBehind:
             raise self._error
 
 
+def default_load_threads() -> int:
+    """Load threads when not told: one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 2))
+
+
+#: How much lower than the encoder's thread the load threads run (Linux nice levels).
+LOAD_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Run this load thread, and the ffmpeg processes it starts, below the encoder's thread.
+
+    Decoding ahead only pays while it does not take CPU from the encoder's forward
+    pass: on a machine with few cores (or a CPU encoder) the scheduler then hands
+    the encoder a whole core and the load threads the rest. Linux sets nice values
+    per thread; elsewhere ``setpriority`` would renice the whole process, so this is
+    Linux only.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + LOAD_NICENESS))
+    except OSError as err:  # e.g. a seccomp policy that forbids it: run at the same priority
+        log.debug("could not lower the load thread's priority: %s", err)
+
+
 def _load(encoder: Encoder, utt: Utterance) -> tuple[Utterance, Any, ExtractError | None]:
     try:
         return utt, encoder.load(utt), None
@@ -330,7 +358,7 @@ def extract_rows(
     from tqdm import tqdm
 
     batches = plan_batches(rows, encoder, batch_cost=batch_cost, batch_size=batch_size)
-    threads = threads or max(1, min(8, (os.cpu_count() or 2)))
+    threads = threads or default_load_threads()
     prefetch = 2
     float16 = store_dtype == "float16"
     tally = Tally()
@@ -341,7 +369,7 @@ def extract_rows(
     behind = _WriteBehind(writer)
     ahead: deque[tuple[list[Utterance], list[Future]]] = deque()
     todo = iter(batches)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="extract-load") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="extract-load", initializer=_lower_priority) as pool:
         try:
             while True:
                 while len(ahead) < prefetch:

@@ -155,3 +155,21 @@ def test_compute_dtype_is_not_part_of_an_opensmile_sets_identity(small_corpus, t
     assert (summary.skipped, summary.done) == (3, 9)
     with open_store(store_path) as store:
         assert "compute_dtype" not in store["audio"].info.provenance.preprocessing
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_load_threads_run_below_the_encoders_priority():
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from extract.pipeline import LOAD_NICENESS, _lower_priority
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice()
+    with ThreadPoolExecutor(1, initializer=_lower_priority) as pool:
+        loader = pool.submit(nice).result()
+    assert nice() == before  # the encoder's thread keeps its priority
+    assert loader == min(19, before + LOAD_NICENESS)
