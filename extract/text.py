@@ -5,11 +5,13 @@ with [SEP], a RoBERTa-style one's with <s> and </s>, so an utterance of n word
 pieces has n + 2 frames (for these two families). A transcript longer than
 ``max_tokens`` (default: the model's maximum length) keeps its first
 ``max_tokens - 1`` tokens and its closing special token; the end-of-run summary
-counts how many were cut. An empty transcript is a failure at stage ``input``.
+says how many were cut, and the store keeps, per utterance, the tokens dropped.
+An empty transcript is a failure at stage ``input``.
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,17 @@ from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
 from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir
+
+
+@dataclass(frozen=True)
+class TextItem:
+    """What :meth:`HFTextEncoder.load` gives for one utterance."""
+
+    utt_id: str
+    #: Token ids, special tokens included, at most ``max_tokens``.
+    ids: list[int]
+    #: Tokens cut from an over-long transcript (0 when it fitted).
+    dropped: int = 0
 
 
 @register
@@ -89,30 +102,34 @@ class HFTextEncoder(HFHiddenStates, Encoder):
             return None
         return min(len(self._ids(utt.text)), self.max_tokens)
 
-    def load(self, utt: Utterance) -> tuple[str, list[int]]:
+    def load(self, utt: Utterance) -> TextItem:
         if utt.text is None or not utt.text.strip():
             raise ExtractError(utt.utt_id, "input", "empty transcript: the manifest row has no text for this utterance")
         ids = self._ids(utt.text)
-        if len(ids) > self.max_tokens:
-            ids = ids[: self.max_tokens - 1] + ids[-1:]
-            with self._lock:
-                self._truncated += 1
-        return utt.utt_id, ids
+        if len(ids) <= self.max_tokens:
+            return TextItem(utt.utt_id, ids)
+        with self._lock:
+            self._truncated += 1
+        return TextItem(utt.utt_id, ids[: self.max_tokens - 1] + ids[-1:], dropped=len(ids) - self.max_tokens)
 
-    def encode(self, items: list[tuple[str, list[int]]]) -> list[np.ndarray]:
+    def counts(self, item: TextItem) -> dict[str, int]:
+        """Per utterance: ``tokens_dropped`` by truncation, and 0/1 ``utterances_truncated``."""
+        return {"tokens_dropped": item.dropped, "utterances_truncated": int(item.dropped > 0)}
+
+    def encode(self, items: list[TextItem]) -> list[np.ndarray]:
         import torch
 
-        longest = max(len(ids) for _, ids in items)
+        longest = max(len(item.ids) for item in items)
         input_ids = np.full((len(items), longest), self._tokenizer.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(items), longest), dtype=np.int64)
-        for i, (_, ids) in enumerate(items):
-            input_ids[i, : len(ids)] = ids
-            mask[i, : len(ids)] = 1
+        for i, item in enumerate(items):
+            input_ids[i, : len(item.ids)] = item.ids
+            mask[i, : len(item.ids)] = 1
         hidden = self._hidden_states(
             input_ids=torch.from_numpy(input_ids).to(self.device),
             attention_mask=torch.from_numpy(mask).to(self.device),
         )
-        return [np.ascontiguousarray(hidden[i, ..., : len(ids), :]) for i, (_, ids) in enumerate(items)]
+        return [np.ascontiguousarray(hidden[i, ..., : len(item.ids), :]) for i, item in enumerate(items)]
 
 
     def preprocessing(self) -> dict[str, Any]:

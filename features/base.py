@@ -180,8 +180,8 @@ class Segment:
     counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def utterance_counts(self, position: int) -> dict[str, int]:
-        """The counts of the utterance at ``position`` in :attr:`ids` (non-zero ones only)."""
-        return {name: values[position] for name, values in self.counts.items() if values[position]}
+        """The counts of the utterance at ``position`` in :attr:`ids`: every name this segment records."""
+        return {name: values[position] for name, values in self.counts.items()}
 
     @property
     def frames(self) -> int:

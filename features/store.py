@@ -198,6 +198,7 @@ class _SetIndex:
                 else:
                     self.where[utt_id] = (position, start, stop, sha)
                     self.ids.append(utt_id)
+                    # Zeros included, so a name whose total is 0 still shows.
                     self.counts.update(segment.utterance_counts(i))
                 start = stop
             for failure in segment.failures:

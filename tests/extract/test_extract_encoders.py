@@ -146,15 +146,16 @@ def test_hf_text_tokens_specials_and_batching(tiny_roberta, small_corpus):
     rows = [r for r in _rows(small_corpus) if len(tok(r.text)["input_ids"]) <= 16][:5]
     assert enc.dim == 24 and enc.frame_rate is None and enc.max_tokens == 16
     items = [enc.load(r) for r in rows]
-    for (_, ids), utt in zip(items, rows):
+    for item, utt in zip(items, rows):
+        ids = item.ids
         assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id  # <s> ... </s> kept
         assert enc.length(utt) == len(ids)
     with torch.inference_mode():
         batched = enc.encode(items)
         alone = [enc.encode([item])[0] for item in items]
     assert len({b.shape[0] for b in batched}) > 1
-    for (_, ids), b, a in zip(items, batched, alone):
-        assert b.shape == (len(ids), 24)
+    for item, b, a in zip(items, batched, alone):
+        assert b.shape == (len(item.ids), 24)
         np.testing.assert_allclose(b, a, atol=2e-5)
 
 
@@ -162,9 +163,12 @@ def test_hf_text_truncation_is_counted(tiny_roberta):
     enc = create_encoder("text", f"hf:{tiny_roberta}", options={"max_tokens": 6})
     long = Utterance(utt_id="l", label="neu", group="1", audio="x.wav", text="well that is just great " * 4)
     short = Utterance(utt_id="s", label="neu", group="1", audio="x.wav", text="okay")
-    _, ids = enc.load(long)
-    enc.load(short)
+    cut, whole = enc.load(long), enc.load(short)
+    ids = cut.ids
     assert len(ids) == 6 and ids[-1] == enc._tokenizer.eos_token_id
+    full = len(enc._tokenizer(long.text)["input_ids"])
+    assert enc.counts(cut) == {"tokens_dropped": full - 6, "utterances_truncated": 1}
+    assert enc.counts(whole) == {"tokens_dropped": 0, "utterances_truncated": 0}
     assert enc.notes() == ["1 transcript(s) longer than 6 tokens were truncated to their first 6 (--max-tokens)"]
     assert enc.notes() == []
     with pytest.raises(EncoderConfigError, match=r"--max-tokens 99: this model takes 3 to 16 tokens"):
@@ -185,7 +189,7 @@ def test_minilm_default(small_corpus):
     assert enc.spec == enc.provenance_spec == "minilm"
     assert (enc.dim, enc.max_tokens, enc.layers) == (384, 512, "last")
     utt = _rows(small_corpus)[0]
-    _, ids = enc.load(utt)
+    ids = enc.load(utt).ids
     tokens = enc._tokenizer.convert_ids_to_tokens(ids)
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
     out = _encode_one(enc, utt)

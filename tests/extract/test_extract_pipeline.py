@@ -108,6 +108,9 @@ def test_hf_text_tiny_roberta(tiny_roberta, small_corpus, tmp_path):
     with open_store(store_path) as store:
         fs = store["roberta"]
         assert fs.info.dim == 24 and max(fs.read(u).shape[0] for u in fs.ids) == 16
+        # The store's per-utterance record agrees with the run's note.
+        truncated = int(summary.notes[0].split()[0])
+        assert fs.info.counts["utterances_truncated"] == truncated > 0 and fs.info.counts["tokens_dropped"] >= truncated
 
 
 def test_demo_corpus_both_default_modalities_verify(demo_manifest, tmp_path):

@@ -219,7 +219,7 @@ class StoreSuite:
         with open_store(path, "a") as store:
             with store.writer("video", provenance()) as w:
                 for i, (utt_id, array) in enumerate(arrays.items()):
-                    w.write(utt_id, array, {"frames": 16, "frames_without_face": i} if i < 5 else None)
+                    w.write(utt_id, array, {"frames": 16, "frames_without_face": i, "utterances_repeated_frames": 0} if i < 5 else None)
                     if i == 2:
                         w.commit()
                 w.write("utt005", arrays["utt005"], {"frames": 16, "utterances_clipped": 1})  # a rewrite replaces
@@ -228,9 +228,13 @@ class StoreSuite:
         with open_store(path) as store:  # closed: compacted into one segment, counts carried per utterance
             fs = store["video"]
             assert len(fs.segments) == 1
-            assert fs.info.counts == {"frames": 96, "frames_without_face": 0 + 1 + 2 + 3 + 4, "utterances_clipped": 1}
+            assert fs.info.counts == {  # a name reported only as zeros still shows, as 0
+                "frames": 96, "frames_without_face": 0 + 1 + 2 + 3 + 4, "utterances_clipped": 1, "utterances_repeated_frames": 0,
+            }
             segment = fs.segments[0]
-            assert segment.utterance_counts(segment.ids.index("utt000")) == {"frames": 16}
+            assert segment.utterance_counts(segment.ids.index("utt000")) == {
+                "frames": 16, "frames_without_face": 0, "utterances_clipped": 0, "utterances_repeated_frames": 0,
+            }
             assert fs.info.to_json()["counts"] == fs.info.counts
 
     def test_identity_mismatch_is_refused(self, path):
