@@ -59,6 +59,7 @@ from features.base import (
     relist_while_compacting,
 )
 from features.durable import fsync_dir, fsync_file, fsync_tree, publish
+from features.lock import WriterLock
 
 _SEGMENT = re.compile(r"^\d{8}$")
 # Bytes per chunk of a segment's data along time (see bench/RESULTS.md).
@@ -102,19 +103,32 @@ class ZarrBackend(Backend):
     def exists(cls, location: str) -> bool:
         if "://" in location:
             return True  # opening tells; a static server cannot be listed
-        # Any content counts, not just the root zarr.json: a store whose root metadata is being
-        # rewritten must never look absent to a writer, which would then try to create it anew.
-        # A folder that is not a store is refused by ``check`` with a clear message.
-        root = Path(location)
-        return root.is_dir() and any(root.iterdir())
+        # zarr rewrites the root zarr.json (consolidation) by an atomic rename, so it is never
+        # missing from a store; a folder without one is a store being created, or no store.
+        return (Path(location) / "zarr.json").is_file()
 
     def create(self) -> None:
+        # Several processes may open a new store at once (three `extract run`s into one store):
+        # the first to take the lock creates it, the others find it made.
         self.root_path.mkdir(parents=True, exist_ok=True)
-        zarr.create_group(
-            store=LocalStore(self.root_path),
-            attributes={"emocache": {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION}},
-        )
-        fsync_file(self.root_path / "zarr.json")
+        lock = WriterLock(self.lock_path("", None), f"{self.location} (creating the store)")
+        lock.acquire(wait=True)
+        try:
+            if (self.root_path / "zarr.json").is_file():
+                return
+            foreign = sorted(p.name for p in self.root_path.iterdir() if p.name != lock.path.name)
+            if foreign:
+                raise StoreError(
+                    f"{self.location} is a folder with other files in it ({', '.join(foreign[:3])}...) but no Zarr store; "
+                    "give a new path for the feature store"
+                )
+            zarr.create_group(
+                store=LocalStore(self.root_path),
+                attributes={"emocache": {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION}},
+            )
+            fsync_file(self.root_path / "zarr.json")
+        finally:
+            lock.release()
 
     def check(self) -> None:
         attrs = self._attrs("")

@@ -340,6 +340,26 @@ class StoreSuite:
             assert np.array_equal(fs.read("w2-3"), np.full((4, 8), 3, dtype=np.float16))
         assert features.verify(path).ok
 
+    def test_processes_creating_one_store_at_once_all_open_it(self, tmp_path):
+        # Three `extract run`s started together into one new store: every one must open it.
+        code = (
+            "import os, sys, time; sys.path.insert(0, %r)\n"
+            "import features\n"
+            "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+            "features.open_store(sys.argv[1], 'a').close()\n"
+        ) % str(HERE.parents[1])
+        for round_ in range(3):
+            path, go = str(tmp_path / f"new{round_}{self.suffix}"), tmp_path / f"go{round_}"
+            procs = [subprocess.Popen([sys.executable, "-c", code, path, str(go)], stderr=subprocess.PIPE, text=True) for _ in range(5)]
+            time.sleep(2.0)  # let every process import and wait at the line
+            go.touch()
+            for proc in procs:
+                _, stderr = proc.communicate()
+                assert proc.returncode == 0, stderr
+            with open_store(path) as store:
+                assert store.set_names() == []
+            assert not [p.name for p in tmp_path.iterdir() if "lock" in p.name]
+
     def test_lock_from_another_host_is_not_taken_over(self, path):
         self.write(path, random_arrays(0, 2, 8))
         with open_store(path, "a") as store:
@@ -514,6 +534,14 @@ class TestZarr(StoreSuite):
             assert np.array_equal(store["audio"].read(survivor), arrays[survivor].astype(np.float16))
             with pytest.raises(StoreError, match="is missing; if a writer was compacting this part, reopen the set"):
                 store["audio"].read(lost[0])
+
+    def test_a_folder_of_other_files_is_not_made_a_store(self, tmp_path):
+        folder = tmp_path / "results.zarr"
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+        with pytest.raises(StoreError, match=r"results\.zarr is a folder with other files in it \(notes\.txt\.\.\.\) but no Zarr store; give a new path"):
+            open_store(str(folder), "a")
+        assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
     def test_a_zarr_group_that_is_not_a_store_is_refused(self, tmp_path):
         import zarr
