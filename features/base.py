@@ -269,7 +269,15 @@ class Backend(ABC):
 
     @abstractmethod
     def create(self) -> None:
-        """Create an empty store at ``self.location`` (mode "a" only, and only when absent)."""
+        """Create an empty store at ``self.location`` (mode "a" only, and only when absent).
+
+        ``open_store`` holds the lock at :meth:`creation_lock_path` meanwhile, so no
+        other process creates the same store at the same time.
+        """
+
+    @abstractmethod
+    def creation_lock_path(self) -> Path:
+        """The lock file held while the store is created; it may lie inside the store's folder."""
 
     @abstractmethod
     def check(self) -> None:

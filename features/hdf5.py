@@ -56,7 +56,6 @@ from features.base import (
     relist_while_compacting,
 )
 from features.durable import fsync_dir, fsync_file, publish, write_text_atomic
-from features.lock import WriterLock
 
 _SEGMENT = re.compile(r"^(\d{8})\.h5$")
 
@@ -76,28 +75,23 @@ class HDF5Backend(Backend):
         return Path(location).is_file()
 
     def create(self) -> None:
-        # Several processes may open a new store at once: the first to take the lock creates
-        # it, the others find it made (and must not mistake its new segments for left-overs).
+        if self.parts.exists():
+            # Someone deleted the store's file but not its segments: reviving them silently
+            # would undo what was surely meant as deleting the store.
+            raise StoreError(
+                f"{self.parts} is left over from a deleted store {self.path.name}: "
+                f"delete it too (rm -r {self.parts}) to start afresh, or restore {self.path}"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(self.path.with_name(f".{self.path.name}.create.lock"), f"{self.path} (creating the store)")
-        lock.acquire(wait=True)
-        try:
-            if self.path.is_file():
-                return
-            if self.parts.exists():
-                # Someone deleted the store's file but not its segments: reviving them silently
-                # would undo what was surely meant as deleting the store.
-                raise StoreError(
-                    f"{self.parts} is left over from a deleted store {self.path.name}: "
-                    f"delete it too (rm -r {self.parts}) to start afresh, or restore {self.path}"
-                )
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            with h5py.File(tmp, "w", locking=False) as f:
-                f.attrs["emocache"] = json.dumps({"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION})
-            fsync_file(tmp)
-            publish(tmp, self.path)
-        finally:
-            lock.release()
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with h5py.File(tmp, "w", locking=False) as f:
+            f.attrs["emocache"] = json.dumps({"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION})
+        fsync_file(tmp)
+        publish(tmp, self.path)
+
+    def creation_lock_path(self) -> Path:
+        # Beside the file: the .parts folder must not exist before the store does.
+        return self.path.with_name(f".{self.path.name}.create.lock")
 
     def check(self) -> None:
         try:

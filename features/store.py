@@ -63,10 +63,28 @@ def open_store(location: str, mode: str = "r") -> "Store":
         raise StoreError(f"no {cls.name} feature store at {location} (to create one, open it with mode='a')")
     backend = cls(location, mode)
     if mode == "a" and not cls.exists(location):
-        backend.create()
+        _create_once(backend)
     else:
         backend.check()
     return Store(backend)
+
+
+def _create_once(backend: Backend) -> None:
+    """Create the store, unless another process does so first.
+
+    Several processes may open one new store at once (three ``extract run`` into one
+    store): the first to take the lock creates it, the others find it made and check it.
+    """
+    lock = WriterLock(backend.creation_lock_path(), f"{backend.location} (creating the store)")
+    lock.acquire(wait=True)
+    try:
+        made = type(backend).exists(backend.location)
+        if not made:
+            backend.create()
+    finally:
+        lock.release()
+    if made:
+        backend.check()
 
 
 class Store:

@@ -59,7 +59,6 @@ from features.base import (
     relist_while_compacting,
 )
 from features.durable import fsync_dir, fsync_file, fsync_tree, publish
-from features.lock import WriterLock
 
 _SEGMENT = re.compile(r"^\d{8}$")
 # Bytes per chunk of a segment's data along time (see bench/RESULTS.md).
@@ -108,27 +107,21 @@ class ZarrBackend(Backend):
         return (Path(location) / "zarr.json").is_file()
 
     def create(self) -> None:
-        # Several processes may open a new store at once (three `extract run`s into one store):
-        # the first to take the lock creates it, the others find it made.
         self.root_path.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(self.lock_path("", None), f"{self.location} (creating the store)")
-        lock.acquire(wait=True)
-        try:
-            if (self.root_path / "zarr.json").is_file():
-                return
-            foreign = sorted(p.name for p in self.root_path.iterdir() if p.name != lock.path.name)
-            if foreign:
-                raise StoreError(
-                    f"{self.location} is a folder with other files in it ({', '.join(foreign[:3])}...) but no Zarr store; "
-                    "give a new path for the feature store"
-                )
-            zarr.create_group(
-                store=LocalStore(self.root_path),
-                attributes={"emocache": {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION}},
+        foreign = sorted(p.name for p in self.root_path.iterdir() if p.name != self.creation_lock_path().name)
+        if foreign:
+            raise StoreError(
+                f"{self.location} is a folder with other files in it ({', '.join(foreign[:3])}...) but no Zarr store; "
+                "give a new path for the feature store"
             )
-            fsync_file(self.root_path / "zarr.json")
-        finally:
-            lock.release()
+        zarr.create_group(
+            store=LocalStore(self.root_path),
+            attributes={"emocache": {"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION}},
+        )
+        fsync_file(self.root_path / "zarr.json")
+
+    def creation_lock_path(self) -> Path:
+        return self.root_path / ".create.lock"
 
     def check(self) -> None:
         attrs = self._attrs("")
@@ -369,7 +362,7 @@ class ZarrBackend(Backend):
 
     def lock_path(self, name: str, part: str | None) -> Path:
         if part is None:
-            return self.root_path / ".create.lock"
+            return self.creation_lock_path()
         return self.root_path / name / "parts" / part / ".writer.lock"
 
     def cleanup(self, name: str, part: str) -> None:
