@@ -7,6 +7,7 @@ contains is fsynced first and the directory that holds the new name after.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -49,3 +50,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     publish(tmp, path)
+
+
+def remove_tree(parent: str | os.PathLike, name: str) -> None:
+    """Delete ``parent/name`` so that no instant shows it half-deleted under its name.
+
+    It is renamed to a dot name first (durably), then removed; dot names that a killed
+    deletion left behind are removed before. Listings skip dot names.
+    """
+    parent = Path(parent)
+    for leftover in parent.glob(".deleting-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    doomed = parent / f".deleting-{name}-{os.getpid()}"
+    os.replace(parent / name, doomed)
+    fsync_dir(parent)
+    shutil.rmtree(doomed)

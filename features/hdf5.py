@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ from features.base import (
     register,
     relist_while_compacting,
 )
-from features.durable import fsync_dir, fsync_file, publish, write_text_atomic
+from features.durable import fsync_file, publish, remove_tree, write_text_atomic
 
 _SEGMENT = re.compile(r"^(\d{8})\.h5$")
 
@@ -206,12 +205,7 @@ class HDF5Backend(Backend):
 
     def delete_set(self, name: str) -> None:
         self.close()
-        for leftover in self.parts.glob(".deleting-*"):  # from a deletion that was killed
-            shutil.rmtree(leftover, ignore_errors=True)
-        doomed = self.parts / f".deleting-{name}-{os.getpid()}"
-        os.replace(self.parts / name, doomed)
-        fsync_dir(self.parts)
-        shutil.rmtree(doomed)
+        remove_tree(self.parts, name)
 
     def delete_segment(self, name: str, segment: Segment) -> None:
         f = self._files.pop(segment.handle, None)

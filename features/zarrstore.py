@@ -58,7 +58,7 @@ from features.base import (
     register,
     relist_while_compacting,
 )
-from features.durable import fsync_dir, fsync_file, fsync_tree, publish
+from features.durable import fsync_file, fsync_tree, publish, remove_tree
 
 _SEGMENT = re.compile(r"^\d{8}$")
 # Bytes per chunk of a segment's data along time (see bench/RESULTS.md).
@@ -271,12 +271,7 @@ class ZarrBackend(Backend):
 
     def delete_set(self, name: str) -> None:
         self.close()
-        for leftover in self.root_path.glob(".deleting-*"):  # from a deletion that was killed
-            shutil.rmtree(leftover, ignore_errors=True)
-        doomed = self.root_path / f".deleting-{name}-{os.getpid()}"
-        os.replace(self.root_path / name, doomed)
-        fsync_dir(self.root_path)
-        shutil.rmtree(doomed)
+        remove_tree(self.root_path, name)
         self.finish()
 
     def delete_segment(self, name: str, segment: Segment) -> None:
