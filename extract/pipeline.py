@@ -100,12 +100,10 @@ def build_provenance(encoder: Encoder, manifest_hash_: str, store_dtype: str, co
     part of the identity for encoders whose values depend on it, so float16 GPU features
     and float32 CPU features never mix in one set. It is passed, not read from
     ``encoder``, because a distributed run describes the set with an encoder it builds
-    on the client, on the CPU.
+    on the client, on the CPU. :func:`run_extraction` has checked it.
     """
     if store_dtype not in STORE_DTYPES:
         raise EncoderConfigError(f"--store-dtype {store_dtype!r}: choose one of {list(STORE_DTYPES)}")
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise EncoderConfigError(f"--dtype {compute_dtype!r}: choose one of {list(COMPUTE_DTYPES)}")
     preprocessing = encoder.preprocessing()
     if encoder.computes_in_dtype:
         preprocessing = {**preprocessing, "compute_dtype": compute_dtype}
