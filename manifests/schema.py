@@ -12,6 +12,8 @@ from typing import Any
 # The six classes the paper evaluates on, and the usual four-class setting.
 SIX_CLASSES = ("hap", "neu", "ang", "exc", "sad", "fru")
 FOUR_CLASSES = ("hap", "neu", "ang", "sad")
+# The parts of a corpus's own fixed split (MELD, MSP-Podcast), as ``Utterance.split`` names them.
+SPLITS = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,10 @@ class Utterance:
     utterance in ``video`` (seconds) when the video holds a whole dialog.
     ``video_side`` is ``"left"`` or ``"right"``: the half of a side-by-side
     video that shows this utterance's speaker, ``None`` for a full frame.
+
+    ``split`` is the part of the corpus's own fixed split the utterance belongs
+    to (one of :data:`SPLITS`), ``None`` for corpora without one. When every row
+    of a manifest has one, training uses it instead of leave-one-group-out.
     """
 
     utt_id: str
@@ -44,9 +50,16 @@ class Utterance:
     text: str | None = None
     video: str | None = None
     video_side: str | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split is not None and self.split not in SPLITS:
+            raise ValueError(f"utterance {self.utt_id!r}: split {self.split!r} is not one of {list(SPLITS)} (or none)")
 
     def to_json(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
+        if self.split is None:
+            del row["split"]  # rows without a split keep the JSON they had before the field existed
         if self.vad is not None:
             row["vad"] = list(self.vad)
         return row

@@ -8,6 +8,10 @@ about ``val_fraction`` of the TRAINING units go to validation, where a unit is:
 - the utterance, when rows have neither.
 
 Units are drawn with the seed; at least one unit goes to each side.
+
+A manifest whose every row carries a ``split`` (MELD, MSP-Podcast) has one fold,
+:data:`FIXED_FOLD`, as the corpus defines it: train on train, select the epoch on
+dev, test on test (:func:`fixed_split`).
 """
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from manifests import Utterance
+from manifests.schema import SPLITS
+
+# The one fold of a manifest with a fixed split: the one that tests its test part.
+FIXED_FOLD = "test"
 
 
 class FoldError(ValueError):
@@ -35,7 +43,11 @@ class Split:
 
 
 def groups(rows: Sequence[Utterance]) -> list[str]:
-    """The fold keys present, numerically sorted when they are numbers ("1".."5")."""
+    """The fold keys present, numerically sorted when they are numbers ("1".."5").
+
+    A manifest with a fixed split has one: :data:`FIXED_FOLD`."""
+    if has_fixed_split(rows):
+        return [FIXED_FOLD]
     keys = {r.group for r in rows}
     return sorted(keys, key=lambda g: (0, int(g), g) if g.lstrip("-").isdigit() else (1, 0, g))
 
@@ -52,6 +64,8 @@ def split_fold(rows: Sequence[Utterance], test_group: str, val: str = "dialog",
                val_fraction: float = 0.1, seed: int = 0) -> Split:
     """Split ``rows`` for the fold that tests ``test_group``."""
     test_group = str(test_group)
+    if has_fixed_split(rows):
+        return fixed_split(rows, test_group, val)
     known = groups(rows)
     if test_group not in known:
         raise FoldError(f"group {test_group!r} is not in the manifest; groups there: {known}")
@@ -73,3 +87,37 @@ def split_fold(rows: Sequence[Utterance], test_group: str, val: str = "dialog",
     train = tuple(i for i in rest if val_unit(rows[i], by) not in chosen)
     val_idx = tuple(i for i in rest if val_unit(rows[i], by) in chosen)
     return Split(test_group, train, val_idx, test, by)
+
+
+def has_fixed_split(rows: Sequence[Utterance]) -> bool:
+    """Whether every row carries a ``split``; raises FoldError when only some do."""
+    missing = [r.utt_id for r in rows if r.split is None]
+    if len(missing) == len(rows):
+        return False
+    if missing:
+        raise FoldError(
+            f"{len(rows) - len(missing)} of {len(rows)} manifest rows carry a split and {len(missing)} do not "
+            f"(e.g. {missing[0]!r}): give every row its split (train, dev, test) for the corpus's fixed split, "
+            "or none for leave-one-group-out")
+    return True
+
+
+def fixed_split(rows: Sequence[Utterance], test_group: str = FIXED_FOLD, val: str = "dialog") -> Split:
+    """The corpus's own split: train rows, dev rows for selecting the epoch, test rows.
+
+    ``val="none"`` trains on train and tests the last epoch; dev is then left unused
+    (not added to train), so the test figures stay those of the corpus's protocol."""
+    if str(test_group) != FIXED_FOLD:
+        raise FoldError(f"the manifest has a fixed split: its one fold is {FIXED_FOLD!r}, not {str(test_group)!r}")
+    parts = {name: tuple(i for i, r in enumerate(rows) if r.split == name) for name in SPLITS}
+    empty = [name for name in ("train", "test") if not parts[name]]
+    if empty:
+        raise FoldError(f"the manifest's fixed split has no {' and no '.join(empty)} rows; counts: "
+                        + ", ".join(f"{name} {len(idx)}" for name, idx in parts.items()))
+    if val == "none":
+        return Split(FIXED_FOLD, parts["train"], (), parts["test"], None)
+    if val != "dialog":
+        raise FoldError(f"val {val!r} is not one of ['dialog', 'none']")
+    if not parts["dev"]:
+        raise FoldError("the manifest's fixed split has no dev rows to select the epoch on; use --val none")
+    return Split(FIXED_FOLD, parts["train"], parts["dev"], parts["test"], "split")

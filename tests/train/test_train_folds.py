@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
-from train.folds import FoldError, groups, split_fold
+from train.folds import FIXED_FOLD, FoldError, groups, split_fold
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -53,3 +54,65 @@ def test_val_none_and_errors(make_rows):
     one_dialog = [dataclasses.replace(r, dialog="same") for r in rows]
     with pytest.raises(FoldError, match="hold one dialog only"):
         split_fold(one_dialog, "1")
+
+
+def _with_splits(rows):
+    """Group 1 is train, group 2 dev, group 3 test: a fixed split laid over the small corpus."""
+    parts = {"1": "train", "2": "dev", "3": "test"}
+    return [dataclasses.replace(r, split=parts[r.group]) for r in rows]
+
+
+def test_fixed_split_is_one_fold_train_dev_test(make_rows):
+    rows = _with_splits(make_rows())
+    assert groups(rows) == [FIXED_FOLD]
+    split = split_fold(rows, FIXED_FOLD, "dialog", 0.1, 0)
+    assert split.val_unit == "split" and split.test_group == "test"
+    assert {rows[i].split for i in split.train} == {"train"}
+    assert {rows[i].split for i in split.val} == {"dev"}
+    assert {rows[i].split for i in split.test} == {"test"}
+    assert sorted(split.train + split.val + split.test) == list(range(len(rows)))
+    assert split == split_fold(rows, FIXED_FOLD, seed=5)  # the corpus's split, not a draw
+    none = split_fold(rows, FIXED_FOLD, "none")
+    assert none.val == () and none.train == split.train and none.test == split.test  # dev is left unused
+
+
+def test_fixed_split_errors(make_rows):
+    rows = _with_splits(make_rows())
+    with pytest.raises(FoldError, match=r"the manifest has a fixed split: its one fold is 'test', not '1'"):
+        split_fold(rows, "1")
+    half = rows[:10] + [dataclasses.replace(r, split=None) for r in rows[10:]]
+    with pytest.raises(FoldError, match=re.escape(f"10 of 72 manifest rows carry a split and 62 do not (e.g. {rows[10].utt_id!r})")):
+        groups(half)
+    no_dev = [r for r in rows if r.split != "dev"]
+    with pytest.raises(FoldError, match="has no dev rows to select the epoch on; use --val none"):
+        split_fold(no_dev, FIXED_FOLD)
+    assert split_fold(no_dev, FIXED_FOLD, "none").val == ()
+    with pytest.raises(FoldError, match=r"has no test rows; counts: train 24, dev 24, test 0"):
+        split_fold([r for r in rows if r.split != "test"], FIXED_FOLD)
+
+
+def test_train_cv_on_a_fixed_split(make_rows, write_store, tmp_path):
+    """`train cv` on a manifest with splits: one fold, trained on train, selected on dev, tested on test."""
+    import json
+
+    from click.testing import CliRunner
+
+    from manifests.io import read_manifest, write_manifest
+    from train.cli import cli
+
+    rows = _with_splits(make_rows())
+    manifest = write_manifest(rows, tmp_path / "split.jsonl")
+    assert all(r.split for r in read_manifest(manifest))
+    store = write_store(tmp_path / "split.h5", rows)
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(cli, ["cv", "--manifest", str(manifest), "--store", str(store), "--out", str(out),
+                                      "--json", "--d", "8", "--epochs", "2", "--batch-size", "8", "--frame-pool", "2",
+                                      "--num-threads", "1", "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [f["group"] for f in report["folds"]] == ["test"]
+    fold = report["folds"][0]
+    assert fold["n_test"] == 24 and report["n_test"] == 24
+    assert (fold["n_train"], fold["n_val"], fold["val_unit"]) == (24, 24, "split")
+    assert [p for p in fold["passes"] if p.startswith("test")] and fold["passes"][:2] == ["train", "val"]
+    assert (out / "fold-test" / "model.pt").is_file()
