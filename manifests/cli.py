@@ -11,6 +11,9 @@ from .csvcorpus import parse_csv
 from .demo import make_demo_corpus
 from .iemocap import CLASS_SETS, STANDARD_COUNTS, compare_counts, parse_iemocap
 from .io import ManifestError, read_manifest, write_manifest
+from .recipes import RecipeResult, parse_cremad, parse_emodb, parse_meld, parse_msppodcast, parse_ravdess
+from .recipes.msppodcast import CLASS_SETS as MSP_CLASS_SETS
+from .recipes.msppodcast import TEST_SETS as MSP_TEST_SETS
 from .summary import SYNTHETIC_BANNER, summarize
 
 
@@ -20,6 +23,10 @@ def cli() -> None:
 
     A manifest is a JSON Lines file, one utterance per line (id, label, group,
     media paths, times, transcript): what extract and train read.
+
+    Recipes read a public corpus exactly as it is distributed: iemocap, emodb,
+    ravdess, cremad, meld, msp-podcast (each with --expect-standard to check it
+    against the published counts). Any other corpus: csv.
     """
 
 
@@ -83,6 +90,109 @@ def iemocap_command(root: Path, out: Path, classes: str, expect_standard: bool, 
                 + "\n  ".join(differences)
                 + f"\n(the manifest was written to {out} all the same; check that the tree is complete and untouched)"
             )
+
+
+def _recipe(parse, root: Path, out: Path, expect_standard: bool, as_json: bool, **options) -> None:
+    """Run one recipe: warnings, the manifest, its summary, then the check against the published counts."""
+    try:
+        result: RecipeResult = parse(root, **options)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    _warn(result.problems)
+    if not result.rows:
+        raise click.ClickException(f"{result.root}: no {result.corpus} recording found; nothing written")
+    write_manifest(result.rows, out)
+    summary = summarize(result.rows, synthetic=False)
+    if as_json:
+        click.echo(json.dumps(summary.to_json() | {
+            "manifest": str(out), "corpus": result.corpus, "root": str(result.root), "standard": result.standard,
+            "differences": result.differences, "dropped": dict(sorted(result.dropped.items())), "problems": result.problems,
+        }, indent=2))
+    else:
+        click.echo(summary.table())
+        note = f"wrote {len(result.rows)} {result.corpus} utterances to {out}"
+        if result.dropped:
+            note += "; left out: " + ", ".join(f"{k} {v}" for k, v in sorted(result.dropped.items()))
+        click.echo(note)
+    if expect_standard:
+        try:
+            result.require_standard()
+        except ManifestError as err:
+            raise click.ClickException(f"{err}\n(the manifest was written to {out} all the same)") from err
+
+
+def _recipe_options(func):
+    func = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(func)
+    func = click.option("--expect-standard", is_flag=True, help="Fail unless the corpus matches its published counts (naming what differs).")(func)
+    func = click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Manifest to write (JSONL).")(func)
+    return click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))(func)
+
+
+@cli.command("emodb")
+@_recipe_options
+def emodb_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
+    """Manifest of EmoDB (Berlin) as distributed.
+
+    ROOT holds its wav/ folder (or is the folder above it). Speaker, sentence and
+    emotion come from each file name (03a01Fa.wav); the group is the speaker.
+    --expect-standard: 535 clips, 10 speakers, 7 emotions.
+    """
+    _recipe(parse_emodb, root, out, expect_standard, as_json)
+
+
+@cli.command("ravdess")
+@_recipe_options
+def ravdess_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
+    """Manifest of RAVDESS speech as distributed.
+
+    ROOT holds Actor_01 .. Actor_24 (the unpacked audio-only zip, and the
+    audio-video zips when you have them): one row per speech recording, audio from
+    its 03-* WAV, video from its 01-* MP4; song is left out. The group is the actor.
+    --expect-standard: 1440 recordings, 60 per actor.
+    """
+    _recipe(parse_ravdess, root, out, expect_standard, as_json)
+
+
+@cli.command("cremad")
+@_recipe_options
+def cremad_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
+    """Manifest of CREMA-D as distributed.
+
+    ROOT holds AudioWAV/, VideoFlash/ (optional) and VideoDemographics.csv.
+    Sentence and emotion from each clip name (1001_DFA_ANG_XX.wav), gender from
+    the demographics table; the group is the actor. --expect-standard: 7442 clips
+    of 91 actors.
+    """
+    _recipe(parse_cremad, root, out, expect_standard, as_json)
+
+
+@cli.command("meld")
+@_recipe_options
+def meld_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
+    """Manifest of MELD as distributed, with its fixed train/dev/test split.
+
+    ROOT is MELD.Raw: the train/dev/test *_sent_emo.csv tables and the clip
+    folders train_splits/, dev_splits_complete/, output_repeated_splits_test/.
+    Rows carry their split; train then trains on train, selects on dev, tests on
+    test. --expect-standard: 9989 / 1109 / 2610 utterances, every clip present.
+    """
+    _recipe(parse_meld, root, out, expect_standard, as_json)
+
+
+@cli.command("msp-podcast")
+@_recipe_options
+@click.option("--classes", type=click.Choice(MSP_CLASS_SETS), default="eight", show_default=True,
+              help="eight: A H S N U F D C; all: also O (other) and X (no agreement).")
+@click.option("--test-set", type=click.Choice(MSP_TEST_SETS), default="Test1", show_default=True,
+              help="The partition that becomes the test split; the other test sets are left out.")
+def msppodcast_command(root: Path, out: Path, expect_standard: bool, as_json: bool, classes: str, test_set: str) -> None:
+    """Manifest of MSP-Podcast as distributed, with its partitions as the split.
+
+    ROOT holds Labels/labels_consensus.csv and Audios/ (Transcripts/ is read when
+    there). Train, Development and the test set become train, dev and test.
+    --expect-standard: every labelled segment has its audio.
+    """
+    _recipe(parse_msppodcast, root, out, expect_standard, as_json, classes=classes, test_set=test_set)
 
 
 @cli.command("csv")

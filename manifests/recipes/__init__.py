@@ -1,0 +1,13 @@
+"""Recipes: manifests of the public emotion corpora, read exactly as each is distributed.
+
+Each ``parse_NAME(root)`` returns a :class:`RecipeResult`; its ``require_standard()``
+checks the corpus against its published counts.
+"""
+from .common import RecipeResult, StandardCountError
+from .cremad import parse_cremad
+from .emodb import parse_emodb
+from .meld import parse_meld
+from .msppodcast import parse_msppodcast
+from .ravdess import parse_ravdess
+
+__all__ = ["RecipeResult", "StandardCountError", "parse_cremad", "parse_emodb", "parse_meld", "parse_msppodcast", "parse_ravdess"]

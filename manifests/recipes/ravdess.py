@@ -1,0 +1,101 @@
+"""RAVDESS speech (Livingstone & Russo 2018), read from its ``Actor_XX/`` folders as distributed.
+
+The 7-part file name, e.g. ``03-01-06-01-02-01-12.wav``: modality (01 audio-video,
+02 video-only, 03 audio-only), vocal channel (01 speech, 02 song), emotion,
+intensity (01 normal, 02 strong), statement, repetition, actor (odd male, even
+female). One row per speech recording: audio from the audio-only WAV, video from
+the audio-video MP4 when it was unpacked too. Song files are left out. The fold
+key is the actor.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from ..io import ManifestError
+from ..schema import Utterance
+from .common import RecipeResult, missing_lines
+
+EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful", "07": "disgust",
+            "08": "surprised"}
+STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+ACTORS = tuple(f"{a:02d}" for a in range(1, 25))
+STANDARD = "1440 speech recordings, 60 for each of 24 actors, 8 emotions (no strong neutral)"
+
+NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.(wav|mp4)$", re.IGNORECASE)
+
+
+def speech_keys() -> list[tuple[str, str, str, str, str]]:
+    """(emotion, intensity, statement, repetition, actor) of every speech recording of the release."""
+    keys = []
+    for actor, emotion, intensity, statement, repetition in itertools.product(ACTORS, EMOTIONS, ("01", "02"), ("01", "02"), ("01", "02")):
+        if emotion == "01" and intensity == "02":
+            continue  # neutral has no strong intensity
+        keys.append((emotion, intensity, statement, repetition, actor))
+    return keys
+
+
+def file_name(modality: str, key: tuple[str, ...], ext: str) -> str:
+    return "-".join((modality, "01", *key)) + ext
+
+
+def parse_ravdess(root: str | os.PathLike) -> RecipeResult:
+    """Rows of every speech recording found below ``root`` (the folder holding ``Actor_01`` .. ``Actor_24``)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ManifestError(f"{root}: no such folder; give the RAVDESS folder (Actor_01 .. Actor_24, unpacked from its zips)")
+    audio: dict[tuple[str, ...], Path] = {}
+    video: dict[tuple[str, ...], Path] = {}
+    problems: list[str] = []
+    differences: list[str] = []
+    dropped: Counter = Counter()
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".wav", ".mp4") and p.is_file()):
+        match = NAME.match(path.name)
+        if match is None:
+            problems.append(f"{path}: not a RAVDESS file name (e.g. 03-01-06-01-02-01-12.wav); left out")
+            continue
+        modality, channel, emotion, intensity, statement, repetition, actor, ext = match.groups()
+        if channel == "02":
+            dropped["song"] += 1
+            continue
+        key = (emotion, intensity, statement, repetition, actor)
+        bad = [what for what, ok in (("vocal channel", channel == "01"), ("emotion", emotion in EMOTIONS),
+                                     ("intensity", intensity in ("01", "02") and not (emotion == "01" and intensity == "02")),
+                                     ("statement", statement in STATEMENTS), ("repetition", repetition in ("01", "02")),
+                                     ("actor", actor in ACTORS)) if not ok]
+        if bad:
+            problems.append(f"{path}: {', '.join(bad)} code outside the RAVDESS scheme; left out")
+            differences.append(f"unexpected file {path}")
+            continue
+        kind = {("03", "wav"): audio, ("01", "mp4"): video}.get((modality, ext.lower()))
+        if kind is None:
+            if modality == "02":
+                dropped["video-only"] += 1
+            else:
+                problems.append(f"{path}: modality {modality} with a .{ext} file is not a RAVDESS recording; left out")
+            continue
+        if key in kind:
+            problems.append(f"{path}: the same recording as {kind[key]}; the second copy is left out")
+            differences.append(f"duplicate file {path}")
+            continue
+        kind[key] = path
+
+    rows = []
+    for key in sorted(set(audio) | set(video), key=lambda k: (k[4], k)):
+        emotion, _, statement, _, actor = key
+        if key not in audio:
+            problems.append(f"{video[key]}: no audio-only wav {file_name('03', key, '.wav')}; the audio is read from the video")
+        rows.append(Utterance(
+            utt_id=file_name("03", key, ""), label=EMOTIONS[emotion], group=actor,
+            audio=str((audio.get(key) or video[key]).resolve()), corpus="ravdess", speaker=actor,
+            gender="M" if int(actor) % 2 else "F", text=STATEMENTS[statement],
+            video=str(video[key].resolve()) if key in video else None,
+        ))
+    expected = speech_keys()
+    differences += missing_lines((root / f"Actor_{k[4]}" / file_name("03", k, ".wav") for k in expected if k not in audio), "audio-only wav")
+    if video:  # the audio-video zips were unpacked too: all of them, then
+        differences += missing_lines((root / f"Actor_{k[4]}" / file_name("01", k, ".mp4") for k in expected if k not in video), "audio-video mp4")
+    return RecipeResult("RAVDESS", root, rows, STANDARD, problems, differences, dropped)
