@@ -84,10 +84,12 @@ def parse_ravdess(root: str | os.PathLike) -> RecipeResult:
         kind[key] = path
 
     rows = []
+    from_video = sorted(video[k] for k in set(video) - set(audio))
+    if from_video:
+        problems.append(f"{len(from_video)} recording(s) without their audio-only wav (e.g. {from_video[0]}): "
+                        "their audio is read from the audio-video mp4")
     for key in sorted(set(audio) | set(video), key=lambda k: (k[4], k)):
         emotion, _, statement, _, actor = key
-        if key not in audio:
-            problems.append(f"{video[key]}: no audio-only wav {file_name('03', key, '.wav')}; the audio is read from the video")
         rows.append(Utterance(
             utt_id=file_name("03", key, ""), label=EMOTIONS[emotion], group=actor,
             audio=str((audio.get(key) or video[key]).resolve()), corpus="ravdess", speaker=actor,
@@ -95,7 +97,10 @@ def parse_ravdess(root: str | os.PathLike) -> RecipeResult:
             video=str(video[key].resolve()) if key in video else None,
         ))
     expected = speech_keys()
-    differences += missing_lines((root / f"Actor_{k[4]}" / file_name("03", k, ".wav") for k in expected if k not in audio), "audio-only wav")
-    if video:  # the audio-video zips were unpacked too: all of them, then
-        differences += missing_lines((root / f"Actor_{k[4]}" / file_name("01", k, ".mp4") for k in expected if k not in video), "audio-video mp4")
+    for found, modality, ext, kind in ((audio, "03", ".wav", "audio-only wav"), (video, "01", ".mp4", "audio-video mp4")):
+        if modality == "01" and not found:
+            continue  # the audio-video zips are optional; once unpacked, all of them are expected
+        folders = {k[4]: p.parent for k, p in found.items()}  # each actor's folder as unpacked, wherever it lies
+        differences += missing_lines((folders.get(k[4], root / f"Actor_{k[4]}") / file_name(modality, k, ext)
+                                      for k in expected if k not in found), kind)
     return RecipeResult("RAVDESS", root, rows, STANDARD, problems, differences, dropped)

@@ -79,7 +79,8 @@ def test_ravdess_audio_from_the_video_when_no_wav(tmp_path):
     out = tmp_path / "r.jsonl"
     result = CliRunner().invoke(cli, ["ravdess", str(tmp_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert f"warning: {clip}: no audio-only wav 03-01-04-01-02-02-03.wav; the audio is read from the video" in result.output
+    assert (f"warning: 1 recording(s) without their audio-only wav (e.g. {clip}): their audio is read from the audio-video mp4"
+            in result.output)
     row = json.loads(out.read_text())
     assert row["audio"] == row["video"] == str(clip.resolve()) and row["label"] == "sad"
     wave = read_audio(row["utt_id"], row["audio"], 16000)
