@@ -169,7 +169,7 @@ def cremad_command(root: Path, out: Path, expect_standard: bool, as_json: bool) 
 @cli.command("meld")
 @_recipe_options
 def meld_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
-    """Manifest of MELD as distributed, with its fixed train/dev/test split.
+    """Manifest of MELD as distributed, with its own split.
 
     ROOT is MELD.Raw: the train/dev/test *_sent_emo.csv tables and the clip
     folders train_splits/, dev_splits_complete/, output_repeated_splits_test/.
@@ -186,7 +186,7 @@ def meld_command(root: Path, out: Path, expect_standard: bool, as_json: bool) ->
 @click.option("--test-set", type=click.Choice(MSP_TEST_SETS), default="Test1", show_default=True,
               help="The partition that becomes the test split; the other test sets are left out.")
 def msppodcast_command(root: Path, out: Path, expect_standard: bool, as_json: bool, classes: str, test_set: str) -> None:
-    """Manifest of MSP-Podcast as distributed, with its partitions as the split.
+    """Manifest of MSP-Podcast as distributed, with its split.
 
     ROOT holds Labels/labels_consensus.csv and Audios/ (Transcripts/ is read when
     there). Train, Development and the test set become train, dev and test.
@@ -213,7 +213,7 @@ def csv_command(
     """Manifest of any corpus listed in a table.
 
     TABLE is a CSV file (TSV when it ends in .tsv) with one row per utterance,
-    e.g. for EmoDB, RAVDESS, CREMA-D or MELD; the group column is the fold key.
+    for a corpus without a recipe; the group column is the fold key.
     """
     try:
         rows = parse_csv(

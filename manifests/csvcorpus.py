@@ -1,4 +1,4 @@
-"""Any other corpus (EmoDB, RAVDESS, CREMA-D, MELD...) from a table with one row per utterance.
+"""Any corpus without a recipe (:mod:`manifests.recipes`), from a table with one row per utterance.
 
 The caller names the columns: utterance id, audio path, label, and the group
 that becomes the fold key (speaker, session, actor...). Relative paths resolve

@@ -17,12 +17,13 @@ def runner() -> CliRunner:
 
 
 def test_every_command_has_help(runner: CliRunner) -> None:
-    for command in ([], ["iemocap"], ["csv"], ["demo"], ["summary"]):
+    recipes = (["emodb"], ["ravdess"], ["cremad"], ["meld"], ["msp-podcast"])
+    for command in ([], ["iemocap"], ["csv"], ["demo"], ["summary"], *recipes):
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage: " in result.output
     top = runner.invoke(cli, ["--help"]).output
-    for name in ("iemocap", "csv", "demo", "summary"):
+    for name in ("iemocap", "csv", "demo", "summary", *(r[0] for r in recipes)):
         assert f"  {name} " in top
     assert "..." not in top.split("Commands:")[1]  # every first help line fits the listing
 
