@@ -136,8 +136,8 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
 @click.option("--store", multiple=True, help="The feature store(s) holding the utterances to label; repeat for one per modality.")
 @click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Label this manifest's utterances: from --store, or without it from their recordings (extracted as the checkpoint's were).")
-@click.option("--audio", default=None, type=click.Path(dir_okay=False), help="One recording to label: its audio file.")
-@click.option("--video", default=None, type=click.Path(dir_okay=False), help="Its video file (checkpoints with a video input).")
+@click.option("--audio", default=None, type=click.Path(exists=True, dir_okay=False), help="One recording to label: its audio file.")
+@click.option("--video", default=None, type=click.Path(exists=True, dir_okay=False), help="Its video file (checkpoints with a video input).")
 @click.option("--text", default=None, help="Its transcript (checkpoints with a text input).")
 @click.option("--cache", default=None, type=click.Path(file_okay=False),
               help="Where features made from recordings are kept and reused [default: predict-cache beside the checkpoint folder].")
@@ -181,14 +181,14 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
     if out_file:
         write_predictions(result, out_file)
         counts = Counter(p.pred for p in predictions)
-        text = (f"labelled {len(predictions)} utterances: "
+        shown = (f"labelled {len(predictions)} utterances: "
                 + ", ".join(f"{label} {counts[label]}" for label in sorted(counts))
                 + f"; predictions and class probabilities written to {out_file}")
     else:
         if result.cache is None:
-            text = "\n".join(f"{p.utt_id}\t{p.pred}\t{max(p.probs.values()):.3f}" for p in predictions)
+            shown = "\n".join(f"{p.utt_id}\t{p.pred}\t{max(p.probs.values()):.3f}" for p in predictions)
         else:
-            text = "\n".join(f"{p.utt_id}\t{p.pred}\t" + "  ".join(f"{c} {v:.3f}" for c, v in sorted(p.probs.items(), key=lambda cv: -cv[1]))
+            shown = "\n".join(f"{p.utt_id}\t{p.pred}\t" + "  ".join(f"{c} {v:.3f}" for c, v in sorted(p.probs.items(), key=lambda cv: -cv[1]))
                              for p in predictions)
         print(f"{len(predictions)} utterances labelled", file=sys.stderr)
     if result.cache is not None:
@@ -196,6 +196,6 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
                                       for m in result.extracted) + f" ({result.cache})", file=sys.stderr)
         for f in result.failures:
             print(f"not labelled: {f.utt_id} [{f.modality} {f.stage}] {f.message}", file=sys.stderr)
-    _emit(result.to_json(), as_json, text)
+    _emit(result.to_json(), as_json, shown)
     if result.failures:
         raise SystemExit(3)

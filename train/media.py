@@ -151,6 +151,8 @@ def encoder_sources(trained: Mapping[str, TrainedSet], encoders: Sequence[str] =
 
     A bare spec goes to the input whose recorded encoder is of the same kind, a bare file to the
     input whose encoder takes weights; ``trust_pickle`` applies to every weights file given."""
+    if trust_pickle and not weights:
+        raise MediaError("--trust-pickle allows a pickled --weights file: give the --weights file too")
     specs: dict[str, str] = {}
     files: dict[str, str] = {}
     for text in encoders:
@@ -234,7 +236,8 @@ def _extract(trained: TrainedSet, encoder, made: Provenance, store_path: Path, r
 
     with open_store(str(store_path), mode="a") as store:
         with store.writer(trained.cache_set, made, frame_rate=encoder.frame_rate, layers=encoder.num_layers) as writer:
-            tally = extract_rows(encoder, writer, rows, store_dtype=made.dtype, progress=progress, desc=trained.name)
+            todo = [r for r in rows if r.utt_id not in writer.done]  # another run may have written some since
+            tally = extract_rows(encoder, writer, todo, store_dtype=made.dtype, progress=progress, desc=trained.name)
     return tally.failures
 
 

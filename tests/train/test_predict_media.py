@@ -267,3 +267,49 @@ def test_encoder_and_weights_flags_name_the_input_they_are_for(hf_checkpoint, de
     result = invoke("--checkpoint", str(demo_checkpoint), "--audio", wav, "--text", SAID, "--weights", f"t={wav}")
     assert result.exit_code == 1
     assert "--weights does not apply to the text encoder 'minilm' (options it takes: --layers, --max-tokens)" in result.output
+
+
+@pytest.fixture(scope="module")
+def timm_checkpoint(demo_manifest, tmp_path_factory):
+    """(checkpoint, weights file): a fold trained on the demo's video through timm's small test_efficientnet."""
+    import timm
+    import torch
+
+    root = tmp_path_factory.mktemp("timm_ckpt")
+    torch.manual_seed(0)
+    weights = root / "face.pt"
+    torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), weights)
+    store = root / "features.h5"
+    summary = run_extraction(demo_manifest, store, "video", encoder="timm:test_efficientnet",
+                             options={"weights": str(weights), "frames": 2}, progress=False)
+    assert summary.failed == 0
+    return train_checkpoint(demo_manifest, store, root / "runs" / "fold-1", "v"), weights
+
+
+def test_a_weights_file_given_again_labels_video_and_other_weights_are_refused(timm_checkpoint, demo_manifest, tmp_path):
+    import timm
+    import torch
+
+    checkpoint, weights = timm_checkpoint
+    manifest = write_manifest(read_manifest(demo_manifest)[:2], tmp_path / "two.jsonl")
+    args = ["--checkpoint", str(checkpoint), "--manifest", str(manifest), "--cache", str(tmp_path / "c"), "--json"]
+    result = invoke(*args, "--weights", str(weights))  # a bare file goes to the one input that takes weights
+    assert result.exit_code == 0, result.output
+    labelled = json.loads(result.stdout)
+    assert len(labelled["predictions"]) == 2 and labelled["extracted"] == {"video": 2}
+
+    cached = invoke(*args)  # everything cached: no encoder is needed
+    assert cached.exit_code == 0 and json.loads(cached.stdout)["reused"] == {"video": 2}
+    args[args.index("--cache") + 1] = str(tmp_path / "fresh")
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: video (v) encoder 'timm:test_efficientnet': cannot be loaded here "
+                                    "('timm:test_efficientnet'): timm:test_efficientnet needs --weights FILE")
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), other)
+    result = invoke(*args, "--weights", f"video={other}")
+    assert result.exit_code == 1
+    assert "the encoder loaded here ('timm:test_efficientnet') differs from the one the checkpoint was trained with (weights_sha256: " in result.output
+    result = invoke(*args, "--trust-pickle")
+    assert result.output == "Error: --trust-pickle allows a pickled --weights file: give the --weights file too\n"
