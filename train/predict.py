@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from train.config import TrainConfig
 from manifests import Utterance
+from train.config import TrainConfig
 from train.data import DataError, FeatureData, as_rows, find_sets, iter_batches, load_features, load_set, open_stores
 from train.media import DEFAULT_CACHE, EncoderSource, MediaFailure
 from train.model import ModelConfig, build_model

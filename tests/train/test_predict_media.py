@@ -78,6 +78,8 @@ def test_one_recording_never_extracted_gets_a_label_and_class_probabilities(demo
     for modality in ("audio", "text"):
         run_extraction(manifest, store, modality, progress=False)
     by_store = predict(demo_checkpoint, store)
+    assert set(by_store.to_json()) == {"classes", "checkpoint", "predictions"}, "--store output keeps its format"
+    assert set(by_store.predictions[0].to_json()) == {"utt_id", "pred", "probs"}
     by_media = predict_media(demo_checkpoint, audio=wav, text=SAID)
     assert isinstance(by_media, PredictionResult) and by_media.extracted == {"audio": 0, "text": 0}
     assert by_media.predictions[0].probs == pytest.approx(by_store.predictions[0].probs, abs=1e-6)
