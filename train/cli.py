@@ -133,32 +133,69 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
 
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False), help="A fold's output folder (model.pt + config.json).")
-@click.option("--store", required=True, multiple=True, help="The feature store(s) holding the utterances to label; repeat for one per modality.")
-@click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False), help="Label this manifest's utterances (default: every utterance of the store's sets).")
+@click.option("--store", multiple=True, help="The feature store(s) holding the utterances to label; repeat for one per modality.")
+@click.option("--manifest", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Label this manifest's utterances: from --store, or without it from their recordings (extracted as the checkpoint's were).")
+@click.option("--audio", default=None, type=click.Path(exists=True, dir_okay=False), help="One recording to label: its audio file.")
+@click.option("--video", default=None, type=click.Path(exists=True, dir_okay=False), help="Its video file (checkpoints with a video input).")
+@click.option("--text", default=None, help="Its transcript (checkpoints with a text input).")
+@click.option("--cache", default=None, type=click.Path(file_okay=False),
+              help="Where features made from recordings are kept and reused [default: predict-cache beside the checkpoint folder].")
+@click.option("--encoder", "encoders", multiple=True,
+              help="[MODALITY=]SPEC: the encoder again where the checkpoint names only its folder, e.g. audio=hf:models/wav2vec2-base.")
+@click.option("--weights", multiple=True, help="[MODALITY=]FILE: the weights file given to `extract run --weights`.")
+@click.option("--trust-pickle", is_flag=True, help="Allow a pickled (.pt/.pth) --weights file: only for files you trust.")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Write the predictions to FILE.csv or FILE.json.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as one JSON object on stdout.")
 @_domain_errors
-def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, out_file: str | None, batch_size: int, device: str,
-            as_json: bool) -> None:
-    """Label utterances with a trained checkpoint, from their cached features.
+def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio: str | None, video: str | None,
+            text: str | None, cache: str | None, encoders: tuple[str, ...], weights: tuple[str, ...], trust_pickle: bool,
+            out_file: str | None, batch_size: int, device: str, as_json: bool) -> None:
+    """Label utterances with a trained checkpoint, from features or recordings.
 
-    Without --out, prints each utterance's predicted class and probability; --out writes
-    every class's probability to the file and prints how many utterances went to each class."""
+    With --store, labels the features there. Without it, labels recordings never extracted
+    (a --manifest, or one recording: --audio [--video] [--text]): extracts exactly what the
+    checkpoint was trained on into --cache, and refuses an encoder that differs from training.
+    Without --out, prints each utterance's predicted class and probability (from recordings:
+    every class's); --out writes every class's probability to the file and prints how many
+    utterances went to each class. Exit code 3 when some recordings could not be labelled."""
     from collections import Counter
 
-    from train.predict import predict as run_predict, write_predictions
+    from train.media import encoder_sources, trained_sets
+    from train.predict import load_checkpoint, predict as run_predict, predict_media, write_predictions
 
-    result = run_predict(checkpoint, list(store), manifest, batch_size=batch_size, device=device)
-    predictions = result["predictions"]
+    one = audio is not None or video is not None or text is not None
+    if one and (store or manifest):
+        raise click.ClickException("--audio/--video/--text label one recording: leave out --store and --manifest")
+    sources = None
+    if encoders or weights or trust_pickle:
+        sources = encoder_sources(trained_sets(load_checkpoint(checkpoint)[0], checkpoint), encoders, weights, trust_pickle)
+    common = {"cache": cache, "sources": sources, "batch_size": batch_size, "device": device}
+    if one:
+        result = predict_media(checkpoint, audio=audio, video=video, text=text, progress=True, **common)
+    else:
+        result = run_predict(checkpoint, list(store) or None, manifest, progress=not store, **common)
+    predictions = result.predictions
     if out_file:
         write_predictions(result, out_file)
-        counts = Counter(p["pred"] for p in predictions)
-        text = (f"labelled {len(predictions)} utterances: "
+        counts = Counter(p.pred for p in predictions)
+        shown = (f"labelled {len(predictions)} utterances: "
                 + ", ".join(f"{label} {counts[label]}" for label in sorted(counts))
                 + f"; predictions and class probabilities written to {out_file}")
     else:
-        text = "\n".join(f"{p['utt_id']}\t{p['pred']}\t{max(p['probs'].values()):.3f}" for p in predictions)
+        if result.cache is None:
+            shown = "\n".join(f"{p.utt_id}\t{p.pred}\t{max(p.probs.values()):.3f}" for p in predictions)
+        else:
+            shown = "\n".join(f"{p.utt_id}\t{p.pred}\t" + "  ".join(f"{c} {v:.3f}" for c, v in sorted(p.probs.items(), key=lambda cv: -cv[1]))
+                             for p in predictions)
         print(f"{len(predictions)} utterances labelled", file=sys.stderr)
-    _emit(result, as_json, text)
+    if result.cache is not None:
+        print("features: " + ", ".join(f"{m} {result.extracted[m]} extracted, {result.reused[m]} from the cache"
+                                      for m in result.extracted) + f" ({result.cache})", file=sys.stderr)
+        for f in result.failures:
+            print(f"not labelled: {f.utt_id} [{f.modality} {f.stage}] {f.message}", file=sys.stderr)
+    _emit(result.to_json(), as_json, shown)
+    if result.failures:
+        raise SystemExit(3)

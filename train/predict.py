@@ -1,22 +1,28 @@
-"""Label utterances with a trained fold's checkpoint, from their cached features.
+"""Label utterances with a trained fold's checkpoint, from cached features or from recordings.
 
 The store's sets must hold features made the same way as those the checkpoint was
 trained on (encoder, weights, layers, preprocessing, dtype, dim); only the manifest
 they were extracted from may differ, so that new recordings can be labelled.
+Recordings never extracted are labelled through :mod:`train.media`, which makes their
+features exactly so, into a cache it reuses.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from manifests import Utterance
 from train.config import TrainConfig
-from train.data import DataError, FeatureData, find_sets, iter_batches, load_features, load_set, open_stores
+from train.data import DataError, FeatureData, as_rows, find_sets, iter_batches, load_features, load_set, open_stores
+from train.media import DEFAULT_CACHE, EncoderSource, MediaFailure
 from train.model import ModelConfig, build_model
 from train.report import CHECKPOINT, CHECKPOINT_CONFIG, write_csv, write_json
 
@@ -44,11 +50,82 @@ def _check_features(meta: dict[str, Any], fs, where: str, modality: str) -> None
                 f"Extract the recordings with the checkpoint's encoder settings (its config.json, \"sets\")")
 
 
-def predict(checkpoint: str | os.PathLike, store, manifest=None, *, batch_size: int = 64,
-            device: str = "cpu") -> dict[str, Any]:
-    """``{"classes": [...], "predictions": [{"utt_id", "pred", "probs": {class: p}, ["label"]}]}``
-    for every utterance of ``manifest`` or, without one, of the store's sets (which must then
-    hold the same utterances)."""
+@dataclass(frozen=True)
+class Prediction:
+    """One utterance's predicted class, every class's probability, and its label when the manifest gives one."""
+
+    utt_id: str
+    pred: str
+    probs: Mapping[str, float]
+    label: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        row = {"utt_id": self.utt_id, "pred": self.pred, "probs": dict(self.probs)}
+        if self.label is not None:
+            row["label"] = self.label
+        return row
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What :func:`predict` and :func:`predict_media` give.
+
+    From recordings, ``cache`` is the cache folder, ``extracted`` and ``reused`` count per
+    modality the recordings extracted by this call and found in the cache, and ``failures``
+    lists the recordings that could not be labelled (their features could not be made).
+    """
+
+    classes: tuple[str, ...]
+    checkpoint: str
+    predictions: tuple[Prediction, ...]
+    cache: str | None = None
+    extracted: Mapping[str, int] = field(default_factory=dict)
+    reused: Mapping[str, int] = field(default_factory=dict)
+    failures: tuple[MediaFailure, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"classes": list(self.classes), "checkpoint": self.checkpoint,
+                "predictions": [p.to_json() for p in self.predictions]}
+        if self.cache is not None:
+            data |= {"cache": self.cache, "extracted": dict(self.extracted), "reused": dict(self.reused),
+                     "failures": [f.to_json() for f in self.failures]}
+        return data
+
+
+def _classify(meta: dict[str, Any], state: dict[str, torch.Tensor], data: FeatureData, labels: Sequence[str | None] | None,
+              batch_size: int, device: str) -> tuple[Prediction, ...]:
+    model = build_model(ModelConfig.from_json(meta["train"]["model"]), data.specs(), len(meta["classes"]))
+    model.load_state_dict(state)
+    model.to(device).eval()
+    classes = meta["classes"]
+    probs = np.zeros((len(data.ids), len(classes)), dtype=np.float32)
+    with torch.no_grad():
+        for batch in iter_batches(data, range(len(data.ids)), batch_size):
+            out = model(batch.to(device).inputs)
+            probs[batch.index] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+    return tuple(Prediction(utt_id=utt_id, pred=classes[int(probs[i].argmax())],
+                            probs={c: float(p) for c, p in zip(classes, probs[i])},
+                            label=None if labels is None else labels[i])
+                 for i, utt_id in enumerate(data.ids))
+
+
+def predict(checkpoint: str | os.PathLike, store=None, manifest=None, *, cache: str | os.PathLike | None = None,
+            sources: Mapping[str, EncoderSource] | None = None, batch_size: int = 64, device: str = "cpu",
+            progress: bool = False) -> PredictionResult:
+    """Label every utterance of ``manifest`` or, without one, of the store's sets (which must then
+    hold the same utterances).
+
+    Without ``store``, the manifest's recordings are labelled from their media: see
+    :func:`predict_rows` (``cache``, ``sources``)."""
+    if store is None or (not isinstance(store, (str, os.PathLike)) and not store):
+        if manifest is None:
+            raise DataError("give the feature store(s) to label (--store), or recordings: a manifest (--manifest) "
+                            "or one recording (--audio, --video, --text)")
+        return predict_rows(checkpoint, as_rows(manifest), cache=cache, sources=sources, batch_size=batch_size,
+                            device=device, progress=progress)
+    if cache is not None or sources:
+        raise DataError("--cache, --encoder and --weights are for labelling recordings; "
+                        "with --store the features are already extracted")
     meta, state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_json(meta["train"])
     modalities = tuple(meta["inputs"])
@@ -59,7 +136,8 @@ def predict(checkpoint: str | os.PathLike, store, manifest=None, *, batch_size: 
             _check_features(meta, fs, where, m)
         sets = {m: fs for m, (fs, _) in found.items()}
         if manifest is not None:
-            data = load_features(manifest, [s for s, _ in stores], cfg.sets, modalities, labelled=False)
+            # Any manifest whose utterances the sets hold: the features were checked above, not the manifest.
+            data = load_features(manifest, [s for s, _ in stores], cfg.sets, modalities, labelled=False, check_hash=False)
             labels = [r.label for r in data.rows]
         else:
             ids = list(sets[modalities[0]].ids)
@@ -70,35 +148,77 @@ def predict(checkpoint: str | os.PathLike, store, manifest=None, *, batch_size: 
             data = FeatureData(ids=ids, rows=None, classes=(), labels=None,
                                modalities={m: load_set(fs, ids, cfg.sets[m]) for m, fs in sets.items()})
             labels = None
-    model = build_model(ModelConfig.from_json(meta["train"]["model"]), data.specs(), len(meta["classes"]))
-    model.load_state_dict(state)
-    model.to(device).eval()
-    classes = meta["classes"]
-    probs = np.zeros((len(data.ids), len(classes)), dtype=np.float32)
-    with torch.no_grad():
-        for batch in iter_batches(data, range(len(data.ids)), batch_size):
-            out = model(batch.to(device).inputs)
-            probs[batch.index] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
-    predictions = []
-    for i, utt_id in enumerate(data.ids):
-        row = {"utt_id": utt_id, "pred": classes[int(probs[i].argmax())],
-               "probs": {c: float(p) for c, p in zip(classes, probs[i])}}
-        if labels is not None:
-            row["label"] = labels[i]
-        predictions.append(row)
-    return {"classes": classes, "checkpoint": str(checkpoint), "predictions": predictions}
+    return PredictionResult(classes=tuple(meta["classes"]), checkpoint=str(checkpoint),
+                            predictions=_classify(meta, state, data, labels, batch_size, device))
 
 
-def write_predictions(result: dict[str, Any], path: str | os.PathLike) -> Path:
+def default_cache(checkpoint: str | os.PathLike) -> Path:
+    """The cache folder beside a checkpoint folder, shared by the folds of one run."""
+    return Path(checkpoint).resolve().parent / DEFAULT_CACHE
+
+
+def predict_rows(checkpoint: str | os.PathLike, rows: Sequence[Utterance], *, cache: str | os.PathLike | None = None,
+                 sources: Mapping[str, EncoderSource] | None = None, batch_size: int = 64, device: str = "cpu",
+                 progress: bool = False) -> PredictionResult:
+    """Label recordings never extracted: their features are made as the checkpoint's were
+    (:mod:`train.media`), into ``cache`` (default :func:`default_cache`), and reused from it.
+
+    ``sources`` gives an encoder again per modality (a, t, v) where the checkpoint names only its
+    folder or weights hash. A row label that is empty counts as no label."""
+    from train.media import media_features, trained_sets
+
+    meta, state = load_checkpoint(checkpoint)
+    trained = trained_sets(meta, checkpoint)
+    unknown = sorted(set(sources or {}) - set(trained))
+    if unknown:
+        raise DataError(f"encoders given for {unknown}: the checkpoint's inputs are {sorted(trained)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {device}: torch sees no CUDA device on this machine; use --device cpu")
+    made = media_features(trained, rows, cache if cache is not None else default_cache(checkpoint), sources,
+                          device=device, progress=progress)
+    predictions: tuple[Prediction, ...] = ()
+    if made.rows:
+        data = FeatureData(ids=[r.utt_id for r in made.rows], rows=list(made.rows), classes=(), labels=None,
+                           modalities=dict(made.modalities))
+        predictions = _classify(meta, state, data, [r.label or None for r in made.rows], batch_size, device)
+    return PredictionResult(classes=tuple(meta["classes"]), checkpoint=str(checkpoint), predictions=predictions,
+                            cache=made.cache, extracted=made.extracted, reused=made.reused, failures=made.failures)
+
+
+def predict_media(checkpoint: str | os.PathLike, *, audio: str | os.PathLike | None = None,
+                  video: str | os.PathLike | None = None, text: str | None = None, utt_id: str | None = None,
+                  cache: str | os.PathLike | None = None, sources: Mapping[str, EncoderSource] | None = None,
+                  batch_size: int = 64, device: str = "cpu", progress: bool = False) -> PredictionResult:
+    """Label one recording: give exactly the media the checkpoint was trained on (audio for a, a
+    transcript for t, video for v). ``utt_id`` defaults to the audio (else video) file's stem."""
+    meta, _ = load_checkpoint(checkpoint)
+    needs = {"a": ("audio", audio), "t": ("text", text), "v": ("video", video)}
+    inputs = [m for m in "atv" if m in meta["inputs"]]
+    names = "+".join(needs[m][0] for m in inputs)
+    missing = [f"--{needs[m][0]}" for m in inputs if needs[m][1] is None]
+    extra = [f"--{name}" for m, (name, value) in needs.items() if value is not None and m not in inputs]
+    if missing:
+        raise DataError(f"the checkpoint was trained on {names}: give {', '.join(missing)} too")
+    if extra:
+        raise DataError(f"the checkpoint was trained on {names} only: leave out {', '.join(extra)}")
+    media = Path(audio if audio is not None else video) if audio is not None or video is not None else None
+    row = Utterance(utt_id=utt_id or (media.stem if media is not None else "text"), label="", group="",
+                    audio=str(Path(audio).resolve()) if audio is not None else "", text=text,
+                    video=str(Path(video).resolve()) if video is not None else None)
+    return predict_rows(checkpoint, [row], cache=cache, sources=sources, batch_size=batch_size, device=device,
+                        progress=progress)
+
+
+def write_predictions(result: PredictionResult, path: str | os.PathLike) -> Path:
     """``.json``: the whole result; ``.csv``: utt_id, [label,] pred, one probability column per class."""
     path = Path(path)
     if path.suffix == ".json":
-        return write_json(path, result)
+        return write_json(path, result.to_json())
     if path.suffix != ".csv":
         raise DataError(f"{path}: write predictions to a .csv or a .json file")
-    classes = result["classes"]
-    has_label = any("label" in p for p in result["predictions"])
+    classes = result.classes
+    has_label = any(p.label is not None for p in result.predictions)
     header = ["utt_id", *(["label"] if has_label else []), "pred", *(f"p_{c}" for c in classes)]
-    rows = [[p["utt_id"], *([p.get("label", "")] if has_label else []), p["pred"],
-             *(f"{p['probs'][c]:.6f}" for c in classes)] for p in result["predictions"]]
+    rows = [[p.utt_id, *([p.label or ""] if has_label else []), p.pred,
+             *(f"{p.probs[c]:.6f}" for c in classes)] for p in result.predictions]
     return write_csv(path, header, rows)
