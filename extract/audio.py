@@ -89,22 +89,28 @@ def _check_header(utt_id: str, path: str) -> None:
             "the header is damaged: copy the file again or re-encode it",
         )
     if info.frames / info.samplerate > MAX_AUDIO_SECONDS:
-        raise ExtractError(
-            utt_id, "decode",
-            f"{path}: its header claims {info.frames / info.samplerate:.0f} s of audio, over the {MAX_AUDIO_SECONDS:.0f} s "
-            "an utterance may last; cut the recording into one file per utterance, or check the header",
-        )
+        raise ExtractError(utt_id, "decode", _too_long(path, f"its header claims {info.frames / info.samplerate:.0f} s of audio"))
+
+
+def _too_long(path: str, claim: str) -> str:
+    return (f"{path}: {claim}; an utterance lasts at most {MAX_AUDIO_SECONDS:.0f} s: "
+            "cut the recording into one file per utterance, or check the header")
 
 
 def _decode_ffmpeg(utt_id: str, path: str, sr: int) -> np.ndarray:
     from manifests.media import ffmpeg_exe
 
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
+    # -t: decode at most a second past the bound, so a file claiming days of audio cannot fill memory.
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-t", str(MAX_AUDIO_SECONDS + 1),
+           "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise ExtractError(utt_id, "decode", f"ffmpeg cannot decode {path}: {reason[-1] if reason else 'unknown error'}")
-    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    wave = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if wave.size > MAX_AUDIO_SECONDS * sr:
+        raise ExtractError(utt_id, "decode", _too_long(path, f"it holds more than {MAX_AUDIO_SECONDS:.0f} s of audio"))
+    return wave
 
 
 def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from features import open_store
 from manifests import Utterance, write_manifest
 
 COPY = "copy the model folder again"
+TOO_LONG = "an utterance lasts at most 3600 s: cut the recording into one file per utterance, or check the header"
 
 
 @pytest.fixture()
@@ -136,9 +137,48 @@ def test_absurd_sample_rates_and_durations_are_recorded_failures(tmp_path, wav_w
     assert failures == {
         "one_hz": ("decode", f"{root / 'one_hz.wav'}: its header claims a sample rate of 1 Hz, outside 1000..384000 Hz; {damaged}"),
         "fast": ("decode", f"{root / 'fast.wav'}: its header claims a sample rate of 768000 Hz, outside 1000..384000 Hz; {damaged}"),
-        "long": ("decode", f"{root / 'long.wav'}: its header claims 3601 s of audio, over the 3600 s an utterance may last; "
-                           "cut the recording into one file per utterance, or check the header"),
+        "long": ("decode", f"{root / 'long.wav'}: its header claims 3601 s of audio; {TOO_LONG}"),
     }
     with open_store(str(store)) as opened:
         assert list(opened["audio"].ids) == ["good"]
         assert {f.utt_id for f in opened["audio"].failures()} == set(failures)
+
+
+def test_ffmpeg_decoding_stops_past_the_bound(tmp_path):
+    """Containers soundfile does not read go through ffmpeg, which decodes at most a second past the bound."""
+    import subprocess
+
+    from extract.audio import read_audio
+    from extract.base import ExtractError
+    from manifests.media import ffmpeg_exe
+
+    long = tmp_path / "long.mp3"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "3602",
+                    "-c:a", "libmp3lame", "-b:a", "8k", str(long)], check=True)
+    with pytest.raises(ExtractError) as err:
+        read_audio("u1", str(long), 1000)  # 1 kHz keeps the decoded bound (3.6 M samples) small
+    assert str(err.value) == f"u1: decode: {long}: it holds more than 3600 s of audio; {TOO_LONG}"
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"utt_id": "a\\u0000b", "label": "neu", "group": "1", "audio": "a.wav"}',
+     "field 'utt_id' 'a\\x00b' holds control character(s) U+0000 (NUL, tab, newline...): remove them"),
+    ('{"utt_id": "", "label": "neu", "group": "1", "audio": "a.wav"}',
+     "field 'utt_id' must be an utterance id: a non-empty string, got ''"),
+    ('{"utt_id": 12, "label": "neu", "group": "1", "audio": "a.wav"}',
+     "field 'utt_id' must be an utterance id: a non-empty string, got 12 (a number)"),
+    ('{"utt_id": "u1", "label": "neu", "group": "1", "audio": 5}',
+     "utterance 'u1': field 'audio' must be a file path (a string), got 5 (a number)"),
+    ('{"utt_id": "u1", "label": null, "group": "1", "audio": "a.wav"}',
+     "utterance 'u1': field 'label' must be a label: a non-empty string, got null"),
+    ('{"utt_id": "u1", "label": "neu", "group": "1", "audio": "a.wav", "start": "soon"}',
+     "utterance 'u1': field 'start' must be a number of seconds >= 0 or null, got 'soon' (a string)"),
+])
+def test_extract_run_refuses_a_bad_manifest_line_before_opening_the_store(tmp_path, line, message):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"utt_id": "u0", "label": "neu", "group": "1", "audio": "u0.wav"}\n' + line + "\n", encoding="utf-8")
+    store = tmp_path / "a.h5"
+    result = CliRunner().invoke(cli, ["run", "--modality", "audio", "--manifest", str(manifest), "--store", str(store)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {manifest}:2: {message}; fix this line of the manifest\n"
+    assert not store.exists()

@@ -78,3 +78,17 @@ def test_one_class_manifest_names_the_manifest_and_the_label_field(tmp_path, mak
     )
     with pytest.raises(DataError, match="^the manifest: every one of its 2 utterances has the label 'sad'"):
         class_list([dataclasses.replace(r, label="sad") for r in rows[:2]])
+
+
+def test_train_cv_names_a_null_label_by_file_and_line(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"utt_id": "u0", "label": "neu", "group": "1", "audio": "u0.wav"}\n'
+                        '{"utt_id": "u1", "label": null, "group": "1", "audio": "u1.wav"}\n', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["cv", "--manifest", str(manifest), "--store", str(tmp_path / "none.h5"),
+                                      "--out", str(tmp_path / "out"), *TINY])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {manifest}:2: utterance 'u1': field 'label' must be a label: a non-empty string, got null; "
+        "fix this line of the manifest\n"
+    )
+    assert not (tmp_path / "out").exists()
