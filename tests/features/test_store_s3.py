@@ -108,3 +108,67 @@ def test_extracting_into_s3_is_refused_before_anything_is_written(s3, tmp_path):
     )
     s3.invalidate_cache()
     assert s3.ls(BUCKET) == []
+
+
+def _remote_files(s3, key: str) -> list[str]:
+    s3.invalidate_cache()
+    return sorted(p[len(f"{BUCKET}/{key}/"):] for p in s3.find(f"{BUCKET}/{key}"))
+
+
+def _local_files(path) -> list[str]:
+    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+
+
+def test_extract_locally_then_upload_then_read_from_s3(tmp_path, s3):
+    """The way to extract into S3: `extract run` into a path, `features upload` it; a rerun uploads what changed."""
+    import soundfile
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        soundfile.write(root / f"u{i}.wav", (0.1 * rng.standard_normal(8000 + 1600 * i)).astype(np.float32), 16000)
+        rows.append({"utt_id": f"u{i}", "label": "neu" if i % 2 else "ang", "group": str(1 + i % 2), "audio": f"u{i}.wav"})
+    manifest = root / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    local = tmp_path / "lab.zarr"
+    url = f"s3://{BUCKET}/lab.zarr"
+
+    runner = CliRunner()
+    first = runner.invoke(extract_cli, ["run", "--modality", "audio", "--manifest", str(manifest), "--store", str(local), "--limit", "3"])
+    assert first.exit_code == 0, first.output
+    up = runner.invoke(features_cli, ["upload", str(local), url, "--json"])
+    assert up.exit_code == 0, up.output
+    assert json.loads(up.stdout)["removed"] == 0
+    assert _remote_files(s3, "lab.zarr") == _local_files(local)
+    with open_store(url) as remote:
+        assert sorted(remote["audio"].ids) == ["u0", "u1", "u2"]
+
+    second = runner.invoke(extract_cli, ["run", "--modality", "audio", "--manifest", str(manifest), "--store", str(local)])
+    assert second.exit_code == 0, second.output
+    before = _remote_files(s3, "lab.zarr")
+    up = runner.invoke(features_cli, ["upload", str(local), url])
+    assert up.exit_code == 0, up.output
+    stale = set(before) - set(_local_files(local))
+    assert up.stdout.startswith(f"uploaded {len(_local_files(local))} files (")
+    assert up.stdout.endswith(f"; removed {len(stale)} stale file(s)\n")
+    assert _remote_files(s3, "lab.zarr") == _local_files(local)  # segments compacted away locally are gone remotely too
+    with open_store(url) as remote, open_store(str(local)) as here:
+        assert sorted(remote["audio"].ids) == [f"u{i}" for i in range(6)]
+        assert remote["audio"].info == here["audio"].info
+        assert remote["audio"].read_all().data.tobytes() == here["audio"].read_all().data.tobytes()
+
+
+def test_upload_errors_are_messages(tmp_path, s3):
+    runner = CliRunner()
+    result = runner.invoke(features_cli, ["upload", str(tmp_path / "none.zarr"), f"s3://{BUCKET}/x.zarr"])
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: no zarr feature store at {tmp_path / 'none.zarr'}")
+    assert not (tmp_path / "none.zarr").exists()
+    _local_store(tmp_path / "lab.zarr")
+    result = runner.invoke(features_cli, ["upload", str(tmp_path / "lab.zarr"), "https://example.org/lab.zarr"])
+    assert result.exit_code == 1 and result.stderr == "Error: https://example.org/lab.zarr: stores upload to s3:// URLs only\n"
+    result = runner.invoke(features_cli, ["upload", str(tmp_path / "lab.zarr"), "s3://no-such-bucket/lab.zarr"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: uploading {tmp_path / 'lab.zarr'} to s3://no-such-bucket/lab.zarr failed after 0 bytes (")
