@@ -98,7 +98,7 @@ def check_name(value: Any, what: str = "an id") -> str:
         raise ValueError(f"must be {what}: a non-empty string, got {value!r}")
     bad = _control_characters(value)
     if bad:
-        raise ValueError(f"{value!r} holds control character(s) {', '.join(bad)} (NUL, tab, newline...): remove them")
+        raise ValueError(f"({value!r}) holds control character(s) {', '.join(bad)} (NUL, tab, newline...): remove them")
     return value
 
 
@@ -106,7 +106,7 @@ def _path(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a file path (a string), got {_kind(value)}")
     if "\0" in value:
-        raise ValueError(f"{value!r} holds a NUL character, which no file path can: fix the path")
+        raise ValueError(f"({value!r}) holds a NUL character, which no file path can: fix the path")
     return value
 
 

@@ -162,7 +162,7 @@ def test_ffmpeg_decoding_stops_past_the_bound(tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ('{"utt_id": "a\\u0000b", "label": "neu", "group": "1", "audio": "a.wav"}',
-     "field 'utt_id' 'a\\x00b' holds control character(s) U+0000 (NUL, tab, newline...): remove them"),
+     "field 'utt_id' ('a\\x00b') holds control character(s) U+0000 (NUL, tab, newline...): remove them"),
     ('{"utt_id": "", "label": "neu", "group": "1", "audio": "a.wav"}',
      "field 'utt_id' must be an utterance id: a non-empty string, got ''"),
     ('{"utt_id": 12, "label": "neu", "group": "1", "audio": "a.wav"}',

@@ -30,10 +30,10 @@ def _manifest(tmp_path: Path, *rows: dict | str) -> Path:
         ({"utt_id": 7}, "field 'utt_id' must be an utterance id: a non-empty string, got 7 (a number)"),
         ({"utt_id": ""}, "field 'utt_id' must be an utterance id: a non-empty string, got ''"),
         ({"utt_id": "  "}, "field 'utt_id' must be an utterance id: a non-empty string, got '  '"),
-        ({"utt_id": "a\u0000b"}, "field 'utt_id' 'a\\x00b' holds control character(s) U+0000 (NUL, tab, newline...): remove them"),
-        ({"utt_id": "a\nb"}, "field 'utt_id' 'a\\nb' holds control character(s) U+000A (NUL, tab, newline...): remove them"),
+        ({"utt_id": "a\u0000b"}, "field 'utt_id' ('a\\x00b') holds control character(s) U+0000 (NUL, tab, newline...): remove them"),
+        ({"utt_id": "a\nb"}, "field 'utt_id' ('a\\nb') holds control character(s) U+000A (NUL, tab, newline...): remove them"),
         ({"audio": 3}, "utterance 'u1': field 'audio' must be a file path (a string), got 3 (a number)"),
-        ({"audio": "a\u0000.wav"}, "utterance 'u1': field 'audio' 'a\\x00.wav' holds a NUL character, which no file path can: fix the path"),
+        ({"audio": "a\u0000.wav"}, "utterance 'u1': field 'audio' ('a\\x00.wav') holds a NUL character, which no file path can: fix the path"),
         ({"video": ["x.mp4"]}, "utterance 'u1': field 'video' must be a file path (a string), got ['x.mp4'] (a list)"),
         ({"label": None}, "utterance 'u1': field 'label' must be a label: a non-empty string, got null"),
         ({"label": ""}, "utterance 'u1': field 'label' must be a label: a non-empty string, got ''"),
@@ -131,10 +131,10 @@ def test_csv_control_characters_and_empty_ids_are_named_by_row(tmp_path):
         parse_csv(table, id_col="id", audio_col="path", label_col="emotion", group_col="actor")
     assert str(err.value) == (
         f"{table}: 4 problem(s); fix the table or the files (relative paths are read from {tmp_path}):\n"
-        "  row 2 (a\x00): column 'id' 'a\\x00' holds control character(s) U+0000 (NUL, tab, newline...): remove them\n"
-        "  row 3 (b): column 'emotion' 'n\\x07eu' holds control character(s) U+0007 (NUL, tab, newline...): remove them\n"
+        "  row 2 (a\x00): column 'id' ('a\\x00') holds control character(s) U+0000 (NUL, tab, newline...): remove them\n"
+        "  row 3 (b): column 'emotion' ('n\\x07eu') holds control character(s) U+0007 (NUL, tab, newline...): remove them\n"
         "  row 4 (no id): empty 'id'\n"
-        "  row 5 (c): column 'actor' '\\x1b' holds control character(s) U+001B (NUL, tab, newline...): remove them"
+        "  row 5 (c): column 'actor' ('\\x1b') holds control character(s) U+001B (NUL, tab, newline...): remove them"
     )
 
 
