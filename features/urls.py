@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from typing import Any
 
 from features.base import StoreError
@@ -32,23 +33,30 @@ ALLOWED_SCHEMES: dict[str, tuple[str, str] | None] = {
 OPTIONS_ENV = "EMOCACHE_STORAGE_OPTIONS"
 
 
+# A scheme as RFC 3986 spells it, then "://", or "::" for an fsspec chain (filecache::s3://...).
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)(://|::)")
+
+
 def url_scheme(location: str) -> str | None:
     """The scheme of ``location`` (lower case) when it is a URL or an fsspec chain, else None (a path)."""
-    if "://" not in location and "::" not in location:
-        return None
-    return location.split("://", 1)[0].lower() if "://" in location else location.split("::", 1)[0].lower()
+    match = _URL.match(location)
+    return None if match is None else match.group(1).lower()
 
 
 def is_remote(location: str) -> bool:
     """Whether ``location`` is read through fsspec: True for http(s)/s3 URLs, False for paths and ``file://``.
 
-    Any other scheme, or a missing package for an allowed one, is a :class:`StoreError`
-    naming the allowed schemes or the install command."""
-    scheme = url_scheme(location)
-    if scheme is None:
+    Any other scheme, an fsspec chain, or a missing package for an allowed scheme is a
+    :class:`StoreError` naming the allowed schemes or the install command."""
+    match = _URL.match(location)
+    if match is None:
         return False
-    if scheme not in ALLOWED_SCHEMES or "::" in location:
-        allowed = ", ".join(f"{s}://" for s in ALLOWED_SCHEMES)
+    scheme = match.group(1).lower()
+    allowed = ", ".join(f"{s}://" for s in ALLOWED_SCHEMES)
+    if match.group(2) == "::":
+        raise StoreError(f"{location}: fsspec URL chains ({scheme}::...) are not supported for feature stores; "
+                         f"use a local path or one of {allowed}")
+    if scheme not in ALLOWED_SCHEMES:
         raise StoreError(
             f"{location}: the URL scheme {scheme!r} is not supported for feature stores; use a local path or one of {allowed}"
         )

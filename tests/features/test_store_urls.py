@@ -22,8 +22,6 @@ ALLOWED = "http://, https://, s3://, file://"
     ("ftp://example.org/lab.zarr", "ftp"),
     ("sftp://example.org/lab.zarr", "sftp"),
     ("reference://lab.zarr", "reference"),
-    ("filecache::file:///tmp/lab.zarr", "filecache::file"),
-    ("simplecache::s3://bucket/lab.zarr", "simplecache::s3"),
     ("GCS://bucket/lab.zarr", "gcs"),
 ])
 def test_unlisted_schemes_are_refused(url, scheme):
@@ -32,6 +30,24 @@ def test_unlisted_schemes_are_refused(url, scheme):
     assert str(err.value) == (
         f"{url}: the URL scheme {scheme!r} is not supported for feature stores; use a local path or one of {ALLOWED}"
     )
+
+
+@pytest.mark.parametrize("url, first", [("filecache::file:///tmp/lab.zarr", "filecache"),
+                                        ("simplecache::s3://bucket/lab.zarr", "simplecache")])
+def test_fsspec_chains_are_refused(url, first):
+    with pytest.raises(StoreError) as err:
+        open_store(url)
+    assert str(err.value) == (
+        f"{url}: fsspec URL chains ({first}::...) are not supported for feature stores; use a local path or one of {ALLOWED}"
+    )
+
+
+def test_paths_that_merely_contain_colons_stay_paths(tmp_path):
+    odd = f"{tmp_path}/a::b/x://y/lab.zarr"
+    assert not is_remote(odd)
+    with open_store(odd, "a") as store:
+        assert store.set_names() == []
+    assert (tmp_path / "a::b" / "x:" / "y" / "lab.zarr" / "zarr.json").is_file()
 
 
 def test_refused_in_the_cli_with_the_exact_message():
