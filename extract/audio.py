@@ -20,7 +20,7 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir, torch_dtype
+from .hf import HFHiddenStates, quiet_transformers, require_file, resolve_model_dir, torch_dtype
 
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 # What a file header may claim before it is believed: telephone speech is 8 kHz, studio
@@ -245,6 +245,7 @@ class HFAudioEncoder(HFHiddenStates, Encoder):
         self._kernels = [int(k) for k in config.conv_kernel]
         self._strides = [int(s) for s in config.conv_stride]
         self._config = config
+        require_file(self.model_dir, "preprocessor_config.json", "the feature extractor's sampling rate and normalisation")
         self._extractor = AutoFeatureExtractor.from_pretrained(self.model_dir, local_files_only=True)
         self.sample_rate = int(self._extractor.sampling_rate)
         self._use_mask = bool(getattr(self._extractor, "return_attention_mask", False))

@@ -81,6 +81,14 @@ def check_model_dir(model_dir: Path) -> Path:
     return model_dir
 
 
+def require_file(model_dir: Path, name: str, what: str) -> None:
+    """Refuse ``model_dir`` when it lacks ``name`` (a feature extractor's or tokenizer's settings)."""
+    if not (model_dir / name).is_file():
+        raise EncoderConfigError(
+            f"{model_dir} has no {name} ({what}): copy it with the model, or save it there with save_pretrained"
+        )
+
+
 def _shards(index: Path) -> list[Path]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]

@@ -58,6 +58,27 @@ def test_a_folder_without_config(roberta_copy, tiny_w2v, tmp_path):
     assert _refused(w2v, "audio").startswith(f"{w2v} has no config.json")
 
 
+def test_a_folder_without_the_extractor_or_tokenizer(roberta_copy, tiny_w2v, tmp_path):
+    w2v = shutil.copytree(tiny_w2v, tmp_path / "w2v")
+    (w2v / "preprocessor_config.json").unlink()
+    assert _refused(w2v, "audio") == (
+        f"{w2v} has no preprocessor_config.json (the feature extractor's sampling rate and normalisation): "
+        "copy it with the model, or save it there with save_pretrained"
+    )
+    (roberta_copy / "tokenizer_config.json").unlink()
+    assert _refused(roberta_copy) == (
+        f"{roberta_copy} has no tokenizer_config.json (the tokenizer's settings): "
+        "copy it with the model, or save it there with save_pretrained"
+    )
+
+
+def test_a_damaged_tokenizer(roberta_copy):
+    (roberta_copy / "tokenizer.json").write_text('{"version": ')
+    assert _refused(roberta_copy) == (
+        f"{roberta_copy}: cannot load its tokenizer (Expecting value: line 1 column 13 (char 12)); {COPY}"
+    )
+
+
 def test_a_damaged_config(roberta_copy):
     (roberta_copy / "config.json").write_bytes(b'{"model_type": "roberta", ')
     assert _refused(roberta_copy).startswith(f"{roberta_copy / 'config.json'} is not a readable JSON file (")
