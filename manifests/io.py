@@ -40,7 +40,9 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     seen: set[str] = set()
     with path.open("rb") as lines:
         for lineno, raw in enumerate(lines, 1):
-            line = decode_line(raw, path, lineno).lstrip("\ufeff") if lineno == 1 else decode_line(raw, path, lineno)
+            line = decode_line(raw, path, lineno)
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a BOM, as Windows editors write
             if not line.strip():
                 continue
             try:

@@ -87,7 +87,8 @@ def _kind(value: Any) -> str:
 
 
 def _control_characters(text: str) -> list[str]:
-    return sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) == "Cc"})
+    # Cs: an unpaired surrogate ("\ud800" in JSON), which no file name or UTF-8 file can hold.
+    return sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cs")})
 
 
 def check_name(value: Any, what: str = "an id") -> str:

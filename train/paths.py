@@ -27,10 +27,10 @@ def encode_component(value: str) -> str:
     """``value`` as one safe path component: never empty, ``.``/``..``, a separator or a NUL.
 
     Names longer than :data:`MAX_COMPONENT` are cut and end in a hash of the whole value."""
-    name = value if _PLAIN.fullmatch(value) and value not in (".", "..") else urllib.parse.quote(value, safe="")
+    name = value if _PLAIN.fullmatch(value) and value not in (".", "..") else urllib.parse.quote(value, safe="", errors="surrogatepass")
     if name in ("", ".", ".."):
         # "%" alone is no encoding of any other value.
-        name = urllib.parse.quote(value, safe="").replace(".", "%2E") or "%"
+        name = urllib.parse.quote(value, safe="", errors="surrogatepass").replace(".", "%2E") or "%"
     if len(name) > MAX_COMPONENT:
         digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         name = f"{name[:MAX_COMPONENT - 17]}~{digest}"

@@ -32,6 +32,7 @@ def _manifest(tmp_path: Path, *rows: dict | str) -> Path:
         ({"utt_id": "  "}, "field 'utt_id' must be an utterance id: a non-empty string, got '  '"),
         ({"utt_id": "a\u0000b"}, "field 'utt_id' ('a\\x00b') holds control character(s) U+0000 (NUL, tab, newline...): remove them"),
         ({"utt_id": "a\nb"}, "field 'utt_id' ('a\\nb') holds control character(s) U+000A (NUL, tab, newline...): remove them"),
+        ({"utt_id": "a\ud800"}, "field 'utt_id' ('a\\ud800') holds control character(s) U+D800 (NUL, tab, newline...): remove them"),
         ({"audio": 3}, "utterance 'u1': field 'audio' must be a file path (a string), got 3 (a number)"),
         ({"audio": "a\u0000.wav"}, "utterance 'u1': field 'audio' ('a\\x00.wav') holds a NUL character, which no file path can: fix the path"),
         ({"video": ["x.mp4"]}, "utterance 'u1': field 'video' must be a file path (a string), got ['x.mp4'] (a list)"),

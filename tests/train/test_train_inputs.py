@@ -21,7 +21,7 @@ HOSTILE = {"1": "../../../ESCAPED", "2": "/tmp/ESCAPED-abs", "3": ".."}
 @pytest.mark.parametrize("value, name", [
     ("1", "1"), ("Ses01F", "Ses01F"), ("spk-03_a.b", "spk-03_a.b"),
     ("../../../ESCAPED", "..%2F..%2F..%2FESCAPED"), ("/abs", "%2Fabs"), ("a\x00b", "a%00b"), ("a\\b", "a%5Cb"),
-    (".", "%2E"), ("..", "%2E%2E"), ("", "%"), ("café", "caf%C3%A9"), ("%2F", "%252F"),
+    ("a\ud800", "a%ED%A0%80"), (".", "%2E"), ("..", "%2E%2E"), ("", "%"), ("café", "caf%C3%A9"), ("%2F", "%252F"),
 ])
 def test_encode_component_keeps_plain_values_and_encodes_the_rest(value, name):
     assert encode_component(value) == name
