@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .io import ManifestError, not_utf8
-from .schema import Utterance, check_name
+from .schema import Utterance, check_name, check_path
 
 
 class CsvCorpusError(ManifestError):
@@ -68,7 +68,8 @@ def parse_csv(
         if empty:
             errors.append(f"{where}: empty {', '.join(repr(c) for c in empty)}")
             continue
-        bad = _bad_names(record, {"id": id_col, "label": label_col, "group": group_col})
+        bad = _bad_names(record, {"id": id_col, "label": label_col, "group": group_col},
+                         [c for c in (audio_col, video_col) if c is not None])
         if bad:
             errors.append(f"{where}: {bad}")
             continue
@@ -108,19 +109,22 @@ def _read_text(table: Path) -> str:
     """The table as text; an error naming the first line that is not UTF-8."""
     data = table.read_bytes()
     try:
-        return data.decode("utf-8-sig")
+        # utf-8, not utf-8-sig: the error's offset then counts from the file's first byte.
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         line_start = data.rfind(b"\n", 0, err.start) + 1
         raise not_utf8(table, data.count(b"\n", 0, err.start) + 1, data[err.start], err.start - line_start + 1) from None
 
 
-def _bad_names(record: dict, columns: dict[str, str]) -> str | None:
-    """The first id/label/group value of ``record`` that holds control characters, as a message."""
-    for what, column in columns.items():
-        try:
+def _bad_names(record: dict, names: dict[str, str], paths: list[str]) -> str | None:
+    """The first id/label/group value of ``record`` with control characters, or path with a NUL, as a message."""
+    try:
+        for what, column in names.items():
             check_name(record[column].strip(), f"a {what}")
-        except ValueError as err:
-            return f"column {column!r} {err}"
+        for column in paths:
+            check_path(record.get(column) or "")
+    except ValueError as err:
+        return f"column {column!r} {err}"
     return None
 
 

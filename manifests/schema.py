@@ -103,7 +103,8 @@ def check_name(value: Any, what: str = "an id") -> str:
     return value
 
 
-def _path(value: Any) -> str:
+def check_path(value: Any) -> str:
+    """A file path: a string without NUL."""
     if not isinstance(value, str):
         raise ValueError(f"must be a file path (a string), got {_kind(value)}")
     if "\0" in value:
@@ -164,7 +165,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "utt_id": lambda v: check_name(v, "an utterance id"),
     "label": lambda v: check_name(v, "a label"),
     "group": _group,
-    "audio": _path,
+    "audio": check_path,
     "corpus": lambda v: check_name(v, "a corpus name"),
     "session": _optional(_session),
     "dialog": _optional(_string),
@@ -175,7 +176,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "end": _optional(_seconds),
     "vad": _optional(_vad),
     "text": _optional(_string),
-    "video": _optional(_path),
+    "video": _optional(check_path),
     "video_side": _optional(_side),
 }
 

@@ -149,3 +149,21 @@ def test_csv_cli_non_utf8_exact_message(tmp_path):
         f"Error: {table}:1: not UTF-8 (byte 0xff at column 22); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 OLD > NEW`)\n"
     )
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_csv_with_a_bom_counts_columns_from_the_first_byte(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"\xef\xbb\xbfid,path\xff\n")
+    with pytest.raises(ManifestError, match=r":1: not UTF-8 \(byte 0xff at column 11\)"):
+        parse_csv(table, id_col="id", audio_col="path", label_col="emotion", group_col="actor")
+
+
+def test_csv_nul_in_a_path_is_named(tmp_path):
+    _clip(tmp_path / "a.wav")
+    table = tmp_path / "t.csv"
+    table.write_text('id,path,emotion,actor\na,"a.wav\x00",hap,1\nb,a.wav,hap,1\n', encoding="utf-8")
+    with pytest.raises(CsvCorpusError) as err:
+        parse_csv(table, id_col="id", audio_col="path", label_col="emotion", group_col="actor")
+    assert str(err.value).endswith(
+        "\n  row 2 (a): column 'path' ('a.wav\\x00') holds a NUL character, which no file path can: fix the path"
+    )
