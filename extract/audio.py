@@ -20,9 +20,13 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir, torch_dtype
+from .hf import HFHiddenStates, quiet_transformers, require_file, resolve_model_dir, torch_dtype
 
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
+# What a file header may claim before it is believed: telephone speech is 8 kHz, studio
+# masters 384 kHz at most; an utterance, or even a whole dialog, lasts far under an hour.
+SAMPLE_RATE_RANGE = (1_000, 384_000)
+MAX_AUDIO_SECONDS = 3600.0
 
 
 @functools.lru_cache(maxsize=65536)
@@ -69,15 +73,44 @@ def _check_wav_complete(utt_id: str, path: str) -> None:
             f.seek(length + (length & 1), os.SEEK_CUR)
 
 
+def _check_header(utt_id: str, path: str) -> None:
+    """Refuse a header whose sample rate or duration no recording has (a damaged or forged header)."""
+    import soundfile
+
+    try:
+        info = soundfile.info(path)
+    except (soundfile.SoundFileError, RuntimeError) as err:
+        raise ExtractError(utt_id, "decode", f"cannot decode {path}: {err}") from err
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= info.samplerate <= high:
+        raise ExtractError(
+            utt_id, "decode",
+            f"{path}: its header claims a sample rate of {info.samplerate} Hz, outside {low}..{high} Hz; "
+            "the header is damaged: copy the file again or re-encode it",
+        )
+    if info.frames / info.samplerate > MAX_AUDIO_SECONDS:
+        raise ExtractError(utt_id, "decode", _too_long(path, f"its header claims {info.frames / info.samplerate:.0f} s of audio"))
+
+
+def _too_long(path: str, claim: str) -> str:
+    return (f"{path}: {claim}; an utterance lasts at most {MAX_AUDIO_SECONDS:.0f} s: "
+            "cut the recording into one file per utterance, or check the header")
+
+
 def _decode_ffmpeg(utt_id: str, path: str, sr: int) -> np.ndarray:
     from manifests.media import ffmpeg_exe
 
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
+    # -t: decode at most a second past the bound, so a file claiming days of audio cannot fill memory.
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-t", str(MAX_AUDIO_SECONDS + 1),
+           "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise ExtractError(utt_id, "decode", f"ffmpeg cannot decode {path}: {reason[-1] if reason else 'unknown error'}")
-    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    wave = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if wave.size > MAX_AUDIO_SECONDS * sr:
+        raise ExtractError(utt_id, "decode", _too_long(path, f"it holds more than {MAX_AUDIO_SECONDS:.0f} s of audio"))
+    return wave
 
 
 def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:
@@ -92,6 +125,7 @@ def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:
         raise ExtractError(utt_id, "decode", f"{path} is an empty file (0 bytes); copy it again from the corpus")
     if Path(path).suffix.lower() in _SOUNDFILE_SUFFIXES:
         _check_wav_complete(utt_id, path)
+        _check_header(utt_id, path)
         try:
             wave, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
         except (soundfile.SoundFileError, RuntimeError) as err:
@@ -211,6 +245,7 @@ class HFAudioEncoder(HFHiddenStates, Encoder):
         self._kernels = [int(k) for k in config.conv_kernel]
         self._strides = [int(s) for s in config.conv_stride]
         self._config = config
+        require_file(self.model_dir, "preprocessor_config.json", "the feature extractor's sampling rate and normalisation")
         self._extractor = AutoFeatureExtractor.from_pretrained(self.model_dir, local_files_only=True)
         self.sample_rate = int(self._extractor.sampling_rate)
         self._use_mask = bool(getattr(self._extractor, "return_attention_mask", False))

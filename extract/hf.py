@@ -6,7 +6,10 @@ when it is already in the local Hugging Face cache, never by downloading.
 """
 from __future__ import annotations
 
+import json
 import os
+import struct
+import zipfile
 from pathlib import Path
 
 from features.provenance import sha256_files
@@ -17,20 +20,23 @@ from .base import EncoderConfigError
 # configs of the model, its feature extractor and its tokenizer.
 _VALUE_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5", ".json", ".txt", ".model")
 _IGNORED_NAMES = {"README.md", ".gitattributes", "LICENSE", "LICENSE.txt"}
+# The weight files transformers' PyTorch models load, and the index of a sharded checkpoint.
+_TORCH_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def resolve_model_dir(arg: str) -> Path:
     """The local folder for ``arg``: a folder path, or a hub id already in the Hugging Face cache."""
     path = Path(arg).expanduser()
     if path.is_dir():
-        return path.resolve()
+        return check_model_dir(path.resolve())
     if path.is_absolute() or arg.startswith((".", "~")) or os.sep + os.sep in arg:
         raise EncoderConfigError(f"no model folder at {arg}: pass a folder written by save_pretrained (hf:/path/to/model)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(arg, local_files_only=True))
+        return check_model_dir(Path(snapshot_download(arg, local_files_only=True)))
     except HFValidationError as err:
         raise EncoderConfigError(f"{arg!r} is neither a model folder nor a Hugging Face hub id: {err}") from err
     except LocalEntryNotFoundError as err:
@@ -39,6 +45,88 @@ def resolve_model_dir(arg: str) -> Path:
             f"download it on a machine with network (`hf download {arg} --local-dir DIR`), "
             f"copy DIR here and pass --encoder hf:DIR"
         ) from err
+
+
+def check_model_dir(model_dir: Path) -> Path:
+    """``model_dir`` if it holds what transformers will load: a config.json and complete weights.
+
+    Checked here so that a half-copied folder gets a message naming the folder and the
+    missing or damaged file, not a traceback from deep inside transformers."""
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise EncoderConfigError(
+            f"{model_dir} has no config.json, so it is not a complete model folder: "
+            "copy the whole folder that save_pretrained wrote (config.json and the weights)"
+        )
+    try:
+        parsed = json.loads(config.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EncoderConfigError(f"{config} is not a readable JSON file ({err}); copy the model folder again") from None
+    if not isinstance(parsed, dict):
+        raise EncoderConfigError(f"{config} holds no JSON object; copy the model folder again")
+    weights = [model_dir / name for name in _TORCH_WEIGHTS if (model_dir / name).is_file()]
+    for index in (model_dir / name for name in _SHARD_INDEXES):
+        if index.is_file():
+            weights += _shards(index)
+    if not weights:
+        raise EncoderConfigError(
+            f"{model_dir} holds no weights ({', '.join(_TORCH_WEIGHTS + _SHARD_INDEXES)}); an encoder never runs with "
+            "random weights: copy the weight files too, or save the model with save_pretrained"
+        )
+    for file in weights:
+        if file.suffix == ".safetensors":
+            _check_safetensors(file)
+        else:
+            _check_torch_zip(file)
+    return model_dir
+
+
+def require_file(model_dir: Path, name: str, what: str) -> None:
+    """Refuse ``model_dir`` when it lacks ``name`` (a feature extractor's or tokenizer's settings)."""
+    if not (model_dir / name).is_file():
+        raise EncoderConfigError(
+            f"{model_dir} has no {name} ({what}): copy it with the model, or save it there with save_pretrained"
+        )
+
+
+def _shards(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise EncoderConfigError(f"{index} is not a readable shard index ({type(err).__name__}: {err}); copy the model folder again") from None
+    missing = [n for n in names if not isinstance(n, str) or not (index.parent / n).is_file()]
+    if missing:
+        raise EncoderConfigError(f"{index.parent} lacks weight shard(s) {missing[:3]} that {index.name} lists; copy the model folder again")
+    return [index.parent / n for n in names]
+
+
+def _check_torch_zip(file: Path) -> None:
+    """Refuse a torch.save zip archive whose end (the zip directory) is missing; old pickles pass through."""
+    with file.open("rb") as f:
+        is_zip = f.read(2) == b"PK"
+    if is_zip and not zipfile.is_zipfile(file):
+        raise EncoderConfigError(f"{file} is truncated or damaged (a zip archive without its directory); copy the model folder again")
+
+
+def _check_safetensors(file: Path) -> None:
+    """Refuse a .safetensors file whose header is unreadable or describes more bytes than the file holds."""
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        head = f.read(8)
+        header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        if header_len is None or header_len > size - 8:
+            raise EncoderConfigError(f"{file} is truncated or damaged ({size} bytes: no complete safetensors header); copy the model folder again")
+        try:
+            header = json.loads(f.read(header_len).decode("utf-8"))
+            ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise EncoderConfigError(f"{file} has a damaged safetensors header ({type(err).__name__}: {err}); copy the model folder again") from None
+    need, have = max(ends, default=0), size - 8 - header_len
+    if need > have:
+        raise EncoderConfigError(
+            f"{file} is truncated: its header describes {need} bytes of tensors, the file holds {have}; copy the model folder again"
+        )
 
 
 def model_files_sha256(model_dir: Path) -> str:

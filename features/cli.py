@@ -202,6 +202,30 @@ def consolidate(store: str) -> None:
     click.echo(f"consolidated {store}")
 
 
+@cli.command("upload")
+@click.argument("store")
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def upload(store: str, url: str, as_json: bool) -> None:
+    """Publish the local Zarr STORE to URL (s3://bucket/key.zarr).
+
+    Data goes first and the metadata last, so readers never see it half-done.
+    Stores are written locally (extract into a path), then uploaded with this command;
+    the S3 endpoint and credentials come as for reading (EMOCACHE_STORAGE_OPTIONS, AWS_*).
+    """
+    from features.upload import upload_store
+
+    try:
+        result = upload_store(store, url)
+    except StoreError as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        click.echo(f"uploaded {result.files} files ({result.bytes} bytes) of {store} to {url}; "
+                   f"removed {result.removed} stale file(s)")
+
+
 @cli.command("formats")
 def formats() -> None:
     """List the store back-ends and the suffixes that select them."""

@@ -30,6 +30,7 @@ from features.base import (
 from features.lock import WriterLock
 from features.provenance import Provenance
 from features.ragged import Ragged
+from features.urls import is_remote
 
 DTYPES = ("float16", "float32")
 # A writer commits by itself when its buffer grows past this, so memory stays bounded.
@@ -48,8 +49,8 @@ def open_store(location: str, mode: str = "r") -> "Store":
     if mode not in ("r", "a"):
         raise StoreError(f"invalid store mode {mode!r}: use 'r' (read only) or 'a' (read and write)")
     location = str(location)
+    remote = is_remote(location)
     cls = backend_for(location)
-    remote = "://" in location and not location.startswith("file://")
     if remote and not cls.reads_urls:
         raise StoreError(
             f"{location}: {cls.name} stores are read from a path, not a URL; "

@@ -59,6 +59,7 @@ from features.base import (
     relist_while_compacting,
 )
 from features.durable import fsync_file, fsync_tree, publish, remove_tree
+from features.urls import is_remote, storage_options
 
 _SEGMENT = re.compile(r"^\d{8}$")
 # Bytes per chunk of a segment's data along time (see bench/RESULTS.md).
@@ -93,14 +94,14 @@ class ZarrBackend(Backend):
 
     def __init__(self, location: str, mode: str) -> None:
         super().__init__(location.rstrip("/"), mode)
-        self.remote = "://" in self.location
+        self.remote = is_remote(self.location)
         self.root_path = None if self.remote else Path(self.location)
         self._root: zarr.Group | None = None
         self._arrays: dict[str, Any] = {}
 
     @classmethod
     def exists(cls, location: str) -> bool:
-        if "://" in location:
+        if is_remote(location):
             return True  # opening tells; a static server cannot be listed
         # zarr rewrites the root zarr.json (consolidation) by an atomic rename, so it is never
         # missing from a store; a folder without one is a store being created, or no store.
@@ -137,7 +138,8 @@ class ZarrBackend(Backend):
             try:
                 with _quiet():
                     if self.remote:
-                        self._root = zarr.open_group(self.location, mode="r", use_consolidated=True)
+                        self._root = zarr.open_group(self.location, mode="r", use_consolidated=True,
+                                                     storage_options=storage_options(self.location))
                     else:
                         store = LocalStore(self.root_path, read_only=self.mode == "r")
                         self._root = zarr.open_group(store, mode="r", use_consolidated=False)

@@ -7,11 +7,12 @@ against the table's folder.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
-from .io import ManifestError
-from .schema import Utterance
+from .io import ManifestError, not_utf8
+from .schema import Utterance, check_name, check_path
 
 
 class CsvCorpusError(ManifestError):
@@ -39,7 +40,7 @@ def parse_csv(
     if not table.is_file():
         raise CsvCorpusError(f"{table}: no such file")
     delimiter = "\t" if table.suffix.lower() == ".tsv" else ","
-    with table.open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(_read_text(table), newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         columns = list(reader.fieldnames or [])
         wanted = {"--id-col": id_col, "--audio-col": audio_col, "--label-col": label_col, "--group-col": group_col}
@@ -66,6 +67,11 @@ def parse_csv(
         empty = [name for name in (id_col, audio_col, label_col, group_col) if not (record.get(name) or "").strip()]
         if empty:
             errors.append(f"{where}: empty {', '.join(repr(c) for c in empty)}")
+            continue
+        bad = _bad_names(record, {"id": id_col, "label": label_col, "group": group_col},
+                         [c for c in (audio_col, video_col) if c is not None])
+        if bad:
+            errors.append(f"{where}: {bad}")
             continue
         if utt_id in seen:
             errors.append(f"{where}: id {utt_id!r} already used on row {seen[utt_id]}")
@@ -97,6 +103,29 @@ def parse_csv(
             + "\n  ".join(errors)
         )
     return rows
+
+
+def _read_text(table: Path) -> str:
+    """The table as text; an error naming the first line that is not UTF-8."""
+    data = table.read_bytes()
+    try:
+        # utf-8, not utf-8-sig: the error's offset then counts from the file's first byte.
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        raise not_utf8(table, data.count(b"\n", 0, err.start) + 1, data[err.start], err.start - line_start + 1) from None
+
+
+def _bad_names(record: dict, names: dict[str, str], paths: list[str]) -> str | None:
+    """The first id/label/group value of ``record`` with control characters, or path with a NUL, as a message."""
+    try:
+        for what, column in names.items():
+            check_name(record[column].strip(), f"a {what}")
+        for column in paths:
+            check_path(record.get(column) or "")
+    except ValueError as err:
+        return f"column {column!r} {err}"
+    return None
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -38,14 +38,19 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
         raise ManifestError(f"{path}: no such manifest file; write one with `manifests iemocap`, `manifests csv` or `manifests demo`")
     rows: list[Utterance] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, 1):
+    with path.open("rb") as lines:
+        for lineno, raw in enumerate(lines, 1):
+            line = decode_line(raw, path, lineno)
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a BOM, as Windows editors write
             if not line.strip():
                 continue
             try:
                 row = Utterance.from_json(json.loads(line))
-            except (json.JSONDecodeError, ValueError, TypeError) as err:
-                raise ManifestError(f"{path}:{lineno}: {err}") from err
+            except json.JSONDecodeError as err:
+                raise ManifestError(f"{path}:{lineno}: not valid JSON ({err}); each line must be one JSON object") from None
+            except (ValueError, TypeError) as err:
+                raise ManifestError(f"{path}:{lineno}: {err}; fix this line of the manifest") from None
             if row.utt_id in seen:
                 raise ManifestError(f"{path}:{lineno}: utterance {row.utt_id!r} appears twice")
             seen.add(row.utt_id)
@@ -53,6 +58,21 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     if not rows:
         raise ManifestError(f"{path}: the manifest is empty")
     return rows
+
+
+def decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    """One line of a manifest as text; :class:`ManifestError` naming the line when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, lineno, raw[err.start], err.start + 1) from None
+
+
+def not_utf8(path: Path, lineno: int, byte: int, column: int) -> ManifestError:
+    return ManifestError(
+        f"{path}:{lineno}: not UTF-8 (byte 0x{byte:02x} at column {column}); "
+        "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 OLD > NEW`)"
+    )
 
 
 def _resolve(row: Utterance, base: Path) -> Utterance:

@@ -23,6 +23,7 @@ from train.config import TrainConfig
 from train.data import FeatureData, as_rows, load_features, store_locations
 from train.folds import groups
 from train.loop import train_fold
+from train.paths import child_dir, encode_component
 
 _README_MARKER = "SYNTHETIC"
 
@@ -90,8 +91,8 @@ def _fold_task(cfg_json: dict[str, Any], manifest: str, store: list[str], group:
 
 
 def fold_dir(out_dir: str | os.PathLike | None, group: str) -> Path | None:
-    """Where the fold testing on ``group`` writes its outputs."""
-    return None if out_dir is None else Path(out_dir) / f"fold-{group}"
+    """Where the fold testing on ``group`` writes its outputs: always a folder directly inside ``out_dir``."""
+    return None if out_dir is None else child_dir(out_dir, f"fold-{encode_component(group)}")
 
 
 def run_folds(cfg: TrainConfig, manifest, store, out_dir: Path | None, *, client=None,

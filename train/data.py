@@ -87,17 +87,29 @@ class FeatureData:
         return self.modalities[key].lengths
 
 
-def class_list(rows: Sequence[Utterance]) -> tuple[str, ...]:
-    """The labels present, in SIX_CLASSES order when they are IEMOCAP's, else sorted."""
+def class_list(rows: Sequence[Utterance], source: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The labels present, in SIX_CLASSES order when they are IEMOCAP's, else sorted.
+
+    Training needs two classes or more: a manifest with one is refused, naming ``source``."""
     present = {r.label for r in rows}
+    if len(present) < 2:
+        where = f"{source}" if source is not None else "the manifest"
+        raise DataError(
+            f"{where}: every one of its {len(rows)} utterances has the label {next(iter(present), '')!r} "
+            "(the manifest field 'label', the --label-col of `manifests csv`); training needs at least 2 classes"
+        )
     if present <= set(SIX_CLASSES):
         return tuple(c for c in SIX_CLASSES if c in present)
     return tuple(sorted(present))
 
 
-def as_rows(manifest: str | os.PathLike | Sequence[Utterance]) -> list[Utterance]:
+def as_rows(manifest: str | os.PathLike | Sequence[Utterance], *, labelled: bool = True) -> list[Utterance]:
+    """The manifest's rows; a manifest file read for training (``labelled``) must hold two classes or more."""
     if isinstance(manifest, (str, os.PathLike)):
-        return read_manifest(manifest)
+        rows = read_manifest(manifest)
+        if labelled:
+            class_list(rows, manifest)
+        return rows
     return list(manifest)
 
 
@@ -164,7 +176,7 @@ def load_features(manifest: str | os.PathLike | Sequence[Utterance], store, sets
     """Check, then read each modality's set with one ``read_all`` over the manifest's utterances.
 
     ``store``: a path/URL or open store, or a list of them (each set is looked up in all)."""
-    rows = as_rows(manifest)
+    rows = as_rows(manifest, labelled=labelled)
     loaded: dict[str, ModalityData] = {}
     with ExitStack() as stack:
         feature_sets = find_sets(open_stores(store, stack), sets, modalities)
