@@ -104,11 +104,14 @@ def _control_characters(text: str) -> list[str]:
     return sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cs")})
 
 
-def check_name(value: Any, what: str = "an id") -> str:
-    """A non-empty string without NUL or control characters (ids, labels, groups)."""
+def check_name(value: Any, what: str = "an id", *, empty_ok: bool = False) -> str:
+    """A non-empty string without NUL or control characters (ids, labels, groups).
+
+    ``empty_ok`` lets ``""`` through: the label and group of a recording that
+    `train predict` is to label, which has neither yet."""
     if not isinstance(value, str):
         raise ValueError(f"must be {what}: a non-empty string, got {_kind(value)}")
-    if not value.strip():
+    if not value.strip() and not (empty_ok and value == ""):
         raise ValueError(f"must be {what}: a non-empty string, got {value!r}")
     bad = _control_characters(value)
     if bad:
@@ -145,7 +148,7 @@ def _group(value: Any) -> str:
     # IEMOCAP sessions are often written as numbers; the fold key is their text.
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    return check_name(value, "the fold group (a session, speaker...)")
+    return check_name(value, "the fold group (a session, speaker...)", empty_ok=True)
 
 
 def _session(value: Any) -> int:
@@ -176,7 +179,7 @@ def _side(value: Any) -> str:
 
 _FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "utt_id": lambda v: check_name(v, "an utterance id"),
-    "label": lambda v: check_name(v, "a label"),
+    "label": lambda v: check_name(v, "a label", empty_ok=True),
     "group": _group,
     "audio": check_path,
     "corpus": lambda v: check_name(v, "a corpus name"),

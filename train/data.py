@@ -90,10 +90,16 @@ class FeatureData:
 def class_list(rows: Sequence[Utterance], source: str | os.PathLike | None = None) -> tuple[str, ...]:
     """The labels present, in SIX_CLASSES order when they are IEMOCAP's, else sorted.
 
-    Training needs two classes or more: a manifest with one is refused, naming ``source``."""
+    Training needs two classes or more, and a label on every row: a manifest with one
+    class, or with unlabelled rows (label ``""``, recordings for `train predict`), is
+    refused, naming ``source``."""
+    where = f"{source}" if source is not None else "the manifest"
+    unlabelled = [r.utt_id for r in rows if r.label == ""]
+    if unlabelled:
+        raise DataError(f"{where}: {len(unlabelled)} utterance(s) have an empty label, e.g. {unlabelled[0]!r}; "
+                        "training needs a label on every row (empty labels are for `train predict`)")
     present = {r.label for r in rows}
     if len(present) < 2:
-        where = f"{source}" if source is not None else "the manifest"
         raise DataError(
             f"{where}: every one of its {len(rows)} utterances has the label {next(iter(present), '')!r} "
             "(the manifest field 'label', the --label-col of `manifests csv`); training needs at least 2 classes"

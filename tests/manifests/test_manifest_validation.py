@@ -37,7 +37,7 @@ def _manifest(tmp_path: Path, *rows: dict | str) -> Path:
         ({"audio": "a\u0000.wav"}, "utterance 'u1': field 'audio' ('a\\x00.wav') holds a NUL character, which no file path can: fix the path"),
         ({"video": ["x.mp4"]}, "utterance 'u1': field 'video' must be a file path (a string), got ['x.mp4'] (a list)"),
         ({"label": None}, "utterance 'u1': field 'label' must be a label: a non-empty string, got null"),
-        ({"label": ""}, "utterance 'u1': field 'label' must be a label: a non-empty string, got ''"),
+        ({"label": " "}, "utterance 'u1': field 'label' must be a label: a non-empty string, got ' '"),
         ({"label": 3}, "utterance 'u1': field 'label' must be a label: a non-empty string, got 3 (a number)"),
         ({"group": None}, "utterance 'u1': field 'group' must be the fold group (a session, speaker...): a non-empty string, got null"),
         ({"group": True}, "utterance 'u1': field 'group' must be the fold group (a session, speaker...): a non-empty string, got True (a boolean)"),

@@ -92,3 +92,17 @@ def test_train_cv_names_a_null_label_by_file_and_line(tmp_path):
         "fix this line of the manifest\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_train_cv_refuses_unlabelled_rows_naming_one(tmp_path, make_rows):
+    # An empty label marks a recording for `train predict`; training on it would invent a class.
+    rows = make_rows()
+    rows[3] = dataclasses.replace(rows[3], label="")
+    manifest = write_manifest(rows, tmp_path / "m.jsonl")
+    result = CliRunner().invoke(cli, ["cv", "--manifest", str(manifest), "--store", str(tmp_path / "none.h5"),
+                                      "--out", str(tmp_path / "out"), *TINY])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {manifest}: 1 utterance(s) have an empty label, e.g. {rows[3].utt_id!r}; "
+        "training needs a label on every row (empty labels are for `train predict`)\n"
+    )
