@@ -168,7 +168,7 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
 @_domain_errors
 def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset: str, modalities: str | None,
              sets_text: str | None, val: str | None, seed: int | None, baseline_sets: str | None, as_json: bool) -> None:
-    """The linear probe alone, on the folds `train cv` would use with the same options.
+    """The linear probe alone, on the folds of `train cv`.
 
     Per utterance the mean and std over time of each input set (multi-layer sets: of the layer
     average), standardised on the fold's training rows, then logistic regression."""
