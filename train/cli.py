@@ -1,4 +1,4 @@
-"""`train`: stage 2 on cached features (fold, cv, ablate, predict). Thin over the library."""
+"""`train`: stage 2 on cached features (fold, cv, ablate, baseline, tune, predict). Thin over the library."""
 from __future__ import annotations
 
 import functools
@@ -152,6 +152,33 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
     report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
                           lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets))
     _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
+
+
+@cli.command()
+@_training_options
+@click.option("--space", "space_file", default=None, type=click.Path(dir_okay=False),
+              help="The search space, JSON: field -> [values] or {\"low\", \"high\", \"log\"}. Default: a small space around --preset.")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="How many trials to draw (default: the whole grid when the space is all lists, else 12).")
+@click.option("--scheduler", default=None, help="Run trials on Dask: local:N or tcp://HOST:PORT.")
+@click.option("--test/--no-test", "run_test", default=True, show_default=True,
+              help="Cross-validate the chosen preset once, into OUT/test, after the choice.")
+@_BASELINE_SETS
+@_domain_errors
+def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, space_file: str | None,
+         trials: int | None, scheduler: str | None, run_test: bool, baseline_sets: str | None, **options: Any) -> None:
+    """Choose settings on validation data only, write them as a preset file, then test them once.
+
+    Each trial runs every fold without its test group: scored by the mean over folds of the best
+    validation WF1 (validation carved from the training groups). The best trial becomes OUT/preset.json,
+    which --preset OUT/preset.json accepts; only then is it cross-validated, once, into OUT/test."""
+    from train.report import tune_markdown
+    from train.tune import read_space, run_tune
+
+    space = read_space(space_file) if space_file else None
+    report = run_tune(_config(options), manifest, list(store), out_dir, space=space, n_trials=trials, scheduler=scheduler,
+                      test=run_test, classical=_classical(baseline_sets), note=note)
+    _emit(report, as_json, tune_markdown(report) + f"outputs in {out_dir}")
 
 
 @cli.command()

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -158,13 +158,14 @@ def gather_folds(submitted: list[tuple[str, Any]], *, progress: bool = True, des
 
 def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
            scheduler: str | None = None, note: str | None = None, progress: bool = True,
-           classical: BaselineSpec | None = None) -> dict[str, Any]:
+           classical: BaselineSpec | None = None, client=None) -> dict[str, Any]:
     """Every fold, then mean and std, and the linear probe on the same folds (``report["baseline"]``;
     ``classical``: the probe over those sets too, ``report["classical"]``); with ``out_dir`` also the
-    per-fold outputs and the cv tables and plots."""
+    per-fold outputs and the cv tables and plots. ``client``: a Dask client already open (instead of
+    ``scheduler``)."""
     rows = as_rows(manifest)
     data = None
-    with dask_client(scheduler) as client:
+    with nullcontext(client) if client is not None else dask_client(scheduler) as client:
         if client is None:
             data = load_features(rows, store, cfg.sets, cfg.model.modalities)
         folds = run_folds(cfg, manifest if client else rows, store, Path(out_dir) if out_dir else None,

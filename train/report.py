@@ -241,3 +241,31 @@ def write_baseline(out_dir: Path, report: dict[str, Any]) -> None:
     write_csv(out_dir / "baseline.csv", *baseline_table(report))
     write_text(out_dir / "baseline.md", baseline_markdown(report))
     write_json(out_dir / "baseline.json", report)
+
+
+def tune_markdown(report: dict[str, Any]) -> str:
+    """Every trial with its validation score, the choice, and (when run) the one test of the choice."""
+    names = sorted({k for t in report["trials"] for k in t["params"]})
+    header = ["trial", *names, "val WF1", "median best epoch", "chosen"]
+    chosen = report["chosen"]["number"]
+    rows = [[str(t["number"]), *(f"{t['params'][k]:g}" if isinstance(t["params"][k], float) else str(t["params"][k]) for k in names),
+             pct(t["score"]), f"{t['median_best_epoch']:g}", "yes" if t["number"] == chosen else ""] for t in report["trials"]]
+    text = f"Selection: {report['selection']}. Test folds are not read by any trial.\n\n" + markdown(header, rows)
+    text += f"\nChosen: trial {chosen}, written as the preset file {report['preset']}.\n"
+    if report.get("test"):
+        t = report["test"]
+        b = t["baseline"]
+        text += (f"\nThe choice, tested once ({t['dir']}): ACC {pct(t['mean']['acc'])} +- {pct(t['std']['acc'])}, "
+                 f"WF1 {pct(t['mean']['wf1'])} +- {pct(t['std']['wf1'])}; baseline ACC {pct(b['mean']['acc'])}, "
+                 f"WF1 {pct(b['mean']['wf1'])}; head minus baseline WF1 {interval(b['diff']['wf1'])}.\n")
+        if t.get("classical"):
+            c = t["classical"]
+            text += (f"Classical baseline ACC {pct(c['mean']['acc'])}, WF1 {pct(c['mean']['wf1'])}; "
+                     f"head minus classical WF1 {interval(c['diff']['wf1'])}.\n")
+    return text
+
+
+def write_tune(out_dir: Path, report: dict[str, Any]) -> None:
+    """tune.md and tune.json."""
+    write_text(out_dir / "tune.md", tune_markdown(report))
+    write_json(out_dir / "tune.json", report)
