@@ -167,7 +167,7 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
 @_domain_errors
 def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, space_file: str | None,
          trials: int | None, scheduler: str | None, run_test: bool, baseline_sets: str | None, **options: Any) -> None:
-    """Choose settings on validation data only, write them as a preset file, then test them once.
+    """Choose settings on validation data only, then test the choice once.
 
     Each trial runs every fold without its test group: scored by the mean over folds of the best
     validation WF1 (validation carved from the training groups). The best trial becomes OUT/preset.json,
