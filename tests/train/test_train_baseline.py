@@ -47,6 +47,7 @@ def cv_run(small_corpus, functionals_store, tmp_path_factory):
     result = CliRunner().invoke(cli, ["cv", "--manifest", str(manifest), "--store", str(store), "--store", str(functionals_store),
                                       "--baseline-sets", "a=functionals", "--modalities", "a,t", "--out", str(out), "--json", *TINY])
     assert result.exit_code == 0, result.output
+    assert "classes (4): hap, neu, ang, sad\n" in result.stderr
     return json.loads(result.stdout), out
 
 
