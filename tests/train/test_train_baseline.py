@@ -146,3 +146,27 @@ def test_baseline_command_alone(small_corpus, functionals_store, cv_run, tmp_pat
     assert result.exit_code == 1
     assert result.output == ("Error: --baseline-sets item 'audio': write MODALITY=SET with MODALITY one of ['a', 't', 'v'], "
                              "e.g. a=egemaps-functionals\n")
+
+
+def test_ablation_rows_carry_baseline_reference_and_classical_intervals(small_corpus, functionals_store, tiny_cfg, tmp_path):
+    from train.ablate import run_ablation
+
+    manifest, store, rows = small_corpus
+    report = run_ablation(tiny_cfg.replace(epochs=1), rows, [store, functionals_store], tmp_path, settings=["A", "A+T"],
+                          lambdas=[1.0], progress=False, classical=BaselineSpec({"a": "functionals"}))
+    assert report["reference"] == "A+T" and report["classes"] == ["hap", "neu", "ang", "sad"]
+    a, at = report["rows"]
+    assert a["baseline"]["sets"] == {"a": "audio"} and at["baseline"]["sets"] == {"a": "audio", "t": "text"}
+    assert at["vs_reference"]["wf1"]["mean"] == 0.0
+    assert a["vs_reference"]["wf1"]["mean"] == pytest.approx(a["mean"]["wf1"] - at["mean"]["wf1"])
+    assert a["vs_classical"]["acc"]["mean"] == pytest.approx(a["mean"]["acc"] - report["classical"]["mean"]["acc"])
+    assert a["vs_baseline"] == a["baseline"]["diff"]
+    md = (tmp_path / "ablation.md").read_text()
+    assert ("| setting | ACC | WF1 | WF1 improvised | baseline WF1 | WF1 - baseline | WF1 - classical | WF1 - A+T "
+            "| paper ACC | paper WF1 |") in md
+    d = a["vs_reference"]["wf1"]
+    assert f"| {100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] |" in md
+    assert "95% paired t interval over the folds" in md and "classical: the same probe over a=functionals" in md
+    header = (tmp_path / "ablation.csv").read_text().splitlines()[0]
+    assert header == "setting,ACC,WF1,WF1 improvised,baseline WF1,WF1 - baseline,WF1 - classical,WF1 - A+T,paper ACC,paper WF1"
+    assert json.loads((tmp_path / "A" / "cv.json").read_text())["baseline"]["mean"] == a["baseline"]["mean"]
