@@ -72,6 +72,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     runs = plan(settings, lambdas)
     note = join_notes(synthetic_note(rows), note)
     data = None
+    cache: dict = {}  # pooled sets for the probes, computed once for all settings
     out = Path(out_dir) if out_dir is not None else None
     results = []
     with dask_client(scheduler) as client:
@@ -95,7 +96,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
                 note = join_notes(note, class_note(run_cfg, folds[0]["classes"], progress))
             summary = summarise_folds(folds, folds[0]["classes"], run_cfg, note)
             summary["setting"] = label
-            summary |= baselines(run_cfg, rows, store, folds, None, data)
+            summary |= baselines(run_cfg, rows, store, folds, None, data, cache)
             results.append(summary)
             if out is not None:
                 from train.report import write_cv

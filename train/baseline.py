@@ -58,17 +58,23 @@ def pooled(md: ModalityData) -> np.ndarray:
         s, e = md.offsets[i], md.offsets[i + 1]
         if e <= s:
             continue
-        x = md.data[..., s:e, :].astype(np.float64)
-        if x.ndim == 3:
-            x = x.mean(axis=0)
+        x = md.data[..., s:e, :]
+        x = x.mean(axis=0, dtype=np.float64) if x.ndim == 3 else x.astype(np.float64)
         out[i, :md.dim] = x.mean(axis=0)
         out[i, md.dim:] = x.std(axis=0)
     return out
 
 
-def probe_matrix(data: FeatureData, modalities: Sequence[str]) -> np.ndarray:
-    """The probe's input: the pooled sets of ``modalities`` side by side, (N, sum 2 D_m)."""
-    return np.concatenate([pooled(data.modalities[m]) for m in modalities], axis=1)
+def probe_matrix(data: FeatureData, modalities: Sequence[str], cache: dict | None = None) -> np.ndarray:
+    """The probe's input: the pooled sets of ``modalities`` side by side, (N, sum 2 D_m).
+
+    ``cache``: pooled sets by (modality, set name), kept across the settings of one ablation."""
+    cache = {} if cache is None else cache
+    for m in modalities:
+        key = (m, data.modalities[m].set_name)
+        if key not in cache:
+            cache[key] = pooled(data.modalities[m])
+    return np.concatenate([cache[(m, data.modalities[m].set_name)] for m in modalities], axis=1)
 
 
 def fit_predict(x: np.ndarray, y: np.ndarray, split: Split, seed: int) -> np.ndarray:
@@ -96,14 +102,15 @@ def probe_fold(x: np.ndarray, data: FeatureData, split: Split, seed: int) -> dic
 
 
 def run_probe(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utterance], store, spec: BaselineSpec, *,
-              data: FeatureData | None = None) -> list[dict[str, Any]]:
+              data: FeatureData | None = None, cache: dict | None = None) -> list[dict[str, Any]]:
     """Every fold of ``cfg``'s cross-validation, the probe over ``spec``'s sets; fold JSONs in group order.
 
-    ``data``: features already loaded for the manifest (must hold ``spec``'s modalities under its sets)."""
+    ``data``: features already loaded for the manifest (must hold ``spec``'s modalities under its sets);
+    ``cache``: see :func:`probe_matrix` (only with ``data``)."""
     rows = as_rows(manifest)
     if data is None:
-        data = load_features(rows, store, spec.sets, spec.modalities)
-    x = probe_matrix(data, spec.modalities)
+        data, cache = load_features(rows, store, spec.sets, spec.modalities), None
+    x = probe_matrix(data, spec.modalities, cache)
     return [probe_fold(x, data, split_fold(rows, g, cfg.val, cfg.val_fraction, cfg.seed), cfg.seed)
             for g in groups(rows)]
 
@@ -129,12 +136,13 @@ def input_spec(cfg: TrainConfig) -> BaselineSpec:
 
 
 def baselines(cfg: TrainConfig, rows: list[Utterance], store, head_folds: list[dict[str, Any]] | None,
-              classical: BaselineSpec | None = None, data: FeatureData | None = None) -> dict[str, Any]:
+              classical: BaselineSpec | None = None, data: FeatureData | None = None,
+              cache: dict | None = None) -> dict[str, Any]:
     """``{"baseline": ...}`` (the probe on the run's inputs) and, with ``classical``, ``{"classical": ...}``."""
     spec = input_spec(cfg)
     usable = data if data is not None and all(m in data.modalities and data.modalities[m].set_name == spec.sets[m]
                                               for m in spec.modalities) else None
-    out = {"baseline": summarise(run_probe(cfg, rows, store, spec, data=usable), head_folds, spec)}
+    out = {"baseline": summarise(run_probe(cfg, rows, store, spec, data=usable, cache=cache), head_folds, spec)}
     if classical is not None:
         out["classical"] = summarise(run_probe(cfg, rows, store, classical), head_folds, classical)
     return out

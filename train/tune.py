@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from train.config import ConfigError, TrainConfig
+from train.config import TrainConfig
 from train.data import as_rows, load_features, store_locations
 from train.folds import groups
 from train.loop import train_fold
@@ -134,7 +134,7 @@ def make_trials(base: TrainConfig, space: dict[str, Any], n_trials: int | None =
         params = {k: _plain(point[k], k in integer) for k in sorted(point)}
         try:
             cfg = base.replace(**params)
-        except (ConfigError, TypeError) as err:
+        except (ValueError, TypeError) as err:  # ConfigError, and ModelConfig's own checks
             raise TuneError(f"trial {number} {params}: {err}") from err
         trials.append(Trial(number, params, cfg))
     return trials

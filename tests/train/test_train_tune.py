@@ -38,6 +38,8 @@ def test_trials_come_from_the_grid_or_the_sampler(tiny_cfg):
         make_trials(tiny_cfg, {"lr": {"low": 1e-2, "high": 1e-3}})
     with pytest.raises(TuneError, match=r"trial 0 \{'optimizer': 'lion'\}: optimizer 'lion' is not one of"):
         make_trials(tiny_cfg, {"optimizer": ["lion"]})
+    with pytest.raises(TuneError, match=r"^trial 0 \{'d': 9\}: d=9 must be divisible by heads=2$"):
+        make_trials(tiny_cfg, {"d": [9]})
 
 
 def _garbage_copy(tmp_path, rows, store, group: str):
