@@ -132,30 +132,6 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
 
 @cli.command()
 @_training_options
-@click.option("--settings", default=",".join(SETTINGS), show_default=True, help="Modality settings, comma-separated, e.g. A,T,A+V+T.")
-@click.option("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS), show_default=True, help="Lambdas for the A+V+T setting.")
-@click.option("--scheduler", default=None, help="Run folds on Dask: local:N or tcp://HOST:PORT.")
-@_BASELINE_SETS
-@_domain_errors
-def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
-           scheduler: str | None, baseline_sets: str | None, **options: Any) -> None:
-    """The paper's ablations (Tables 1 and 2) beside the paper's figures.
-
-    Cross-validates every modality setting, and every lambda for A+V+T; each setting stands beside
-    the linear probe on its inputs, and beside the reference setting, with 95% paired intervals."""
-    from train.report import ablation_markdown
-
-    try:
-        lams = [float(x) for x in lambdas.split(",") if x.strip()]
-    except ValueError as err:
-        raise click.ClickException(f"--lambdas {lambdas!r}: give numbers separated by commas, e.g. 0,0.1,1") from err
-    report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
-                          lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets))
-    _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
-
-
-@cli.command()
-@_training_options
 @click.option("--space", "space_file", default=None, type=click.Path(dir_okay=False),
               help="The search space, JSON: field -> [values] or {\"low\", \"high\", \"log\"}. Default: a small space around --preset.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
@@ -206,6 +182,30 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
                    **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads")}})
     report = run_baseline(cfg, manifest, list(store), out_dir, classical=_classical(baseline_sets))
     _emit(report, as_json, baseline_markdown(report) + (f"outputs in {out_dir}" if out_dir else ""))
+
+
+@cli.command()
+@_training_options
+@click.option("--settings", default=",".join(SETTINGS), show_default=True, help="Modality settings, comma-separated, e.g. A,T,A+V+T.")
+@click.option("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS), show_default=True, help="Lambdas for the A+V+T setting.")
+@click.option("--scheduler", default=None, help="Run folds on Dask: local:N or tcp://HOST:PORT.")
+@_BASELINE_SETS
+@_domain_errors
+def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
+           scheduler: str | None, baseline_sets: str | None, **options: Any) -> None:
+    """The paper's ablations (Tables 1 and 2) beside the paper's figures.
+
+    Cross-validates every modality setting, and every lambda for A+V+T; each setting stands beside
+    the linear probe on its inputs, and beside the reference setting, with 95% paired intervals."""
+    from train.report import ablation_markdown
+
+    try:
+        lams = [float(x) for x in lambdas.split(",") if x.strip()]
+    except ValueError as err:
+        raise click.ClickException(f"--lambdas {lambdas!r}: give numbers separated by commas, e.g. 0,0.1,1") from err
+    report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
+                          lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets))
+    _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
 
 
 @cli.command()
