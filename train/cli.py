@@ -135,7 +135,7 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
 @click.option("--space", "space_file", default=None, type=click.Path(dir_okay=False),
               help="The search space, JSON: field -> [values] or {\"low\", \"high\", \"log\"}. Default: lr, d, dropout, weight_decay and epochs (train.tune.DEFAULT_SPACE) on top of --preset.")
 @click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="How many trials to draw (default: the whole grid when the space is all lists, else 12).")
+              help="How many trials to draw (default: the whole grid of a --space of lists, else 12).")
 @click.option("--scheduler", default=None, help="Run trials on Dask: local:N or tcp://HOST:PORT.")
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
               help="Cross-validate the chosen preset once, into OUT/test, after the choice.")

@@ -140,6 +140,14 @@ def make_trials(base: TrainConfig, space: dict[str, Any], n_trials: int | None =
     return trials
 
 
+def plan_trials(base: TrainConfig, space: dict[str, Any] | None, n_trials: int | None) -> list[Trial]:
+    """:func:`make_trials`; without ``space``, ``n_trials`` (default :data:`DEFAULT_TRIALS`) draws of
+    :data:`DEFAULT_SPACE` (whose whole grid, 108 points, would be a long search)."""
+    if space is None:
+        return make_trials(base, DEFAULT_SPACE, n_trials or DEFAULT_TRIALS)
+    return make_trials(base, space, n_trials)
+
+
 def validation_score(result) -> dict[str, Any]:
     """One fold of a trial: its best validation WF1 and the epoch it came at (never a test figure)."""
     curve = [h["val_wf1"] for h in result.history]
@@ -202,14 +210,16 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
              n_trials: int | None = None, scheduler: str | None = None, test: bool = True, classical=None,
              note: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Search, choose on validation scores, write ``OUT/preset.json``, then (``test``) cross-validate the
-    choice once into ``OUT/test``. Writes tune.json and tune.md; returns tune.json's content."""
+    choice once into ``OUT/test``. Writes tune.json and tune.md; returns tune.json's content.
+
+    Without ``space``: :data:`DEFAULT_SPACE`, ``n_trials`` (default :data:`DEFAULT_TRIALS`) draws of it."""
     from train.cv import dask_client, run_cv
     from train.report import write_json, write_tune
 
     if base.val == "none":
         raise TuneError("tuning needs validation data: the base config has val='none'; use --val dialog")
-    space = check_space(space if space is not None else DEFAULT_SPACE)
-    trials = make_trials(base, space, n_trials)
+    trials = plan_trials(base, space, n_trials)
+    space = DEFAULT_SPACE if space is None else space
     with dask_client(scheduler) as client:
         scores = score_trials(trials, manifest if client else as_rows(manifest), store, client=client, progress=progress)
         best, summaries = choose(trials, scores)

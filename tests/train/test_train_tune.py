@@ -16,7 +16,7 @@ from train.baseline import BaselineSpec, run_probe
 from train.cli import cli
 from train.data import load_features
 from train.presets import preset
-from train.tune import TuneError, choose, make_trials, score_trials
+from train.tune import TuneError, choose, make_trials, plan_trials, score_trials
 
 CLASSES = ("hap", "neu", "ang", "sad")
 SPACE = {"lr": [3e-3, 3e-4], "d": [8, 12]}
@@ -32,6 +32,10 @@ def test_trials_come_from_the_grid_or_the_sampler(tiny_cfg):
     assert [t.params for t in sampled] == [t.params for t in make_trials(tiny_cfg, {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
                                                                                       "epochs": {"low": 2, "high": 5}}, 6)]
     assert len(make_trials(tiny_cfg, SPACE, 3)) == 3  # a cut grid is sampled without repeats
+    default = plan_trials(tiny_cfg, None, None)
+    assert len(default) == 12 and len({json.dumps(t.params, sort_keys=True) for t in default}) == 12
+    assert set(default[0].params) == {"lr", "d", "dropout", "weight_decay", "epochs"}
+    assert len(plan_trials(tiny_cfg, SPACE, None)) == 4
     with pytest.raises(TuneError, match=r"^space: 'seed' cannot be searched; searchable fields: \["):
         make_trials(tiny_cfg, {"seed": [0, 1]})
     with pytest.raises(TuneError, match=r"need low < high"):
