@@ -17,6 +17,7 @@ from train.cv import (class_note, dask_client, gather_folds, join_notes, run_fol
                       synthetic_note)
 from train.metrics import paired_difference
 from train.data import as_rows, load_features
+from train.invocation import invocation
 
 SETTINGS = ("A", "T", "V", "A+T", "A+V", "A+V+T")
 LAMBDAS = (0.0, 0.01, 0.1, 1.0, 10.0)
@@ -112,6 +113,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
          **({"vs_classical": paired_difference(r["folds"], extra["folds"])} if extra else {})} for r in results]}
     if extra:
         report["classical"] = extra
+    report["run"] = invocation(manifest, store)
     if out is not None:
         from train.report import write_ablation
 

@@ -1,4 +1,4 @@
-"""`train`: stage 2 on cached features (fold, cv, ablate, baseline, tune, predict). Thin over the library."""
+"""`train`: stage 2 on cached features (fold, cv, ablate, baseline, tune, layers, predict). Thin over the library."""
 from __future__ import annotations
 
 import functools
@@ -182,6 +182,35 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
                    **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads")}})
     report = run_baseline(cfg, manifest, list(store), out_dir, classical=_classical(baseline_sets))
     _emit(report, as_json, baseline_markdown(report) + (f"outputs in {out_dir}" if out_dir else ""))
+
+
+@cli.command()
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="The manifest (JSONL) the store was extracted from.")
+@click.option("--store", required=True, multiple=True, help="A feature store; repeat it for one store per modality.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Write layers.md, .csv, .json, layers.png and report.html here.")
+@click.option("--modality", type=click.Choice(("a", "t", "v")), default="a", show_default=True,
+              help="The modality whose multi-layer set is scanned.")
+@click.option("--preset", default="fast", show_default=True, help=_PRESET_HELP)
+@click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio-layers.")
+@click.option("--val", type=click.Choice(VAL_MODES), default=None, help="The validation mode of the folds (the probe trains on the head's training rows).")
+@click.option("--seed", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@_domain_errors
+def layers(manifest: str, store: tuple[str, ...], out_dir: str, modality: str, preset: str, sets_text: str | None,
+           val: str | None, seed: int | None, as_json: bool) -> None:
+    """The linear probe on each stored layer, on the folds of `train cv`.
+
+    For a set extracted with `extract run --layers all`: per layer, the probe of `train baseline`
+    on that layer alone; the score per layer with its spread over folds (layers.png), beside the
+    probe on the layer average, in layers.md, layers.json and report.html."""
+    from train.layerscan import run_layers
+    from train.report import layers_markdown
+
+    cfg = _config({"preset": preset, "modalities": None, "sets_text": sets_text, "val": val, "seed": seed,
+                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads")}})
+    report = run_layers(cfg, manifest, list(store), out_dir, modality=modality)
+    _emit(report, as_json, layers_markdown(report) + f"outputs in {out_dir}")
 
 
 @cli.command()

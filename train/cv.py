@@ -24,6 +24,7 @@ from train.config import TrainConfig
 from train.baseline import BaselineSpec, baselines
 from train.data import FeatureData, as_rows, load_features, store_locations
 from train.folds import groups
+from train.invocation import invocation
 from train.loop import train_fold
 from train.paths import child_dir, encode_component
 
@@ -174,6 +175,7 @@ def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None 
     notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0]["classes"], progress), note)
     report = summarise_folds(folds, folds[0]["classes"], cfg, notes)
     report |= baselines(cfg, rows, store, folds, classical, data)
+    report["run"] = invocation(manifest, store)
     if out_dir is not None:
         from train.report import write_cv
 

@@ -135,17 +135,75 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fold_layer_weights(out_dir: Path, folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The head's learned layer weights, from each fold's checkpoint in ``out_dir``: per multi-layer
+    input, ``{"set", "layers": hidden-state labels, "folds": [{"group", "weights"}], "mean", "std"}``
+    with ``weights`` the softmax of that fold's LayerSum logits. ``{}`` when no input has several
+    layers, or the folds were run without writing checkpoints."""
+    import numpy as np
+
+    from train.cv import fold_dir
+    from train.layerscan import layer_labels
+
+    dirs = [fold_dir(out_dir, f["group"]) for f in folds]
+    if not dirs or not all((d / CHECKPOINT).is_file() and (d / CHECKPOINT_CONFIG).is_file() for d in dirs):
+        return {}
+    out: dict[str, Any] = {}
+    for f, d in zip(folds, dirs):
+        sets = json.loads((d / CHECKPOINT_CONFIG).read_text(encoding="utf-8"))["sets"]
+        layered = {m: s for m, s in sets.items() if s.get("layers")}
+        if not layered:
+            return {}
+        state = torch.load(d / CHECKPOINT, map_location="cpu", weights_only=True)
+        for m, s in layered.items():
+            key = f"inputs.{m}.layer_sum.logits"
+            if key not in state:
+                raise ValueError(f"{d / CHECKPOINT}: no {key!r} for the {s['layers']}-layer set {s['set']!r}; "
+                                 f"layer keys there: {sorted(k for k in state if 'layer_sum' in k)}")
+            weights = torch.softmax(state[key].double(), dim=0).tolist()
+            entry = out.setdefault(m, {"set": s["set"], "layers": layer_labels(s["provenance"].get("layers"), s["layers"]),
+                                       "folds": []})
+            entry["folds"].append({"group": f["group"], "weights": weights})
+    for entry in out.values():
+        w = np.array([f["weights"] for f in entry["folds"]])
+        entry["mean"], entry["std"] = w.mean(axis=0).tolist(), w.std(axis=0).tolist()
+    return out
+
+
+def layer_weight_tables(weights: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(modality, header, rows) per multi-layer input: each fold's weight per layer, then mean and std."""
+    tables = []
+    for m, entry in weights.items():
+        header = ["fold", *(f"layer {label}" for label in entry["layers"])]
+        rows = [[str(f["group"]), *(f"{w:.3f}" for w in f["weights"])] for f in entry["folds"]]
+        rows += [[stat, *(f"{w:.3f}" for w in entry[stat])] for stat in ("mean", "std")]
+        tables.append((m, header, rows))
+    return tables
+
+
+LAYER_WEIGHTS_TEXT = ("Learned layer weights: the softmax of each fold's LayerSum logits (equal weights, "
+                      "1/L, at the start), read from the fold's checkpoint.")
+
+
 def write_cv(out_dir: Path, report: dict[str, Any]) -> None:
-    """cv.json, folds.csv, folds.md, confusion.png (summed over folds) and folds.png (per-fold bars)."""
-    from train.plots import confusion, fold_bars
+    """cv.json, folds.csv, folds.md, confusion.png (summed over folds), folds.png (per-fold bars) and
+    report.html; for multi-layer inputs also layer_weights.png, after adding the folds' learned layer
+    weights to ``report`` (``report["layer_weights"]``, :func:`fold_layer_weights`)."""
+    from train.html import write_html
+    from train.plots import confusion, fold_bars, layer_weights
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    weights = fold_layer_weights(out_dir, report["folds"])
+    if weights:
+        report["layer_weights"] = weights
+        layer_weights(weights, out_dir / "layer_weights.png")
     header, rows = fold_table(report["folds"], report)
     write_csv(out_dir / "folds.csv", header, rows + comparison_csv(report))
     write_text(out_dir / "folds.md", cv_markdown(report))
     confusion(report["confusion"], report["classes"], out_dir / "confusion.png")
     fold_bars(report["folds"], out_dir / "folds.png")
     write_json(out_dir / "cv.json", report)
+    write_html(out_dir, "cv", report)
 
 
 def cv_markdown(report: dict[str, Any]) -> str:
@@ -159,6 +217,8 @@ def cv_markdown(report: dict[str, Any]) -> str:
         imp = report["improvised"]
         text += ("\nImprovised utterances only (scripted dialogs repeat sentences across sessions, which "
                  "inflates text scores): " + ", ".join(f"{k} {pct(imp['mean'][k])} +- {pct(imp['std'][k])}" for k in SCALARS) + "\n")
+    for m, header, rows in layer_weight_tables(report.get("layer_weights", {})):
+        text += f"\n{LAYER_WEIGHTS_TEXT} Modality {m}, set {report['layer_weights'][m]['set']!r}:\n\n" + markdown(header, rows)
     if report.get("classes"):
         text += f"\nClasses ({len(report['classes'])}): {', '.join(report['classes'])}.\n"
     if report.get("note"):
@@ -210,11 +270,16 @@ def ablation_markdown(report: dict[str, Any]) -> str:
 
 
 def write_ablation(out_dir: Path, report: dict[str, Any]) -> None:
-    """ablation.md, ablation.csv and ablation.json."""
+    """ablation.md, ablation.csv, ablation.json, ablation.png (WF1 per setting) and report.html."""
+    from train.html import write_html
+    from train.plots import setting_bars
+
     header, rows = ablation_table(report)
     write_csv(out_dir / "ablation.csv", header, rows)
     write_text(out_dir / "ablation.md", ablation_markdown(report))
+    setting_bars(report["rows"], out_dir / "ablation.png")
     write_json(out_dir / "ablation.json", report)
+    write_html(out_dir, "ablate", report)
 
 
 def baseline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -243,14 +308,20 @@ def write_baseline(out_dir: Path, report: dict[str, Any]) -> None:
     write_json(out_dir / "baseline.json", report)
 
 
-def tune_markdown(report: dict[str, Any]) -> str:
-    """Every trial with its validation score, the choice, and (when run) the one test of the choice."""
+def tune_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per trial: its settings, validation score, median best epoch, and whether it was chosen."""
     names = sorted({k for t in report["trials"] for k in t["params"]})
     header = ["trial", *names, "val WF1", "median best epoch", "chosen"]
     chosen = report["chosen"]["number"]
     rows = [[str(t["number"]), *(f"{t['params'][k]:g}" if isinstance(t["params"][k], float) else str(t["params"][k]) for k in names),
              pct(t["score"]), f"{t['median_best_epoch']:g}", "yes" if t["number"] == chosen else ""] for t in report["trials"]]
-    text = f"Selection: {report['selection']}. Test folds are not read by any trial.\n\n" + markdown(header, rows)
+    return header, rows
+
+
+def tune_markdown(report: dict[str, Any]) -> str:
+    """Every trial with its validation score, the choice, and (when run) the one test of the choice."""
+    chosen = report["chosen"]["number"]
+    text = f"Selection: {report['selection']}. Test folds are not read by any trial.\n\n" + markdown(*tune_table(report))
     text += f"\nChosen: trial {chosen}, written as the preset file {report['preset']}.\n"
     if report.get("test"):
         t = report["test"]
@@ -266,6 +337,53 @@ def tune_markdown(report: dict[str, Any]) -> str:
 
 
 def write_tune(out_dir: Path, report: dict[str, Any]) -> None:
-    """tune.md and tune.json."""
+    """tune.md, tune.json, trials.png (validation score per trial) and report.html."""
+    from train.html import write_html
+    from train.plots import trial_scores
+
     write_text(out_dir / "tune.md", tune_markdown(report))
+    trial_scores(report["trials"], report["chosen"]["number"], out_dir / "trials.png")
     write_json(out_dir / "tune.json", report)
+    write_html(out_dir, "tune", report)
+
+
+def layers_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """`train layers`: per layer the probe's mean and std over folds, then the layer-average probe."""
+    header = ["layer", "ACC", "WF1", "UA", "macro-F1"]
+    cell = (lambda r, k: f"{pct(r['mean'][k])} +- {pct(r['std'][k])}")
+    rows = [[r["layer"], *(cell(r, k) for k in SCALARS)] for r in report["layers"]]
+    rows.append(["average of layers (the baseline)", *(cell(report["average"], k) for k in SCALARS)])
+    return header, rows
+
+
+def layers_fold_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per layer, each fold's ACC and WF1."""
+    groups = [f["group"] for f in report["layers"][0]["folds"]]
+    header = ["layer", *(f"{k} fold {g}" for g in groups for k in ("ACC", "WF1"))]
+    rows = [[r["layer"], *(pct(f[k]) for f in r["folds"] for k in ("acc", "wf1"))] for r in report["layers"]]
+    return header, rows
+
+
+def layers_markdown(report: dict[str, Any]) -> str:
+    text = (f"Linear probe per layer of set {report['set']!r} (modality {report['modality']}), on the folds of `train cv`: "
+            f"{report['method']}. Mean +- std over folds, test folds; an analysis, not a choice of layer.\n\n")
+    text += markdown(*layers_table(report)) + "\nPer fold:\n\n" + markdown(*layers_fold_table(report))
+    text += f"\nClasses ({len(report['classes'])}): {', '.join(report['classes'])}.\n"
+    if report.get("note"):
+        text = f"> {report['note']}\n\n" + text
+    return text
+
+
+def write_layers(out_dir: Path, report: dict[str, Any]) -> None:
+    """layers.md, layers.csv (per layer and fold), layers.json, layers.png and report.html."""
+    from train.html import write_html
+    from train.plots import layer_scores
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "layers.md", layers_markdown(report))
+    write_csv(out_dir / "layers.csv", ["layer", "fold", *SCALARS, "n_test", "n_train"],
+              [[r["layer"], f["group"], *(pct(f[k]) for k in SCALARS), f["n_test"], f["n_train"]]
+               for r in report["layers"] for f in r["folds"]])
+    layer_scores(report, out_dir / "layers.png")
+    write_json(out_dir / "layers.json", report)
+    write_html(out_dir, "layers", report)

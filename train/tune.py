@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from train.config import TrainConfig
 from train.data import as_rows, load_features, store_locations
 from train.folds import groups
+from train.invocation import invocation
 from train.loop import train_fold
 from train.model import ModelConfig
 
@@ -229,7 +230,7 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
         report: dict[str, Any] = {
             "selection": SELECTION, "space": space, "base": base.to_json(), "n_trials": len(trials),
             "trials": summaries, "chosen": {k: summaries[best][k] for k in ("number", "params", "score", "median_best_epoch")},
-            "preset": str(preset_path),
+            "preset": str(preset_path), "run": invocation(manifest, store),
         }
         write_tune(out, report)
         cv = run_cv(trials[best].config, manifest, store, out / "test", note=note, progress=progress,

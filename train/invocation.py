@@ -1,0 +1,96 @@
+"""How a run was started, recorded in its JSON (``"run"``), and how to start it again.
+
+Under the `train` CLI the command line is rebuilt from click's parsed parameters: every
+option the user gave (not the defaults), in the command's order, shell-quoted. From Python
+there is no command line; the report then shows the Python call, which it always shows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from train.data import store_locations
+
+_GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.PROMPT)
+
+
+def command_line(ctx: click.Context | None = None) -> str | None:
+    """The `train ...` command now running (from the current click context), or None outside the CLI."""
+    ctx = ctx if ctx is not None else click.get_current_context(silent=True)
+    if ctx is None or ctx.command is None:
+        return None
+    root = ctx.find_root()
+    words = ["train" if root.command.name == "cli" else (root.info_name or ""), *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) not in _GIVEN:
+            continue
+        value, opt = ctx.params[param.name], param.opts[0]
+        if param.is_flag and param.secondary_opts:
+            words.append(opt if value else param.secondary_opts[0])
+        elif param.is_flag:
+            words += [opt] if value else []
+        elif param.multiple:
+            for item in value:
+                words += [opt, str(item)]
+        elif value is not None:
+            words += [opt, str(value)]
+    return shlex.join(words)
+
+
+def _location(item: Any) -> str:
+    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(getattr(item, "location", item))
+
+
+def invocation(manifest, store) -> dict[str, Any]:
+    """``{"command", "cwd", "manifest", "stores"}``: the command line (None from Python), the working
+    folder, the manifest's path (or how many rows were given from Python) and the stores' locations."""
+    where = (os.fspath(manifest) if isinstance(manifest, (str, os.PathLike))
+             else f"<{len(manifest)} manifest rows given from Python>")
+    return {"command": command_line(), "cwd": os.getcwd(), "manifest": where,
+            "stores": [_location(s) for s in store_locations(store)]}
+
+
+def _spec(probe: dict[str, Any] | None) -> str:
+    return f"BaselineSpec({probe['sets']!r})" if probe else "None"
+
+
+def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
+    """The Python that runs ``kind`` ("cv", "ablate", "tune", "layers") again into ``out_dir``, with
+    the configuration read back from the run's own JSON."""
+    run = report.get("run") or {}
+    manifest = json.dumps(run.get("manifest", "MANIFEST.jsonl"))
+    stores = json.dumps(run.get("stores", ["STORE"]))
+    out = json.dumps(out_dir)
+    head = ["import json", "from train.config import TrainConfig"]
+    if kind == "cv":
+        head += ["from train.baseline import BaselineSpec", "from train.cv import run_cv",
+                 f"cfg = TrainConfig.from_json(json.load(open({json.dumps(os.path.join(out_dir, 'cv.json'))}))['config'])",
+                 f"run_cv(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))})"]
+    elif kind == "ablate":
+        from train.ablate import slug
+
+        settings = list(dict.fromkeys(r["setting"].split(",")[0] for r in report["rows"]))
+        lambdas = [r["lam"] for r in report["rows"] if len(r["modalities"]) == 3]
+        ref = os.path.join(out_dir, slug(report["reference"]), "cv.json")
+        head += ["from train.ablate import run_ablation", "from train.baseline import BaselineSpec",
+                 f"cfg = TrainConfig.from_json(json.load(open({json.dumps(ref)}))['config'])",
+                 f"run_ablation(cfg, {manifest}, {stores}, {out}, settings={settings!r}, lambdas={lambdas or [1.0]!r}, "
+                 f"classical={_spec(report.get('classical'))})"]
+    elif kind == "tune":
+        tune_json = json.dumps(os.path.join(out_dir, "tune.json"))
+        head += ["from train.tune import run_tune", f"tune = json.load(open({tune_json}))",
+                 f"run_tune(TrainConfig.from_json(tune['base']), {manifest}, {stores}, {out}, space=tune['space'], "
+                 f"n_trials=tune['n_trials'], test={'test' in report})"]
+    elif kind == "layers":
+        layers_json = json.dumps(os.path.join(out_dir, "layers.json"))
+        head += ["from train.layerscan import run_layers",
+                 f"cfg = TrainConfig.from_json(json.load(open({layers_json}))['config'])",
+                 f"run_layers(cfg, {manifest}, {stores}, {out}, modality={report['modality']!r})"]
+    else:
+        raise ValueError(f"no Python call for a run of kind {kind!r}; kinds: cv, ablate, tune, layers")
+    return "\n".join(head) + "\n"
