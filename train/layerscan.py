@@ -51,7 +51,7 @@ def run_layers(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | N
     spec = BaselineSpec({modality: name})
     data = load_features(rows, store, spec.sets, spec.modalities)
     md = data.modalities[modality]
-    if md.layers is None:
+    if (md.layers or 1) < 2:
         raise DataError(f"feature set {name!r} (modality {modality!r}) holds a single layer; `train layers` needs "
                         "a set extracted with several, e.g. `extract run --encoder hf:DIR --layers all`")
     labels = layer_labels(md.provenance.get("layers"), md.layers)
