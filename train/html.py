@@ -39,7 +39,7 @@ thead th { background: #f0f2f5; } tbody tr:nth-child(even) { background: #fafbfc
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; } figcaption { color: #555; font-size: 0.9em; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 12px; }
-code { font-size: 0.95em; }
+code { font-size: 0.95em; } .scroll { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -51,7 +51,8 @@ def table(header: Sequence[Any], rows: Sequence[Sequence[Any]], table_id: str) -
     """An HTML table; ``table_id`` names it (the browser test counts its ``tbody`` rows)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table id="{esc(table_id)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n'
+    # Wide tables (provenance, many folds) scroll inside the page instead of widening it.
+    return f'<div class="scroll"><table id="{esc(table_id)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n'
 
 
 def figure(path: Path, caption: str) -> str:

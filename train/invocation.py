@@ -24,8 +24,11 @@ def command_line(ctx: click.Context | None = None) -> str | None:
     ctx = ctx if ctx is not None else click.get_current_context(silent=True)
     if ctx is None or ctx.command is None:
         return None
+    from train.cli import cli as train_cli
+
     root = ctx.find_root()
-    words = ["train" if root.command.name == "cli" else (root.info_name or ""), *ctx.command_path.split()[1:]]
+    # Under click's test runner the root is named after the function; the installed program is `train`.
+    words = ["train" if root.command is train_cli else (root.info_name or ""), *ctx.command_path.split()[1:]]
     for param in ctx.command.params:
         if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) not in _GIVEN:
             continue

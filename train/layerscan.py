@@ -19,7 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from train import metrics
-from train.baseline import METHOD, BaselineSpec, pooled, probe_fold, run_probe
+from train.baseline import MAX_ITER, BaselineSpec, pooled, probe_fold, run_probe
 from train.baseline import summarise as summarise_probe
 from train.config import TrainConfig
 from train.cv import synthetic_note
@@ -28,6 +28,8 @@ from train.folds import groups, split_fold
 from train.invocation import invocation
 
 FOLD_KEYS = ("group", *metrics.SCALARS, "n_test", "n_train")
+METHOD = ("one layer at a time: mean and std over time, standardised on the training rows, "
+          f"LogisticRegression(C=1, max_iter={MAX_ITER})")
 
 
 def layer_labels(spec: str | None, n_layers: int) -> list[str]:
@@ -64,8 +66,7 @@ def run_layers(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | N
         layers.append({"layer": labels[i], "index": i, "mean": s["mean"], "std": s["std"], "n_test": s["n_test"],
                        "folds": [{k: f[k] for k in FOLD_KEYS} for f in folds]})
     report: dict[str, Any] = {
-        "classes": list(data.classes), "modality": modality, "set": name, "method": METHOD.replace(
-            " (multi-layer sets: over the layer average)", "") + ", on one layer at a time",
+        "classes": list(data.classes), "modality": modality, "set": name, "method": METHOD,
         "layers": layers, "average": summarise_probe(run_probe(cfg, rows, store, spec, data=data), None, spec),
         "sets": {modality: md.describe()}, "config": cfg.to_json(),
     }

@@ -127,6 +127,7 @@ def trial_scores(trials: Sequence[dict[str, Any]], chosen: int, path: Path) -> P
     fig, ax = plt.subplots(figsize=(2.0 + 0.35 * len(trials), 3.5))
     numbers = [t["number"] for t in trials]
     ax.bar(numbers, [t["score"] for t in trials], color=["tab:orange" if n == chosen else "tab:blue" for n in numbers])
+    ax.set_xticks(numbers, [str(n) for n in numbers])
     ax.set_xlabel("trial (orange: chosen)")
     ax.set_ylabel("mean best validation WF1")
     ax.set_ylim(0, 1)
