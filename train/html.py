@@ -33,7 +33,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #dd
 .meta { color: #666; } .note { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
 nav a { margin-right: 1em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f0f2f5; } tbody tr:nth-child(even) { background: #fafbfc; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
