@@ -94,9 +94,16 @@ def page(kind: str, out_dir: Path, report: dict[str, Any], sections: Sequence[tu
 
 # -- parts shared by the kinds ---------------------------------------------------------------------
 
-def fold_configs(out_dir: Path) -> list[dict[str, Any]]:
-    """The config.json of every fold checkpoint in ``out_dir`` (fold-*/), in folder order."""
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out_dir.glob(f"fold-*/{CHECKPOINT_CONFIG}"))]
+def fold_dirs(out_dir: Path, folds: Sequence[dict[str, Any]]) -> list[Path]:
+    """The folders of ``folds`` (fold JSONs) that the run wrote, in fold order."""
+    from train.cv import fold_dir
+
+    return [d for d in (fold_dir(out_dir, f["group"]) for f in folds) if d.is_dir()]
+
+
+def fold_configs(dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """The config.json beside each fold checkpoint."""
+    return [json.loads((d / CHECKPOINT_CONFIG).read_text(encoding="utf-8")) for d in dirs if (d / CHECKPOINT_CONFIG).is_file()]
 
 
 PROVENANCE_FIELDS = ("encoder", "weights_sha256", "layers", "dtype", "manifest_hash", "package_version", "git_commit",
@@ -139,8 +146,8 @@ def reproduce(kind: str, report: dict[str, Any], out_dir: Path) -> str:
     return body + pre(python_call(kind, report, os.fspath(out_dir)))
 
 
-def curves(out_dir: Path) -> str:
-    return "".join(figure(p, f"learning curve, {p.parent.name}") for p in sorted(out_dir.glob("fold-*/learning_curve.png")))
+def curves(dirs: Sequence[Path]) -> str:
+    return "".join(figure(d / "learning_curve.png", f"learning curve, {d.name}") for d in dirs)
 
 
 def cv_results(report: dict[str, Any], prefix: str = "") -> str:
@@ -178,12 +185,13 @@ def layer_weight_section(report: dict[str, Any]) -> str:
 # -- one page per kind -----------------------------------------------------------------------------
 
 def cv_page(out_dir: Path, report: dict[str, Any]) -> str:
-    configs = fold_configs(out_dir)
+    dirs = fold_dirs(out_dir, report["folds"])
+    configs = fold_configs(dirs)
     return page("cv", out_dir, report, [
         ("results", "Results", cv_results(report)),
         ("figures", "Figures", cv_figures(out_dir)),
         ("layer-weights", "Learned layer weights", layer_weight_section(report)),
-        ("curves", "Learning curves", curves(out_dir)),
+        ("curves", "Learning curves", curves(dirs)),
         ("config", "Configuration", pre(report["config"])),
         ("provenance", "Set identities and provenance", provenance(configs[0]["sets"] if configs else {}, configs)),
         ("reproduce", "Reproduce", reproduce("cv", report, out_dir)),
@@ -203,7 +211,8 @@ def ablation_page(out_dir: Path, report: dict[str, Any]) -> str:
                         f"WF1 {pct(c['mean']['wf1'])} +- {pct(c['std']['wf1'])}.")
     results += para("Paper figures: IEMOCAP, 6 classes, leave-one-session-out (the paper's Tables 1 and 2).")
     ref_dir = out_dir / slug(report["reference"])
-    configs = fold_configs(ref_dir)
+    ref_row = next(r for r in report["rows"] if r["setting"] == report["reference"])
+    configs = fold_configs(fold_dirs(ref_dir, ref_row["folds"]))
     links = "<ul>" + "".join(f'<li><a href="{esc(slug(r["setting"]))}/report.html">{esc(r["setting"])}</a>: '
                              f"folds, confusion matrix, learning curves</li>" for r in report["rows"]) + "</ul>\n"
     ref_cv = ref_dir / "cv.json"
@@ -228,6 +237,8 @@ def tune_page(out_dir: Path, report: dict[str, Any]) -> str:
     results += para(f"Chosen: trial {chosen['number']}, written as the preset file {report['preset']} "
                     f"(`--preset {report['preset']}`).")
     test, test_dir = report.get("test"), out_dir / "test"
+    test_cv = test_dir / "cv.json"
+    dirs = fold_dirs(test_dir, json.loads(test_cv.read_text(encoding="utf-8"))["folds"]) if test and test_cv.is_file() else []
     tested = ""
     if test:
         b = test["baseline"]
@@ -241,8 +252,8 @@ def tune_page(out_dir: Path, report: dict[str, Any]) -> str:
                          f"{pct(c['mean']['wf1'])} +- {pct(c['std']['wf1'])}", interval(c["diff"]["wf1"])])
         tested = para(f"The choice, cross-validated once ({test['dir']}; its own report.html is there):")
         tested += table(["", "ACC", "WF1", "head minus this, WF1 (95% paired interval)"], rows, "test")
-        tested += cv_figures(test_dir) + curves(test_dir)
-    configs = fold_configs(test_dir)
+        tested += cv_figures(test_dir) + curves(dirs)
+    configs = fold_configs(dirs)
     preset_file = Path(report["preset"])
     chosen_config = json.loads(preset_file.read_text(encoding="utf-8")) if preset_file.is_file() else None
     return page("tune", out_dir, report, [

@@ -187,15 +187,16 @@ LAYER_WEIGHTS_TEXT = ("Learned layer weights: the softmax of each fold's LayerSu
 
 def write_cv(out_dir: Path, report: dict[str, Any]) -> None:
     """cv.json, folds.csv, folds.md, confusion.png (summed over folds), folds.png (per-fold bars) and
-    report.html; for multi-layer inputs also layer_weights.png, after adding the folds' learned layer
-    weights to ``report`` (``report["layer_weights"]``, :func:`fold_layer_weights`)."""
+    report.html. For multi-layer inputs also layer_weights.png, and the files carry the folds' learned
+    layer weights (``"layer_weights"``, :func:`fold_layer_weights`, read from the checkpoints written
+    here, so ``report`` itself is left as it is: the same run without an output folder gives it too)."""
     from train.html import write_html
     from train.plots import confusion, fold_bars, layer_weights
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = fold_layer_weights(out_dir, report["folds"])
     if weights:
-        report["layer_weights"] = weights
+        report = {**report, "layer_weights": weights}
         layer_weights(weights, out_dir / "layer_weights.png")
     header, rows = fold_table(report["folds"], report)
     write_csv(out_dir / "folds.csv", header, rows + comparison_csv(report))

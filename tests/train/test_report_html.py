@@ -111,6 +111,19 @@ def test_reports_hold_the_baseline_interval_provenance_and_command(runs):
     assert "This run was part of a larger one" in setting
 
 
+def test_text_from_the_run_is_escaped(runs, tmp_path):
+    from train.html import write_html
+
+    root, _, _ = runs
+    shutil.copytree(root / "cv", tmp_path / "cv")
+    report = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    report["note"] = 'a <script>alert("x")</script> & <img src="http://example.org/x.png">'
+    text = write_html(tmp_path / "cv", "cv", report).read_text(encoding="utf-8")
+    assert "<script" not in text and "example.org/x.png\">" not in text
+    assert ('<p class="note">a &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; '
+            '&lt;img src=&quot;http://example.org/x.png&quot;&gt;</p>') in text
+
+
 def _python_call(page: Path) -> str:
     """The Python the report's Reproduce section shows (the last <pre> of the page), unescaped."""
     import html
