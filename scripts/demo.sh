@@ -27,3 +27,5 @@ printf '\n== done in %d s. The corpus is SYNTHETIC: these figures show the pipel
 echo "plots:"
 find "$DEMO/runs" -maxdepth 3 -name '*.png' | sort | sed 's/^/  /'
 echo "table: $DEMO/runs/ablate/ablation.md; per setting: $DEMO/runs/ablate/*/folds.md"
+echo "reports, one page each (open with xdg-open or a file:// URL; no server needed):"
+find "$DEMO/runs" -maxdepth 2 -name report.html | sort | sed 's/^/  /'
