@@ -186,17 +186,31 @@ def rm(store: str, name: str) -> None:
     click.echo(f"deleted set {name!r} from {store}")
 
 
-@cli.command("consolidate")
+@cli.command("compact")
 @click.argument("store")
-def consolidate(store: str) -> None:
-    """Rewrite a Zarr store's consolidated metadata.
+def compact(store: str) -> None:
+    """Finish STORE: lay every set out as one standard group (features/FORMAT.md).
 
-    HTTP and other URL readers see a Zarr store through it; writers refresh it
-    when they close, so run this after a writer was killed.
+    The last writer to close does this itself; run it after parallel parts,
+    or after a writer was killed. An HDF5 store becomes one self-contained
+    file; a Zarr store gets fresh consolidated metadata for URL readers.
+    Refused while any writer of STORE is open.
     """
     try:
         with open_store(store, "a") as s:
-            s.consolidate()
+            s.finish()
+    except StoreError as e:
+        raise _fail(e) from None
+    click.echo(f"finished {store}")
+
+
+@cli.command("consolidate")
+@click.argument("store")
+def consolidate(store: str) -> None:
+    """The same as `features compact STORE` (its name before stores were finished)."""
+    try:
+        with open_store(store, "a") as s:
+            s.finish()
     except StoreError as e:
         raise _fail(e) from None
     click.echo(f"consolidated {store}")
