@@ -53,9 +53,10 @@ def sealed(record: dict[str, Any]) -> dict[str, Any]:
 def parse_json(raw: bytes | str, where: str) -> Any:
     """JSON from ``raw``; StoreError naming ``where`` for bytes that are not UTF-8 JSON."""
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        # h5py hands back undecodable bytes of a string attribute as surrogates: refuse those too.
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw.encode("utf-8").decode("utf-8")
         return json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+    except (UnicodeError, ValueError, RecursionError) as e:
         raise StoreError(f"{where} is damaged: not UTF-8 JSON ({type(e).__name__}: {str(e)[:120]}); restore it from a copy") from None
 
 
