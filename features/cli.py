@@ -107,15 +107,18 @@ def info(store: str, as_json: bool) -> None:
 @cli.command("verify")
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(store: str, as_json: bool) -> None:
-    """Recompute every utterance's checksum.
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Also check that every utterance of this manifest is in every set.")
+def verify(store: str, as_json: bool, manifest: str | None) -> None:
+    """Recompute every utterance's checksum and check the store's structure.
 
-    Prints one line per missing, corrupt or conflicting utterance
-    (set, id, kind, detail) and exits 3 if there is any.
+    Every set the store lists must open, with all its segments and records.
+    Prints one line per missing, corrupt, conflicting or (with --manifest)
+    absent utterance, or unreadable set (set, id, kind, detail), and exits 3
+    if there is any.
     """
     try:
         with tqdm(desc="verify", unit="utt", disable=as_json, leave=False) as bar:
-            report = verify_store(store, progress=bar.update)
+            report = verify_store(store, progress=bar.update, manifest=manifest)
     except StoreError as e:
         raise _fail(e) from None
     if as_json:

@@ -256,7 +256,9 @@ class ZarrBackend(Backend):
             before = self._inode(name)
             try:
                 attrs = self._attrs(name) or {}
-                out = [self._finished_segment(name, attrs)] if "index_sha256" in attrs else []
+                # Finished when it has data of its own; its record must then say so, or it is damage.
+                finished = "index_sha256" in attrs or "data" in self._children(name)
+                out = [self._finished_segment(name, attrs)] if finished else []
                 parts = self._children(f"{name}/parts")
                 out += [segment for part in parts if not part.startswith(".")
                         for segment in relist_while_compacting(f"{name}/parts/{part}", self._part_segments)]
@@ -477,7 +479,10 @@ class ZarrBackend(Backend):
         part_dir = self.root_path / name / "parts" / part
         if part_dir.is_dir():
             for entry in part_dir.glob(".tmp-*"):
-                shutil.rmtree(entry, ignore_errors=True)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def cleanup_store(self) -> None:
         # zarr writes every file as NAME.<uuid>.partial, then renames it: a kill leaves the partial.
