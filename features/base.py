@@ -171,12 +171,6 @@ class Backend(ABC):
         """Parts of set ``name`` that writers made on disk (with or without segments; never the finished one)."""
 
     @abstractmethod
-    def delete_set(self, name: str) -> None:
-        """Remove what writers added to set ``name`` (its record and parts) atomically; its finished
-        data goes in the ``write_finished`` call that follows, which gets ``name`` in ``removed``.
-        The caller holds the writers' lock exclusive."""
-
-    @abstractmethod
     def delete_segment(self, name: str, segment: Segment) -> None:
         """Remove a covered segment (the caller holds its part's lock)."""
 

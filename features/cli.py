@@ -10,7 +10,7 @@ import json
 import click
 from tqdm import tqdm
 
-from features.base import StoreError, backends
+from features.base import FINISHED_PART, StoreError, backends
 from features.convert import convert as convert_store
 from features.convert import merge as merge_stores
 from features.store import open_store
@@ -56,7 +56,9 @@ def store_info(store: str) -> dict:
         for name in s.set_names():
             fs = s[name]
             out["sets"][name] = fs.info.to_json() | {
-                "parts": sorted({seg.part for seg in fs.segments}),
+                # Parts still being written; the finished data is not one of them.
+                "parts": sorted({seg.part for seg in fs.segments} - {FINISHED_PART}),
+                "finished": any(seg.part == FINISHED_PART for seg in fs.segments) and len(fs.segments) == 1,
                 "failures": [f.to_json() for f in fs.failures()],
             }
     return out
@@ -68,7 +70,8 @@ def store_info(store: str) -> dict:
 def info(store: str, as_json: bool) -> None:
     """Show each set of STORE, its failures and provenance.
 
-    Per set: utterance count, dims, layers, dtype, frame rate, bytes, parts,
+    Per set: utterance count, dims, layers, dtype, frame rate, bytes, whether
+    it is finished (features/FORMAT.md) and which parts writers are adding,
     identity, provenance, the totals of what the encoder counted per utterance
     (e.g. video frames without a face), and every standing failure (id, stage,
     time, error).
@@ -89,6 +92,7 @@ def info(store: str, as_json: bool) -> None:
         click.echo(f"  dtype        {s['dtype']}")
         click.echo(f"  frame rate   {s['frame_rate'] if s['frame_rate'] is not None else '-'}")
         click.echo(f"  bytes        {s['nbytes']}")
+        click.echo(f"  finished     {'yes' if s['finished'] else 'no (run `features compact`)'}")
         click.echo(f"  parts        {', '.join(s['parts']) or '-'}")
         click.echo(f"  identity     {s['identity']}")
         click.echo(f"  encoder      {prov['encoder']}")

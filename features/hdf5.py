@@ -56,7 +56,7 @@ from features.base import (
     register,
     relist_while_compacting,
 )
-from features.durable import fsync_dir, fsync_file, publish, remove_tree, write_text_atomic
+from features.durable import fresh_file, fsync_dir, fsync_file, publish, write_text_atomic
 from features.lock import drop_stale_lock
 from features.records import index_digest, parse_json, root_record, root_sets
 
@@ -100,7 +100,7 @@ class HDF5Backend(Backend):
                 f"delete it too (rm -r {self.parts}) to start afresh, or restore {self.path}"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._beside(f"tmp-{os.getpid()}")
+        tmp = fresh_file(self._beside(f"tmp-{os.getpid()}"))
         with h5py.File(tmp, "w", locking=False) as f:
             f.attrs["emocache"] = json.dumps(root_record([]))
         fsync_file(tmp)
@@ -307,7 +307,7 @@ class HDF5Backend(Backend):
     ) -> None:
         part_dir = self.parts / name / part
         part_dir.mkdir(parents=True, exist_ok=True)
-        tmp = part_dir / f".tmp-{seq:08d}-{os.getpid()}.h5"
+        tmp = fresh_file(part_dir / f".tmp-{seq:08d}-{os.getpid()}.h5")
         with h5py.File(tmp, "w", locking=False) as f:
             _write_data(f, meta, blocks, frames, f"segment {seq} of {name}/{part}")
             f.create_dataset("ids", data=np.array(index["ids"], dtype=object), dtype=h5py.string_dtype())
@@ -323,11 +323,6 @@ class HDF5Backend(Backend):
     def part_names(self, name: str) -> list[str]:
         base = self.parts / name
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
-
-    def delete_set(self, name: str) -> None:
-        self.close()
-        if (self.parts / name).exists():
-            remove_tree(self.parts, name)
 
     def delete_segment(self, name: str, segment: Segment) -> None:
         path = segment.handle[0]
@@ -386,7 +381,7 @@ class HDF5Backend(Backend):
         if not removed and all(p.unchanged for p in plans) and set(self._finished_sets()) == {p.name for p in plans}:
             self._remove_parts()
             return
-        tmp = self._beside(f"tmp-finish-{os.getpid()}")
+        tmp = fresh_file(self._beside(f"tmp-finish-{os.getpid()}"))
         with h5py.File(tmp, "w", locking=False) as out:
             out.attrs["emocache"] = json.dumps(root_record([p.name for p in plans]))
             for plan in plans:

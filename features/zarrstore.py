@@ -73,14 +73,13 @@ from features.base import (
     register,
     relist_while_compacting,
 )
-from features.durable import fsync_dir, fsync_file, fsync_tree, publish, remove_tree, write_text_atomic
+from features.durable import fresh_dir, fsync_dir, fsync_file, fsync_tree, publish, remove_tree, write_text_atomic
 from features.lock import drop_stale_lock
 from features.records import index_digest, parse_json, root_record, root_sets
+from features.zarrchunks import raw_chunks, read_raw, write_data
 from features.zarrswap import exchange_or_swap, repair_swaps
 
 _SEGMENT = re.compile(r"^\d{8}$")
-# Bytes per chunk of a segment's data along time (see bench/RESULTS.md).
-CHUNK_BYTES = 8 << 20
 # Our own files in a store's root folder, which zarr does not know.
 _OURS = re.compile(r"^(\.create\.lock|\.writers\.lock|\.zarr\.json\.tmp-\d+|zarr\.json\.[0-9a-f]+\.partial)$")
 # What zarr and numcodecs raise on damaged metadata or chunks.
@@ -94,18 +93,6 @@ def _quiet():
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
         warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
         yield
-
-
-def _raw_chunks(array: Any) -> bool:
-    """Whether each chunk file of ``array`` is its plain little-endian C-order bytes."""
-    codecs = array.metadata.codecs
-    return (
-        len(codecs) == 1
-        and type(codecs[0]).__name__ == "BytesCodec"
-        and str(getattr(codecs[0], "endian", "little")).endswith("little")
-        and array.order == "C"
-        and array.metadata.chunk_key_encoding.name == "default"
-    )
 
 
 @register("zarr")
@@ -361,20 +348,15 @@ class ZarrBackend(Backend):
         for group in (f"{name}/parts", f"{name}/parts/{part}"):  # parts/ too: a crash may have cut set creation short
             if not (self.root_path / group / "zarr.json").is_file():
                 zarr.create_group(store=LocalStore(self.root_path), path=group)
-        tmp = part_dir / f".tmp-{seq:08d}-{os.getpid()}"
+        tmp = fresh_dir(part_dir / f".tmp-{seq:08d}-{os.getpid()}")
         group = zarr.create_group(store=LocalStore(tmp), attributes={"emocache_segment": index, "index_sha256": index_digest(index)})
-        _write_data(group, meta, blocks, frames, f"segment {seq} of {name}/{part}")
+        write_data(group, meta, blocks, frames, f"segment {seq} of {name}/{part}")
         fsync_tree(tmp)
         publish(tmp, part_dir / f"{seq:08d}")
 
     def part_names(self, name: str) -> list[str]:
         base = self.root_path / name / "parts"
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
-
-    def delete_set(self, name: str) -> None:
-        self.close()
-        if (self.root_path / name).exists():
-            remove_tree(self.root_path, name)
 
     def delete_segment(self, name: str, segment: Segment) -> None:
         self._arrays.pop((segment.handle, None), None)
@@ -418,57 +400,14 @@ class ZarrBackend(Backend):
                 f"segment {segment.handle} of {self.location} holds {array.shape[-2]} frames, its index says "
                 f"at least {stop}; run `features verify`"
             )
-        if self.remote or not _raw_chunks(array):
+        if self.remote or not raw_chunks(array):
             try:
                 out[...] = array[..., start:stop, :]
             except ZARR_ERRORS as e:
                 raise StoreError(f"cannot read frames {start}:{stop} of {segment.handle} in {self.location} ({type(e).__name__}: {e})") from None
         else:
-            self._read_raw(segment.handle, array, start, stop, out)
+            read_raw(self.root_path, self.location, segment.handle, array, start, stop, out)
         self._unchanged(segment.handle)  # what was read came from the folder that was listed
-
-    def _read_raw(self, handle: str, array: Any, start: int, stop: int, out: np.ndarray) -> None:
-        """Read uncompressed little-endian chunks straight from their files into ``out``.
-
-        A chunk written with no codec but ``bytes`` is the C-order bytes of the
-        chunk, so frames ``[a, b)`` of it are one byte range per layer: reading
-        them with ``readinto`` skips zarr's decode-and-copy, which makes a full
-        load run near ``numpy.fromfile`` and a random read touch only its bytes.
-        """
-        metadata = array.metadata
-        chunk = array.chunks[-2]
-        row = array.shape[-1] * array.dtype.itemsize
-        layers = array.shape[0] if array.ndim == 3 else None
-        base = self.root_path / handle / "data"
-        first, last = start // chunk, (stop - 1) // chunk
-        for k in range(first, last + 1):
-            lo, hi = max(start, k * chunk), min(stop, (k + 1) * chunk)
-            key = metadata.encode_chunk_key((k, 0) if layers is None else (0, k, 0))
-            try:
-                f = open(base / key, "rb", buffering=0)
-            except FileNotFoundError:
-                if not (self.root_path / handle).exists():
-                    raise  # compacted away since the set was listed: the reader lists again
-                # Segments are written with every chunk present, so a chunk missing from a live segment is damage.
-                raise StoreError(
-                    f"chunk {base / key} of {self.location} is missing; if a writer was compacting this part, "
-                    "reopen the set, otherwise run `features verify`"
-                ) from None
-            with f:
-                for layer in range(layers or 1):
-                    target = out[lo - start : hi - start] if layers is None else out[layer, lo - start : hi - start]
-                    f.seek((layer * chunk + lo - k * chunk) * row)
-                    if target.flags.c_contiguous:
-                        got = f.readinto(memoryview(target).cast("B"))
-                    else:
-                        buffer = np.empty(target.shape, dtype=target.dtype)
-                        got = f.readinto(memoryview(buffer).cast("B"))
-                        target[...] = buffer
-                    if got != (hi - lo) * row:
-                        raise StoreError(
-                            f"chunk {base / key} of {self.location} is truncated ({got} of {(hi - lo) * row} bytes "
-                            "read); run `features verify`"
-                        )
 
     def lock_path(self, name: str, part: str | None) -> Path:
         if part is None:
@@ -496,13 +435,15 @@ class ZarrBackend(Backend):
         drop_stale_lock(self.creation_lock_path(), self.location)
 
     def write_finished(self, plans: list[SetPlan], removed: list[str]) -> None:
+        # The record first: a crash after it leaves a removed set on disk, listed and readable, never
+        # a set the record promises and the tree lacks.
+        self._write_root_record([p.name for p in plans])
         for name in removed:
             if (self.root_path / name).exists():
                 remove_tree(self.root_path, name)
         for plan in plans:
             if not plan.unchanged or self.part_names(plan.name):
                 self._finish_set(plan)
-        self._write_root_record([p.name for p in plans])
         self.close()
         with _quiet():
             zarr.consolidate_metadata(LocalStore(self.root_path))
@@ -514,12 +455,10 @@ class ZarrBackend(Backend):
         if plan.unchanged:  # already finished; only the empty parts of writers that wrote nothing to drop
             remove_tree(self.root_path / plan.name, "parts")
             return
-        build = self.root_path / f".{plan.name}.finishing-{os.getpid()}"
-        if build.exists():
-            shutil.rmtree(build)
+        build = fresh_dir(self.root_path / f".{plan.name}.finishing-{os.getpid()}")
         store = LocalStore(build)
         group = zarr.create_group(store=store)
-        _write_data(group, plan.meta, plan.blocks(), int(sum(plan.lengths)), f"set {plan.name}")
+        write_data(group, plan.meta, plan.blocks(), int(sum(plan.lengths)), f"set {plan.name}")
         offsets = np.concatenate([[0], np.cumsum(plan.lengths, dtype=np.int64)]).astype(np.int64)
         group.create_array("offsets", data=offsets, compressors=None)
         for key, values in (("ids", plan.ids), ("sha256", plan.sha256)):
@@ -545,38 +484,3 @@ class ZarrBackend(Backend):
         self._listed.clear()
         self._root = None
 
-
-def _write_data(group: Any, meta: SetMeta, blocks: Iterable[np.ndarray], frames: int, what: str) -> None:
-    """Create ``data`` in ``group`` (no codec, chunks of CHUNK_BYTES along time) and fill it from ``blocks``."""
-    chunk = max(1, min(frames, CHUNK_BYTES // meta.frame_bytes))
-    data = group.create_array(
-        "data",
-        shape=meta.frame_shape(frames),
-        dtype=meta.dtype,
-        chunks=meta.frame_shape(chunk),
-        compressors=None,
-        filters=None,
-        fill_value=0,
-        # Otherwise zarr skips chunks equal to the fill value, and a chunk of -0.0 would read back as +0.0.
-        config={"write_empty_chunks": True},
-    )
-    # Write whole chunks only: a partial chunk would be read back and rewritten.
-    buffer = np.empty(meta.frame_shape(chunk), dtype=meta.dtype)
-    filled = written = 0
-    for block in blocks:
-        at = 0
-        n = block.shape[-2]
-        while at < n:
-            take = min(chunk - filled, n - at)
-            buffer[..., filled : filled + take, :] = block[..., at : at + take, :]
-            filled += take
-            at += take
-            if filled == chunk:
-                data[..., written : written + chunk, :] = buffer
-                written += chunk
-                filled = 0
-    if filled:
-        data[..., written : written + filled, :] = buffer[..., :filled, :]
-        written += filled
-    if written != frames:
-        raise StoreError(f"internal: {what} got {written} frames, expected {frames}")

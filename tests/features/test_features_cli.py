@@ -51,9 +51,11 @@ def test_info_json_and_text(store):
     assert audio["provenance"] == PROV.to_json() and audio["identity"] == PROV.identity()
     assert audio["failures"] == [{"utt_id": "u9", "stage": "load", "error": "cannot decode u9.wav", "time": audio["failures"][0]["time"]}]
     assert data["sets"]["text"]["frame_rate"] is None
+    assert (audio["finished"], audio["parts"]) == (True, [])
     text = invoke("info", store).output
     assert "    u9\tload\t" in text and text.endswith("  failed       0\n")  # the last set, text, has none
     assert f"  identity     {PROV.identity()}" in text
+    assert "  finished     yes\n  parts        -\n" in text
 
 
 def test_verify_ok_then_names_the_corrupt_utterance(store):

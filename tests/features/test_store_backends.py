@@ -519,9 +519,9 @@ class TestZarr(StoreSuite):
     suffix = ".zarr"
 
     def test_verify_names_the_utterances_of_a_lost_chunk(self, path, monkeypatch):
-        import features.zarrstore
+        import features.zarrchunks
 
-        monkeypatch.setattr(features.zarrstore, "CHUNK_BYTES", 20 * 8 * 2)  # 20 frames per chunk
+        monkeypatch.setattr(features.zarrchunks, "CHUNK_BYTES", 20 * 8 * 2)  # 20 frames per chunk
         arrays = random_arrays(8, 12, 8)
         self.write(path, arrays)
         segment = Path(path) / "audio"

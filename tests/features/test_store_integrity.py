@@ -194,6 +194,24 @@ def test_a_symlink_planted_as_a_writer_lock_is_refused_and_its_target_untouched(
     os.mkfifo(fifo)
     with open_store(path, "a") as store, pytest.raises(StoreError, match="is not a regular file; refusing to use it"):
         store.writer("audio", PROV)
+    fifo.unlink()
+
+
+@pytest.mark.filterwarnings("ignore::features.lock.StaleLockWarning")
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_symlink_planted_at_a_temporary_name_is_not_written_through(tmp_path, suffix):
+    path = str(tmp_path / f"s{suffix}")
+    unfinished(path)  # segments 1 and 2 committed
+    target = tmp_path / "precious"
+    target.mkdir() if suffix == ".zarr" else target.write_text("keep me")
+    with open_store(path, "a") as store, store.writer("audio", PROV) as w:
+        part = store.backend.lock_path("audio", "main").parent
+        (part / (f".tmp-00000003-{os.getpid()}" + (".h5" if suffix == ".h5" else ""))).symlink_to(target)
+        w.write("c", np.ones((2, 4)))
+        w.commit()
+    assert (not list(target.iterdir())) if suffix == ".zarr" else target.read_text() == "keep me"
+    with open_store(path) as store:
+        assert store["audio"].ids == ["a", "b", "c"]
 
 
 # -- store paths of the wrong kind
