@@ -144,7 +144,7 @@ class Writer:
                 continue
             lost = [u for u, h in zip(segment.ids, segment.sha256) if (u, h) not in held]
             if lost:
-                cover = next(s for s in live if segment.seq in s.covers)
+                cover = next(s for s in mine if segment.seq in s.covers)
                 raise StoreError(
                     f"segment {cover.handle} says it covers segment {segment.handle}, but lacks {len(lost)} of its "
                     f"utterances ({lost[0]!r}...); refusing to delete committed data: run `features verify` and restore "
