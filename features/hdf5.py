@@ -158,8 +158,10 @@ class HDF5Backend(Backend):
     def _writing_sets(self) -> list[str]:
         if not self.parts.is_dir():
             return []
-        # Dot names are sets being deleted (renamed away first): never listed.
-        return [p.name for p in self.parts.iterdir() if not p.name.startswith(".") and (p / "set.json").exists()]
+        # Dot names are sets being deleted (renamed away first): never listed. A folder with
+        # segments but no record is listed too, so that its loss is reported, not hidden.
+        return [p.name for p in self.parts.iterdir() if not p.name.startswith(".") and p.is_dir()
+                and ((p / "set.json").exists() or any(p.glob("*/[0-9]*.h5")))]
 
     def set_names(self) -> list[str]:
         return sorted(set(self._finished_sets()) | set(self._writing_sets()))
@@ -185,6 +187,8 @@ class HDF5Backend(Backend):
         try:
             raw = record.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
+            if any((self.parts / name).glob("*/[0-9]*.h5")):
+                raise StoreError(f"{record} is missing but {self.parts / name} holds segments; restore it from a copy") from None
             return None
         except OSError as e:
             raise StoreError(f"{record} cannot be read ({e})") from None

@@ -177,6 +177,9 @@ class Writer:
         self._check_open()
         if not isinstance(utt_id, str) or not utt_id:
             raise StoreError(f"set {self.name!r}: utterance ids must be non-empty strings, got {utt_id!r}")
+        if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in utt_id):
+            # HDF5 strings end at a NUL, and every store writes ids as UTF-8.
+            raise StoreError(f"set {self.name!r}: utterance id {utt_id!r} holds a control character or invalid UTF-8; fix it in the manifest")
         if utt_id in self._done:
             raise StoreError(
                 f"utterance {utt_id!r} is already committed to set {self.name!r} of {self.store.location}; "

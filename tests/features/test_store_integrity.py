@@ -77,6 +77,26 @@ def test_a_damaged_set_record_is_a_store_error_naming_the_file_and_verify_fails(
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_set_whose_record_is_deleted_is_reported_not_skipped(tmp_path, suffix):
+    path = str(tmp_path / f"s{suffix}")
+    unfinished(path)
+    set_record(path).unlink()
+    report = features.verify(path)
+    assert [(p[0], p[2]) for p in report.problems] == [("audio", "unreadable")] and "missing" in report.problems[0][3]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_ids_a_store_cannot_hold_are_refused_naming_them(tmp_path, suffix):
+    with open_store(str(tmp_path / f"s{suffix}"), "a") as store, store.writer("audio", PROV) as w:
+        for bad in ("a\x00b", "tab\there", "\udcff"):
+            with pytest.raises(StoreError, match="holds a control character or invalid UTF-8; fix it in the manifest"):
+                w.write(bad, np.ones((1, 4)))
+        w.write("fine-é", np.ones((1, 4)))
+    with open_store(str(tmp_path / f"s{suffix}")) as store:
+        assert store["audio"].ids == ["fine-é"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_vanished_finished_set_is_reported_not_skipped(tmp_path, suffix):
     path = str(tmp_path / f"s{suffix}")
     finished(path)
