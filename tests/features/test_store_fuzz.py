@@ -19,20 +19,22 @@ from features import StoreError, open_store
 from features.cli import store_info
 from features.provenance import Provenance
 
-FLIPS = 300
+FLIPS = 300  # per finished store; half that per store left in progress (segments, set.json)
 
 
-def build(path: str) -> None:
+def build(path: str, finish: bool) -> None:
+    """Two sets (one layered) with counts and failures; unfinished: in segments of two parts."""
     rng = np.random.default_rng(11)
     with open_store(path, "a") as store:
         for name, dim, layers in (("audio", 4, None), ("video", 3, 2)):
             p = Provenance(encoder=f"test:{name}", manifest_hash="f" * 64, dtype="float16", dim=dim,
                            preprocessing={"rate": 16000}, host="h", created="2026-01-01")
-            with store.writer(name, p, frame_rate=25.0, layers=layers) as w:
-                for i in range(5):
-                    shape = (int(rng.integers(1, 6)), dim) if layers is None else (layers, int(rng.integers(1, 6)), dim)
-                    w.write(f"{name}{i}", rng.standard_normal(shape), {"frames_without_face": i})
-                w.fail(f"{name}_bad", "load", "cannot decode")
+            for part in ("main", "w1") if not finish else ("main",):
+                with store.writer(name, p, frame_rate=25.0, layers=layers, part=part, finish=finish) as w:
+                    for i in range(5):
+                        shape = (int(rng.integers(1, 6)), dim) if layers is None else (layers, int(rng.integers(1, 6)), dim)
+                        w.write(f"{name}{part}{i}", rng.standard_normal(shape), {"frames_without_face": i})
+                    w.fail(f"{name}{part}_bad", "load", "cannot decode")
 
 
 def everything(path: str) -> dict:
@@ -61,16 +63,20 @@ def verified(path: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("finish", [True, False], ids=["finished", "in-progress"])
 @pytest.mark.parametrize("suffix", [".h5", ".zarr"])
-def test_no_flipped_byte_changes_what_a_reader_gets_while_verify_passes(tmp_path, suffix):
+def test_no_flipped_byte_changes_what_a_reader_gets_while_verify_passes(tmp_path, suffix, finish):
     path = str(tmp_path / f"fuzz{suffix}")
-    build(path)
+    build(path, finish)
     reference = everything(path)
     assert verified(path) and sorted(reference) == ["audio", "video"]
-    files = [Path(path)] if suffix == ".h5" else sorted(p for p in Path(path).rglob("*") if p.is_file())
+    root = Path(path) if suffix == ".zarr" else Path(path + ".parts")
+    files = [Path(path)] * (suffix == ".h5") + sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    if finish and suffix == ".h5":
+        assert files == [Path(path)], "a finished HDF5 store is one file"
     rng = random.Random(20261201)
     silent, crashes, caught = [], [], 0
-    for flip in range(FLIPS):
+    for flip in range(FLIPS if finish else FLIPS // 2):
         file = files[flip % len(files)]  # every file, in turn
         blob = file.read_bytes()
         if not blob:
