@@ -70,7 +70,8 @@ def run_shard(
         )
     utts = [Utterance.from_json(r) for r in rows]
     with open_store(store_path, mode="a") as store:
-        with store.writer(set_name, prov, frame_rate=encoder.frame_rate, layers=encoder.num_layers, part=part) as writer:
+        # finish=False: the client finishes the store once, after every part has closed.
+        with store.writer(set_name, prov, frame_rate=encoder.frame_rate, layers=encoder.num_layers, part=part, finish=False) as writer:
             tally = extract_rows(
                 encoder, writer, utts, batch_cost=batch_cost, batch_size=batch_size, threads=threads,
                 commit_every=commit_every, store_dtype=prov.dtype, progress=False,

@@ -204,10 +204,10 @@ def run_extraction(
             device=device, dtype=dtype, options=options or {}, batch_cost=batch_seconds, batch_size=batch_size,
             threads=threads, commit_every=commit_every, progress=progress,
         )
-        # Parts that closed at the same moment may each have published a partial view;
-        # one consolidation after all of them gives URL readers the whole set.
+        # The parts' writers leave the store unfinished (finish=False); finishing once, after
+        # all of them, makes it one standard file or tree (features/FORMAT.md).
         with open_store(store_path, mode="a") as store:
-            store.consolidate()
+            store.finish()
     else:
         tally.notes.extend(enc.notes())
     for note in tally.notes:

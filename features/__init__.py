@@ -7,8 +7,11 @@
         batch = fs.read_all()            # one contiguous read per part
         x = fs.read("Ses01F_impro01_F000")
 
-See ``features.base`` for the layout, ``features.store`` for the API, and
-``features/SHARING.md`` for publishing a store to a lab.
+A finished store (the last writer closed, or ``store.finish()`` / ``features
+compact``) is one standard HDF5 file or Zarr tree that plain h5py or zarr read:
+``features/FORMAT.md`` documents it. See ``features.base`` for how writes stay
+crash-safe meanwhile, ``features.store`` for the API, and ``features/SHARING.md``
+for publishing a store to a lab.
 """
 from features.base import Failure, SetInfo, StoreError, StoreLockedError, backends, register
 from features.ragged import Ragged

@@ -10,7 +10,7 @@ import json
 import click
 from tqdm import tqdm
 
-from features.base import StoreError, backends
+from features.base import FINISHED_PART, StoreError, backends
 from features.convert import convert as convert_store
 from features.convert import merge as merge_stores
 from features.store import open_store
@@ -56,7 +56,9 @@ def store_info(store: str) -> dict:
         for name in s.set_names():
             fs = s[name]
             out["sets"][name] = fs.info.to_json() | {
-                "parts": sorted({seg.part for seg in fs.segments}),
+                # Parts still being written; the finished data is not one of them.
+                "parts": sorted({seg.part for seg in fs.segments} - {FINISHED_PART}),
+                "finished": any(seg.part == FINISHED_PART for seg in fs.segments) and len(fs.segments) == 1,
                 "failures": [f.to_json() for f in fs.failures()],
             }
     return out
@@ -68,7 +70,8 @@ def store_info(store: str) -> dict:
 def info(store: str, as_json: bool) -> None:
     """Show each set of STORE, its failures and provenance.
 
-    Per set: utterance count, dims, layers, dtype, frame rate, bytes, parts,
+    Per set: utterance count, dims, layers, dtype, frame rate, bytes, whether
+    it is finished (features/FORMAT.md) and which parts writers are adding,
     identity, provenance, the totals of what the encoder counted per utterance
     (e.g. video frames without a face), and every standing failure (id, stage,
     time, error).
@@ -89,6 +92,7 @@ def info(store: str, as_json: bool) -> None:
         click.echo(f"  dtype        {s['dtype']}")
         click.echo(f"  frame rate   {s['frame_rate'] if s['frame_rate'] is not None else '-'}")
         click.echo(f"  bytes        {s['nbytes']}")
+        click.echo(f"  finished     {'yes' if s['finished'] else 'no (run `features compact`)'}")
         click.echo(f"  parts        {', '.join(s['parts']) or '-'}")
         click.echo(f"  identity     {s['identity']}")
         click.echo(f"  encoder      {prov['encoder']}")
@@ -107,15 +111,18 @@ def info(store: str, as_json: bool) -> None:
 @cli.command("verify")
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(store: str, as_json: bool) -> None:
-    """Recompute every utterance's checksum.
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Also check that every utterance of this manifest is in every set.")
+def verify(store: str, as_json: bool, manifest: str | None) -> None:
+    """Recompute every utterance's checksum and check the store's structure.
 
-    Prints one line per missing, corrupt or conflicting utterance
-    (set, id, kind, detail) and exits 3 if there is any.
+    Every set the store lists must open, with all its segments and records.
+    Prints one line per missing, corrupt, conflicting or (with --manifest)
+    absent utterance, or unreadable set (set, id, kind, detail), and exits 3
+    if there is any.
     """
     try:
         with tqdm(desc="verify", unit="utt", disable=as_json, leave=False) as bar:
-            report = verify_store(store, progress=bar.update)
+            report = verify_store(store, progress=bar.update, manifest=manifest)
     except StoreError as e:
         raise _fail(e) from None
     if as_json:
@@ -186,17 +193,31 @@ def rm(store: str, name: str) -> None:
     click.echo(f"deleted set {name!r} from {store}")
 
 
-@cli.command("consolidate")
+@cli.command("compact")
 @click.argument("store")
-def consolidate(store: str) -> None:
-    """Rewrite a Zarr store's consolidated metadata.
+def compact(store: str) -> None:
+    """Finish STORE: lay every set out as one standard group (features/FORMAT.md).
 
-    HTTP and other URL readers see a Zarr store through it; writers refresh it
-    when they close, so run this after a writer was killed.
+    The last writer to close does this itself; run it after parallel parts,
+    or after a writer was killed. An HDF5 store becomes one self-contained
+    file; a Zarr store gets fresh consolidated metadata for URL readers.
+    Refused while any writer of STORE is open.
     """
     try:
         with open_store(store, "a") as s:
-            s.consolidate()
+            s.finish()
+    except StoreError as e:
+        raise _fail(e) from None
+    click.echo(f"finished {store}")
+
+
+@cli.command("consolidate")
+@click.argument("store")
+def consolidate(store: str) -> None:
+    """The same as `features compact STORE` (its name before stores were finished)."""
+    try:
+        with open_store(store, "a") as s:
+            s.finish()
     except StoreError as e:
         raise _fail(e) from None
     click.echo(f"consolidated {store}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.base import DEFAULT_PART, StoreError, backend_for
+from features.base import DEFAULT_PART, StoreError, backend_for, check_name
 from features.store import COPY_BYTES, FeatureSet, Store, open_store
 
 
@@ -47,6 +47,7 @@ def merge(
     source's standing failures are carried over unless the utterance is
     committed in the destination.
     """
+    check_name("part", part)  # before anything is opened or created
     sources = [str(s) for s in sources]
     wanted = None if sets is None else list(sets)
     report = MergeReport(str(destination))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
+
+from features.lock import open_regular
 
 
 def fsync_file(path: str | os.PathLike) -> None:
@@ -41,11 +44,41 @@ def publish(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     fsync_dir(Path(final).parent)
 
 
+def _clear(path: Path) -> None:
+    """Remove whatever a crashed run (or anyone) left at a temporary name; a symlink goes, not its target."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def fresh_file(path: str | os.PathLike) -> Path:
+    """Create ``path`` as a new empty regular file of ours (never through a symlink) and return it."""
+    path = Path(path)
+    _clear(path)
+    os.close(open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    return path
+
+
+def fresh_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` as a new empty folder (``mkdir`` never follows a symlink) and return it."""
+    path = Path(path)
+    _clear(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkdir(path)
+    return path
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary name, durably."""
+    """Write ``text`` to ``path`` through a temporary name, durably (never through a symlink)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    _clear(tmp)
+    with os.fdopen(open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

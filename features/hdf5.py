@@ -1,42 +1,44 @@
-"""The HDF5 back-end: ``store.h5`` plus ``store.h5.parts/``.
+"""The HDF5 back-end: one ``store.h5`` when finished; ``store.h5.parts/`` beside it while writers work.
 
-Layout::
+Finished layout (``features/FORMAT.md``)::
 
-    store.h5                                   marks the store (root attribute ``emocache``)
-    store.h5.parts/<set>/set.json              the set's record (provenance, frame rate, layers)
-    store.h5.parts/<set>/<part>/00000007.h5    one segment: an HDF5 file with
-        data     (T_total, D) or (L, T_total, D), contiguous, no filters
-        ids      variable-length UTF-8 strings
-        lengths  int64
-        sha256   64-byte hex digests, one per utterance
-        failures JSON text (scalar string)
-        covers   int64: the segments of this part this one replaces
-        counts   JSON text: per-utterance counts, {name: [one int per id]}
+    store.h5                 root attribute ``emocache``: the store's record (its sets), sealed
+    store.h5/<set>/data      (T_total, D) or (L, T_total, D), contiguous, no filters
+    store.h5/<set>/offsets   int64 (n + 1,): utterance i is data[offsets[i]:offsets[i+1]]
+    store.h5/<set>/ids       variable-length UTF-8 strings (n,)
+    store.h5/<set>/sha256    64-byte hex digests of each utterance's bytes (n,)
+    store.h5/<set>/counts/<name>  int64 (n,): what the encoder counted per utterance
+    store.h5/<set>/failures  JSON text: the standing failures
+    attributes of <set>: ``emocache`` (its record: provenance, frame rate, layers,
+    sealed) and ``index_sha256`` (over ids, lengths, sha256, failures, counts)
 
-Why files beside the main one instead of groups inside it: HDF5 allows one
-writer per file, and an HDF5 file modified in place is not crash-safe (a
-``kill -9`` between metadata flushes can leave it unreadable). Every file
-here is written once under a temporary name, fsynced and renamed, and never
-modified again, so any instant of any writer leaves readable files, and
-parallel writers of different parts never share a file.
+While writers work::
+
+    store.h5.parts/<set>/set.json              the record of a set not yet in store.h5
+    store.h5.parts/<set>/<part>/00000007.h5    one segment: data, ids, lengths, sha256,
+                                               failures, covers, counts; attribute index_sha256
+
+Why files beside the main one while writing: HDF5 allows one writer per file,
+and an HDF5 file modified in place is not crash-safe (a ``kill -9`` between
+metadata flushes can leave it unreadable). Every file is written once under a
+temporary name, fsynced and renamed, and never modified again. Finishing writes
+a whole new ``store.h5`` the same way (every set, so adding to a finished file
+rewrites it: its cost is one sequential copy of the store), renames it over the
+old one and then removes ``store.h5.parts/``; a crash in between leaves two
+identical copies of some utterances, which readers and the next finish collapse.
 
 Why contiguous and unfiltered: measured in ``bench/store.py`` (see
-``bench/RESULTS.md``), a contiguous dataset read with ``read_direct``
-into a preallocated array runs at the speed of ``numpy.fromfile``; chunking costs
-a third to two thirds of that, and compression saves little on float16 at a
-large cost in write time. Checksums are the per-utterance sha256, which catches
-what HDF5's per-chunk fletcher32 (unavailable on contiguous data) would.
-
-The main file is written once, when the store is created. Every file is
-opened with HDF5's own file locking off: segments are immutable once renamed,
-a temporary segment is known only to its writer (our lock guards the part),
-and HDF5's locking fails on read-only shares and on NFS without lockd.
+``bench/RESULTS.md``), a contiguous dataset read with ``read_direct`` into a
+preallocated array runs at the speed of ``numpy.fromfile``. Every file is opened
+with HDF5's own file locking off: our locks guard the writers, and HDF5's
+locking fails on read-only shares and on NFS without lockd.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -45,18 +47,26 @@ import h5py
 import numpy as np
 
 from features.base import (
-    STORE_FORMAT,
-    STORE_FORMAT_VERSION,
+    FINISHED_PART,
     Backend,
     Segment,
     SetMeta,
+    SetPlan,
     StoreError,
     register,
     relist_while_compacting,
 )
-from features.durable import fsync_file, publish, remove_tree, write_text_atomic
+from features.durable import fresh_file, fsync_dir, fsync_file, publish, write_text_atomic
+from features.lock import drop_stale_lock
+from features.records import index_digest, parse_json, root_record, root_sets
 
 _SEGMENT = re.compile(r"^(\d{8})\.h5$")
+# What h5py raises on a damaged file (it maps HDF5's errors onto these).
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, UnicodeError)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 @register("hdf5")
@@ -68,10 +78,18 @@ class HDF5Backend(Backend):
         self.path = Path(location)
         self.parts = Path(location + ".parts")
         self._files: dict[Path, h5py.File] = {}
+        # Every main file opened, by inode: a finish renames a new one over it, and sets
+        # listed from the old one keep reading from it.
+        self._mains: dict[int, h5py.File] = {}
+        self._current: int | None = None
+        self._root_sets: list[str] | None = None
 
     @classmethod
     def exists(cls, location: str) -> bool:
         return Path(location).is_file()
+
+    def _beside(self, what: str) -> Path:
+        return self.path.with_name(f".{self.path.name}.{what}")
 
     def create(self) -> None:
         if self.parts.exists():
@@ -82,60 +100,130 @@ class HDF5Backend(Backend):
                 f"delete it too (rm -r {self.parts}) to start afresh, or restore {self.path}"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp = fresh_file(self._beside(f"tmp-{os.getpid()}"))
         with h5py.File(tmp, "w", locking=False) as f:
-            f.attrs["emocache"] = json.dumps({"format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION})
+            f.attrs["emocache"] = json.dumps(root_record([]))
         fsync_file(tmp)
         publish(tmp, self.path)
 
     def creation_lock_path(self) -> Path:
         # Beside the file: the .parts folder must not exist before the store does.
-        return self.path.with_name(f".{self.path.name}.create.lock")
+        return self._beside("create.lock")
+
+    def writers_lock_path(self) -> Path:
+        return self._beside("writers.lock")
 
     def check(self) -> None:
-        try:
-            with h5py.File(self.path, "r", locking=False) as f:
-                ok = "emocache" in f.attrs
-        except OSError as e:
-            raise StoreError(f"{self.path} is not a readable HDF5 file ({e})") from None
-        if not ok:
-            raise StoreError(f"{self.path} is an HDF5 file but not an emocache feature store (no 'emocache' attribute)")
+        self._finished_sets()
 
-    def set_names(self) -> list[str]:
+    def _main(self) -> h5py.File:
+        if self._current is None:
+            try:
+                f = h5py.File(self.path, "r", locking=False)
+            except H5_ERRORS as e:
+                if not self.path.exists():
+                    raise StoreError(f"{self.path} vanished while it was opened") from None
+                raise StoreError(f"{self.path} is not a readable HDF5 file ({type(e).__name__}: {e})") from None
+            ino = os.fstat(f.id.get_vfd_handle()).st_ino
+            self._mains.setdefault(ino, f)
+            if self._mains[ino] is not f:
+                f.close()
+            self._current = ino
+        return self._mains[self._current]
+
+    def _refresh(self) -> int | None:
+        """Follow a finish that replaced the main file since it was opened; its inode now."""
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
+        if ino != self._current:
+            self._current = None
+            self._root_sets = None
+        return ino
+
+    def _finished_sets(self) -> list[str]:
+        if self._root_sets is None:
+            f = self._main()
+            try:
+                raw = f.attrs.get("emocache")
+            except H5_ERRORS as e:
+                raise StoreError(f"{self.path} is not a readable HDF5 file ({type(e).__name__}: {e})") from None
+            if raw is None:
+                raise StoreError(f"{self.path} is an HDF5 file but not an emocache feature store (no 'emocache' attribute)")
+            where = f"the store record (root attribute 'emocache') of {self.path}"
+            self._root_sets = root_sets(parse_json(raw if isinstance(raw, bytes) else _text(raw), where), where)
+        return self._root_sets
+
+    def _writing_sets(self) -> list[str]:
         if not self.parts.is_dir():
             return []
-        # Dot names are sets being deleted (renamed away first): never listed.
-        return sorted(p.name for p in self.parts.iterdir() if not p.name.startswith(".") and (p / "set.json").is_file())
+        # Dot names are sets being deleted (renamed away first): never listed. A folder with
+        # segments but no record is listed too, so that its loss is reported, not hidden.
+        return [p.name for p in self.parts.iterdir() if not p.name.startswith(".") and p.is_dir()
+                and ((p / "set.json").exists() or any(p.glob("*/[0-9]*.h5")))]
+
+    def set_names(self) -> list[str]:
+        return sorted(set(self._finished_sets()) | set(self._writing_sets()))
+
+    def _group(self, name: str) -> h5py.Group:
+        try:
+            group = self._main()[name]
+        except H5_ERRORS as e:
+            raise StoreError(f"set {name!r} is listed in the record of {self.path} but cannot be read ({type(e).__name__}: {e}); restore the file from a copy") from None
+        if not isinstance(group, h5py.Group):
+            raise StoreError(f"{self.path}: /{name} is not a group; the file is damaged")
+        return group
 
     def read_set_meta(self, name: str) -> SetMeta | None:
+        if name in self._finished_sets():
+            where = f"the record of set {name!r} (attribute 'emocache' of /{name}) in {self.path}"
+            try:
+                raw = self._group(name).attrs["emocache"]
+            except H5_ERRORS as e:
+                raise StoreError(f"{where} cannot be read ({type(e).__name__}: {e})") from None
+            return SetMeta.from_json(parse_json(raw if isinstance(raw, bytes) else _text(raw), where), where)
         record = self.parts / name / "set.json"
         try:
-            text = record.read_text(encoding="utf-8")
+            raw = record.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
+            if any((self.parts / name).glob("*/[0-9]*.h5")):
+                raise StoreError(f"{record} is missing but {self.parts / name} holds segments; restore it from a copy") from None
             return None
-        try:
-            return SetMeta.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError) as e:
-            raise StoreError(f"{record} is damaged ({e}); restore it from a copy of the store") from None
+        except OSError as e:
+            raise StoreError(f"{record} cannot be read ({e})") from None
+        return SetMeta.from_json(parse_json(raw, str(record)), str(record))
 
     def write_set_meta(self, name: str, meta: SetMeta) -> None:
         (self.parts / name).mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.parts / name / "set.json", json.dumps(meta.to_json(), indent=1, sort_keys=True))
 
     def segments(self, name: str) -> list[Segment]:
-        base = self.parts / name
-        if not base.is_dir():
-            return []
-        parts = sorted(p for p in base.iterdir() if p.is_dir())
-        return [segment for part_dir in parts for segment in relist_while_compacting(part_dir, self._part_segments)]
+        # The parts first (their files stay readable once open), then the main file as it is
+        # after: a finish in between moved what the parts held into it, never out of both.
+        for _ in range(10):
+            before = self._refresh()
+            self._main()
+            base = self.parts / name
+            try:
+                parts = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+                listed = [segment for part_dir in parts for segment in relist_while_compacting(part_dir, self._part_segments)]
+            except FileNotFoundError:
+                continue  # a finish removed the parts meanwhile
+            if self._refresh() != before:
+                continue
+            return ([self._finished_segment(name)] if name in self._finished_sets() else []) + listed
+        raise StoreError(f"{self.location} kept changing while set {name!r} was listed; retry once its writers have closed")
 
     def _part_segments(self, part_dir: Path) -> list[Segment]:
         """The segments of one part; FileNotFoundError when one vanished after the listing."""
         out = []
+        if not part_dir.is_dir():
+            return out  # removed by a finish: the caller sees the main file change and lists again
         for entry in sorted(part_dir.iterdir()):
             match = _SEGMENT.match(entry.name)
             if match:
-                out.append(self._load_index(part_dir.name, int(match.group(1)), entry))
+                out.append(self._load_segment(part_dir.name, int(match.group(1)), entry))
         return out
 
     def _file(self, path: Path) -> h5py.File:
@@ -143,29 +231,73 @@ class HDF5Backend(Backend):
         if f is None:
             try:
                 f = h5py.File(path, "r", locking=False)
-            except OSError as e:
+            except H5_ERRORS as e:
                 if not path.exists():
                     # Compacted away by its part's writer since the listing (h5py may say so as a
                     # failed stat, not ENOENT): the caller lists again.
                     raise FileNotFoundError(str(path)) from None
-                raise StoreError(f"cannot read segment {path} ({e}); run `features verify {self.location}`") from None
+                raise StoreError(f"cannot read {path} ({type(e).__name__}: {e}); run `features verify {self.location}`") from None
             self._files[path] = f
         return f
 
-    def _load_index(self, part: str, seq: int, path: Path) -> Segment:
-        f = self._file(path)
+    def _data(self, where: str, group: h5py.Group) -> h5py.Dataset:
+        data = group["data"]
+        if not isinstance(data, h5py.Dataset) or data.ndim not in (2, 3):
+            raise StoreError(f"{where} is damaged: 'data' is not a 2- or 3-dimensional dataset")
+        return data
+
+    def _index_of(self, where: str, group: h5py.Group, finished: bool) -> dict[str, Any]:
+        """The index fields as JSON values, read from ``group`` (a segment file or a finished set)."""
+        def ints(key: str) -> list:
+            values = group[key][()]
+            if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "iu":
+                raise StoreError(f"{where} is damaged: {key!r} is not a 1-D integer dataset")
+            return values.tolist()
+
+        ids = [_text(u) for u in np.atleast_1d(group["ids"][()]).tolist()]
+        sha = [_text(h) for h in np.atleast_1d(group["sha256"][()]).tolist()]
+        failures = parse_json(group["failures"][()], f"{where}: failures")
+        if finished:
+            offsets = ints("offsets")
+            if len(offsets) != len(ids) + 1 or offsets[0] != 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
+                raise StoreError(f"{where} is damaged: offsets must be {len(ids) + 1} non-decreasing integers from 0")
+            lengths = [b - a for a, b in zip(offsets, offsets[1:])]
+            counts_group = group["counts"]
+            counts = {str(k): ints(f"counts/{k}") for k in counts_group}
+            covers: list = []
+        else:
+            lengths = ints("lengths")
+            covers = ints("covers")
+            counts = parse_json(group["counts"][()], f"{where}: counts")
+        return {"ids": ids, "lengths": lengths, "sha256": sha, "failures": failures, "covers": covers, "counts": counts}
+
+    def _load(self, part: str, seq: int, where: str, group: h5py.Group, handle: Any, meta: SetMeta | None) -> Segment:
         try:
-            index = {
-                "ids": [s for s in f["ids"].asstr()[()]],
-                "lengths": f["lengths"][()],
-                "sha256": [h.decode("ascii") for h in f["sha256"][()]],
-                "failures": json.loads(f["failures"].asstr()[()]),
-                "covers": f["covers"][()],
-                "counts": json.loads(f["counts"].asstr()[()]) if "counts" in f else {},
-            }
-        except (KeyError, OSError, ValueError) as e:
-            raise StoreError(f"segment {path} is damaged ({e}); run `features verify {self.location}`") from None
-        return Segment.from_index_json(part, seq, index, path)
+            index = self._index_of(where, group, finished=part == FINISHED_PART)
+            recorded = _text(group.attrs["index_sha256"])
+            data = self._data(where, group)
+            shape, dtype = data.shape, data.dtype
+        except StoreError:
+            raise
+        except H5_ERRORS as e:
+            raise StoreError(f"{where} is damaged ({type(e).__name__}: {e}); run `features verify {self.location}`") from None
+
+        def frames() -> int:
+            if meta is not None and (shape != meta.frame_shape(shape[-2]) or dtype != np.dtype(meta.dtype)):
+                raise StoreError(f"{where} is damaged: its data is {dtype} {shape}; the set stores {meta.dtype} {meta.frame_shape(0)}")
+            return int(shape[-2])
+
+        return Segment.from_index_json(part, seq, index, handle, where=where, recorded=recorded, frames=frames)
+
+    def _finished_segment(self, name: str) -> Segment:
+        meta = self.read_set_meta(name)
+        return self._load(FINISHED_PART, 0, f"set {name!r} of {self.path}", self._group(name), (self._current, name), meta)
+
+    def _load_segment(self, part: str, seq: int, path: Path) -> Segment:
+        f = self._file(path)
+        name = path.parent.parent.name
+        meta = self.read_set_meta(name)
+        return self._load(part, seq, f"segment {path}", f, (path, None), meta)
 
     def write_segment(
         self,
@@ -179,49 +311,49 @@ class HDF5Backend(Backend):
     ) -> None:
         part_dir = self.parts / name / part
         part_dir.mkdir(parents=True, exist_ok=True)
-        tmp = part_dir / f".tmp-{seq:08d}-{os.getpid()}.h5"
+        tmp = fresh_file(part_dir / f".tmp-{seq:08d}-{os.getpid()}.h5")
         with h5py.File(tmp, "w", locking=False) as f:
-            data = f.create_dataset("data", shape=meta.frame_shape(frames), dtype=meta.dtype)
-            at = 0
-            for block in blocks:
-                n = block.shape[-2]
-                if n:
-                    data[..., at : at + n, :] = block
-                at += n
-            if at != frames:
-                raise StoreError(f"internal: segment {seq} of {name}/{part} got {at} frames, expected {frames}")
+            _write_data(f, meta, blocks, frames, f"segment {seq} of {name}/{part}")
             f.create_dataset("ids", data=np.array(index["ids"], dtype=object), dtype=h5py.string_dtype())
             f.create_dataset("lengths", data=np.asarray(index["lengths"], dtype=np.int64).reshape(-1))
             f.create_dataset("sha256", data=np.array([h.encode("ascii") for h in index["sha256"]], dtype="S64").reshape(-1))
             f.create_dataset("failures", data=json.dumps(index["failures"]), dtype=h5py.string_dtype())
             f.create_dataset("covers", data=np.asarray(index["covers"], dtype=np.int64).reshape(-1))
-            f.create_dataset("counts", data=json.dumps(index.get("counts", {})), dtype=h5py.string_dtype())
+            f.create_dataset("counts", data=json.dumps(index["counts"]), dtype=h5py.string_dtype())
+            f.attrs["index_sha256"] = index_digest(index)
         fsync_file(tmp)
         publish(tmp, part_dir / f"{seq:08d}.h5")
 
     def part_names(self, name: str) -> list[str]:
         base = self.parts / name
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-
-    def delete_set(self, name: str) -> None:
-        self.close()
-        remove_tree(self.parts, name)
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
 
     def delete_segment(self, name: str, segment: Segment) -> None:
-        f = self._files.pop(segment.handle, None)
+        path = segment.handle[0]
+        f = self._files.pop(path, None)
         if f is not None:
             f.close()
-        segment.handle.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def read_frames(self, segment: Segment, start: int, stop: int, out: np.ndarray) -> None:
         if stop <= start:
             return
-        data = self._file(segment.handle)["data"]
-        source = np.s_[start:stop] if data.ndim == 2 else np.s_[:, start:stop]
-        if out.flags.c_contiguous:
-            data.read_direct(out, source_sel=source)
+        path, group = segment.handle
+        if group is None:
+            f = self._file(path)
+        elif path in self._mains:
+            f = self._mains[path]
         else:
-            out[...] = data[source]
+            raise FileNotFoundError(f"{self.path} was finished again since set {group!r} was listed")
+        try:
+            data = (f if group is None else f[group])["data"]
+            source = np.s_[start:stop] if data.ndim == 2 else np.s_[:, start:stop]
+            if out.flags.c_contiguous:
+                data.read_direct(out, source_sel=source)
+            else:
+                out[...] = data[source]
+        except H5_ERRORS as e:
+            raise StoreError(f"cannot read frames {start}:{stop} of {self.path if group else path} ({type(e).__name__}: {e}); run `features verify {self.location}`") from None
 
     def lock_path(self, name: str, part: str | None) -> Path:
         if part is None:
@@ -234,7 +366,76 @@ class HDF5Backend(Backend):
             for entry in part_dir.glob(".tmp-*"):
                 entry.unlink(missing_ok=True)
 
+    def cleanup_store(self) -> None:
+        for leftover in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            leftover.unlink(missing_ok=True)
+        for leftover in self.path.parent.glob(f".{self.path.name}.parts.deleting-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        drop_stale_lock(self.creation_lock_path(), self.location)
+        if self.parts.is_dir():
+            drop_stale_lock(self.parts / ".create.lock", self.location)
+            for leftover in self.parts.glob(".deleting-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+            for set_dir in self.parts.iterdir():
+                if set_dir.is_dir() and not set_dir.name.startswith("."):
+                    for leftover in set_dir.glob(".set.json.tmp-*"):
+                        leftover.unlink(missing_ok=True)
+
+    def write_finished(self, plans: list[SetPlan], removed: list[str]) -> None:
+        if not removed and all(p.unchanged for p in plans) and set(self._finished_sets()) == {p.name for p in plans}:
+            self._remove_parts()
+            return
+        tmp = fresh_file(self._beside(f"tmp-finish-{os.getpid()}"))
+        with h5py.File(tmp, "w", locking=False) as out:
+            out.attrs["emocache"] = json.dumps(root_record([p.name for p in plans]))
+            for plan in plans:
+                if plan.unchanged:
+                    main = self._main()
+                    main.copy(main[plan.name], out, name=plan.name)
+                    continue
+                group = out.create_group(plan.name)
+                frames = int(sum(plan.lengths))
+                _write_data(group, plan.meta, plan.blocks(), frames, f"set {plan.name}")
+                group.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(plan.lengths, dtype=np.int64)]).astype(np.int64))
+                group.create_dataset("ids", data=np.array(plan.ids, dtype=object).reshape(-1), dtype=h5py.string_dtype())
+                group.create_dataset("sha256", data=np.array([h.encode("ascii") for h in plan.sha256], dtype="S64").reshape(-1))
+                group.create_dataset("failures", data=json.dumps([f.to_json() for f in plan.failures]), dtype=h5py.string_dtype())
+                counts = group.create_group("counts")
+                for key, values in plan.counts.items():
+                    counts.create_dataset(key, data=np.asarray(values, dtype=np.int64).reshape(-1))
+                group.attrs["emocache"] = json.dumps(plan.meta.to_json(), sort_keys=True)
+                group.attrs["index_sha256"] = index_digest(plan.index_json())
+        fsync_file(tmp)
+        self.close()
+        publish(tmp, self.path)
+        self._remove_parts()
+
+    def _remove_parts(self) -> None:
+        """Remove ``store.h5.parts/`` once ``store.h5`` holds everything in it (renamed away first)."""
+        self.close()
+        if self.parts.exists():
+            doomed = self._beside(f"parts.deleting-{os.getpid()}")
+            os.replace(self.parts, doomed)
+            fsync_dir(self.path.parent)
+            shutil.rmtree(doomed)
+
     def close(self) -> None:
-        for f in self._files.values():
+        for f in [*self._files.values(), *self._mains.values()]:
             f.close()
         self._files.clear()
+        self._mains.clear()
+        self._current = None
+        self._root_sets = None
+
+
+def _write_data(group: h5py.Group, meta: SetMeta, blocks: Iterable[np.ndarray], frames: int, what: str) -> None:
+    data = group.create_dataset("data", shape=meta.frame_shape(frames), dtype=meta.dtype)
+    at = 0
+    for block in blocks:
+        n = block.shape[-2]
+        if n:
+            data[..., at : at + n, :] = block
+        at += n
+    if at != frames:
+        raise StoreError(f"internal: {what} got {at} frames, expected {frames}")
+

@@ -11,14 +11,36 @@ other host's writer is known to be gone.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import warnings
 from pathlib import Path
 
-from features.base import StoreLockedError
+from features.records import StoreError, StoreLockedError
+
+
+def open_regular(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that never follows a symlink and refuses anything but a regular file.
+
+    Lock and temporary files sit in folders others may write to: a symlink planted
+    under their name must not make us write (or truncate) its target.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StoreError(f"{path} is a symbolic link; refusing to follow it (delete it if you did not make it)") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StoreError(f"read-only: cannot write {path} ({e.strerror}); open the store read-only, or give it write permission") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{path} is not a regular file; refusing to use it as a lock or temporary file (delete it)")
+    return fd
 
 
 class StaleLockWarning(UserWarning):
@@ -28,18 +50,28 @@ class StaleLockWarning(UserWarning):
 class WriterLock:
     """Exclusive lock on ``path``; ``what`` describes the locked thing in messages ("set 'audio' part 'main' of X")."""
 
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str, *, shared: bool = False) -> None:
         self.path = Path(path)
         self.what = what
+        # Shared holders (every open writer of a store) keep no record; the exclusive one may unlink.
+        self.shared = shared
         self._fd: int | None = None
 
     def acquire(self, wait: bool = False) -> None:
         """Take the lock, or raise StoreLockedError naming the holder (``wait=True``: block until free)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (PermissionError, OSError) as e:
+            if isinstance(e, (NotADirectoryError, FileExistsError)):
+                raise StoreError(f"{self.path.parent} is not a folder (a file is in the way): cannot lock {self.what}") from None
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise StoreError(f"read-only: cannot create {self.path.parent} ({e.strerror}) to lock {self.what}") from None
+            raise
+        kind = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, kind if wait else kind | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_record(fd)
                 os.close(fd)
@@ -56,6 +88,9 @@ class WriterLock:
                 os.close(fd)
                 continue
             break
+        if self.shared:
+            self._fd = fd
+            return
         holder = _read_record(fd)
         if holder:
             if holder.get("host") != socket.gethostname():
@@ -81,6 +116,11 @@ class WriterLock:
 
     def release(self) -> None:
         if self._fd is None:
+            return
+        if self.shared:
+            # Never unlinked by a shared holder: another one may hold it too.
+            os.close(self._fd)
+            self._fd = None
             return
         # Unlink while still holding the flock, so nobody sees our record as stale.
         try:
@@ -118,3 +158,17 @@ def _describe(holder: dict) -> str:
     if not holder:
         return "host ?, pid ?, since ? (no record yet)"
     return f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')}"
+
+
+def drop_stale_lock(path: Path, location: str) -> None:
+    """Remove a lock file a killed process left behind, unless someone holds it now."""
+    if not path.exists():
+        return
+    lock = WriterLock(path, f"{location} (a stale lock)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StaleLockWarning)
+        try:
+            lock.acquire()
+        except StoreError:
+            return
+    lock.release()

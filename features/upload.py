@@ -38,7 +38,7 @@ class UploadResult:
 def upload_store(local: str | os.PathLike, url: str) -> UploadResult:
     """Copy the Zarr store at ``local`` to ``url`` (``s3://bucket/key.zarr``); no writer may be writing it.
 
-    The local store is consolidated first, so that URL readers see all of it."""
+    The local store is finished first (one plain group per set), so that URL readers see all of it."""
     local = Path(local)
     if url_scheme(url) not in WRITABLE_SCHEMES or not is_remote(url):
         raise StoreError(f"{url}: stores upload to {', '.join(s + '://' for s in WRITABLE_SCHEMES)} URLs only")
@@ -46,7 +46,7 @@ def upload_store(local: str | os.PathLike, url: str) -> UploadResult:
         raise StoreError(f"upload {local} -> {url}: both must be Zarr stores (names ending in .zarr)")
     open_store(str(local)).close()  # a missing local store is an error here, not created by mode "a"
     with open_store(str(local), "a") as store:
-        store.consolidate()
+        store.finish()
     files = _store_files(local)
 
     import fsspec

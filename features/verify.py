@@ -20,8 +20,9 @@ from features.store import COPY_BYTES, FeatureSet, open_store
 #   corrupt   its bytes no longer match the checksum recorded when it was written
 #   missing   its segment cannot be read (file gone, truncated, damaged metadata)
 #   conflict  two parts committed it with different values (the first is the one read)
-#   unreadable a whole set cannot be opened (utt_id is "")
-KINDS = ("corrupt", "missing", "conflict", "unreadable")
+#   unreadable a whole set cannot be opened, or the store's list of sets cannot (utt_id is "")
+#   absent    an utterance of the manifest given is not committed to the set
+KINDS = ("corrupt", "missing", "conflict", "unreadable", "absent")
 
 
 @dataclass
@@ -45,17 +46,43 @@ class VerifyReport:
         }
 
 
-def verify(location: str, progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Check every utterance of every set of the store at ``location`` (opened read-only)."""
+def verify(
+    location: str, progress: Callable[[int], None] | None = None, *, manifest: str | None = None
+) -> VerifyReport:
+    """Check every utterance of every set of the store at ``location`` (opened read-only).
+
+    Structure too: every set the store's record lists must open, with all its
+    segments. With ``manifest`` (a manifest file), every utterance of it must be
+    committed to every set; the ones that are not are reported ``absent``.
+    Raises StoreError when the store itself cannot be opened (nothing to check).
+    """
+    wanted = None
+    if manifest is not None:
+        from manifests import ManifestError, read_manifest
+
+        try:
+            wanted = [row.utt_id for row in read_manifest(manifest)]
+        except ManifestError as e:
+            raise StoreError(str(e)) from None
     report = VerifyReport(str(location))
     with open_store(str(location), "r") as store:
-        for name in store.set_names():
+        names = store.set_names()
+        if wanted is not None and not names:
+            report.problems.append(("", "", "unreadable", f"{location} holds no feature set; {manifest} lists {len(wanted)} utterances"))
+        for name in names:
             try:
                 fs = store[name]
             except StoreError as e:
                 report.problems.append((name, "", "unreadable", str(e)))
                 continue
             report.checked[name] = _verify_set(fs, report, progress)
+            if wanted is not None:
+                failed = {f.utt_id: f for f in fs.failures()}
+                for utt_id in wanted:
+                    if utt_id not in fs:
+                        f = failed.get(utt_id)
+                        why = f"failed at {f.stage}: {f.error}" if f else "never extracted"
+                        report.problems.append((name, utt_id, "absent", f"in {manifest} but not in the set ({why})"))
     return report
 
 

@@ -51,9 +51,11 @@ def test_info_json_and_text(store):
     assert audio["provenance"] == PROV.to_json() and audio["identity"] == PROV.identity()
     assert audio["failures"] == [{"utt_id": "u9", "stage": "load", "error": "cannot decode u9.wav", "time": audio["failures"][0]["time"]}]
     assert data["sets"]["text"]["frame_rate"] is None
+    assert (audio["finished"], audio["parts"]) == (True, [])
     text = invoke("info", store).output
     assert "    u9\tload\t" in text and text.endswith("  failed       0\n")  # the last set, text, has none
     assert f"  identity     {PROV.identity()}" in text
+    assert "  finished     yes\n  parts        -\n" in text
 
 
 def test_verify_ok_then_names_the_corrupt_utterance(store):
@@ -62,7 +64,8 @@ def test_verify_ok_then_names_the_corrupt_utterance(store):
     assert "ok: 4 utterances in 2 sets match their checksums" in result.output
     # Damage u1's frames (rows 2..4 of audio, value 1.0 = 0x3c00 in float16) where they lie on disk.
     needle = np.full((3, 4), 1, dtype=np.float16).tobytes()
-    files = [p for p in Path(store + ".parts" if store.endswith(".h5") else store).rglob("*") if p.is_file() and "audio" in str(p)]
+    # A finished store: HDF5 is the one file (audio's data comes before text's), Zarr a tree.
+    files = [Path(store)] if store.endswith(".h5") else [p for p in Path(store).rglob("*") if p.is_file() and "audio" in str(p)]
     hits = [p for p in files if needle in p.read_bytes()]
     assert len(hits) == 1
     blob = bytearray(hits[0].read_bytes())
