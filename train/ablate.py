@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from train.config import ConfigError, TrainConfig, normalise_modalities
-from train.cv import dask_client, gather_folds, join_notes, run_folds, submit_folds, summarise_folds, synthetic_note
+from train.baseline import BaselineSpec, baselines, run_probe
+from train.baseline import summarise as summarise_probe
+from train.cv import (class_note, dask_client, gather_folds, join_notes, run_folds, submit_folds, summarise_folds,
+                      synthetic_note)
+from train.metrics import paired_difference
 from train.data import as_rows, load_features
 
 SETTINGS = ("A", "T", "V", "A+T", "A+V", "A+V+T")
@@ -43,21 +47,35 @@ def plan(settings: Sequence[str] = SETTINGS, lambdas: Sequence[float] = LAMBDAS)
     return runs
 
 
+def reference(results: Sequence[dict[str, Any]], cfg: TrainConfig) -> int:
+    """The row every setting is compared with: the one with the most modalities at the config's lambda
+    (A+V+T, lambda=1 in the paper's grid), else the first of the most modalities."""
+    most = max(len(r["config"]["model"]["modalities"]) for r in results)
+    candidates = [i for i, r in enumerate(results) if len(r["config"]["model"]["modalities"]) == most]
+    return next((i for i in candidates if results[i]["config"]["lam"] == cfg.lam), candidates[0])
+
+
 def slug(label: str) -> str:
     return label.replace(", ", "_").replace("+", "").replace("=", "")
 
 
 def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
                  settings: Sequence[str] = SETTINGS, lambdas: Sequence[float] = LAMBDAS,
-                 scheduler: str | None = None, note: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Cross-validate every setting; returns ``{"rows": [...], "note": ...}`` with each setting's cv summary."""
+                 scheduler: str | None = None, note: str | None = None, progress: bool = True,
+                 classical: BaselineSpec | None = None) -> dict[str, Any]:
+    """Cross-validate every setting, with the linear probe on each setting's inputs on the same folds.
+
+    Returns ``{"note", "reference", "classical"?, "rows": [...]}``; each row carries the setting's
+    cv summary, its ``baseline``, and paired differences over folds: ``vs_baseline``,
+    ``vs_reference`` (against the reference setting, :func:`reference`) and ``vs_classical``."""
     rows = as_rows(manifest)
     runs = plan(settings, lambdas)
     note = join_notes(synthetic_note(rows), note)
+    data = None
+    cache: dict = {}  # pooled sets for the probes, computed once for all settings
     out = Path(out_dir) if out_dir is not None else None
     results = []
     with dask_client(scheduler) as client:
-        data = None
         if client is None:
             # One read of every modality any setting needs; each setting uses its subset.
             needed = tuple(m for m in ("a", "t", "v") if any(m in mods for _, mods, _ in runs))
@@ -74,17 +92,26 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
             else:
                 folds = run_folds(run_cfg, rows, store, None if out is None else out / slug(label),
                                   data=data.select(run_cfg.model.modalities), progress=progress, desc=label)
+            if not results:
+                note = join_notes(note, class_note(run_cfg, folds[0]["classes"], progress))
             summary = summarise_folds(folds, folds[0]["classes"], run_cfg, note)
             summary["setting"] = label
+            summary |= baselines(run_cfg, rows, store, folds, None, data, cache)
             results.append(summary)
             if out is not None:
                 from train.report import write_cv
 
                 write_cv(out / slug(label), summary)
-    report = {"note": note, "rows": [
+    ref = reference(results, cfg)
+    extra = summarise_probe(run_probe(cfg, rows, store, classical), None, classical) if classical else None
+    report = {"note": note, "classes": results[0]["classes"], "reference": results[ref]["setting"], "rows": [
         {"setting": r["setting"], "modalities": list(r["config"]["model"]["modalities"]), "lam": r["config"]["lam"],
          "mean": r["mean"], "std": r["std"], "improvised": r.get("improvised"), "paper": PAPER.get(r["setting"]),
-         "folds": r["folds"]} for r in results]}
+         "folds": r["folds"], "baseline": r["baseline"], "vs_baseline": r["baseline"]["diff"],
+         "vs_reference": paired_difference(r["folds"], results[ref]["folds"]),
+         **({"vs_classical": paired_difference(r["folds"], extra["folds"])} if extra else {})} for r in results]}
+    if extra:
+        report["classical"] = extra
     if out is not None:
         from train.report import write_ablation
 

@@ -1,4 +1,4 @@
-"""`train`: stage 2 on cached features (fold, cv, ablate, predict). Thin over the library."""
+"""`train`: stage 2 on cached features (fold, cv, ablate, baseline, tune, predict). Thin over the library."""
 from __future__ import annotations
 
 import functools
@@ -29,14 +29,18 @@ def _domain_errors(fn):
     return wrapper
 
 
+_PRESET_HELP = (f"Starting configuration: one of {', '.join(sorted(PRESETS))}, or a preset file (FILE.json, e.g. "
+                "the one `train tune` writes); the flags below override its fields. 'paper' is the paper's (for a GPU), "
+                "'fast' ours for CPUs.")
+
+
 def _training_options(fn):
     options = [
         click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="The manifest (JSONL) the store was extracted from."),
         click.option("--store", required=True, multiple=True,
                      help="A feature store (.h5/.hdf5, .zarr, or a Zarr URL); repeat it for one store per modality."),
         click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."),
-        click.option("--preset", default="fast", show_default=True, type=click.Choice(sorted(PRESETS)),
-                     help="Starting configuration; the flags below override its fields. 'paper' is the paper's (for a GPU), 'fast' ours for CPUs."),
+        click.option("--preset", default="fast", show_default=True, help=_PRESET_HELP),
         click.option("--modalities", default=None, help="Comma-separated subset of a,t,v (audio, text, video). Default: the preset's (a,t,v)."),
         click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio,t=text,v=video (the default)."),
         click.option("--lambda", "lam", type=float, default=None, help="Weight of the margin loss (A+V+T only)."),
@@ -97,16 +101,87 @@ def fold(group: str, manifest: str, store: tuple[str, ...], out_dir: str, note: 
     _emit(result.to_json(), as_json, text)
 
 
+_BASELINE_SETS = click.option(
+    "--baseline-sets", "baseline_sets", default=None,
+    help="A second, classical baseline: the same linear probe over these store sets, e.g. a=egemaps-functionals.")
+
+
+def _classical(text: str | None):
+    from train.baseline import parse_baseline_sets
+
+    return parse_baseline_sets(text) if text else None
+
+
 @cli.command()
 @_training_options
 @click.option("--scheduler", default=None, help="Run folds on Dask: local:N (N worker processes here) or tcp://HOST:PORT.")
+@_BASELINE_SETS
 @_domain_errors
-def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, scheduler: str | None, **options: Any) -> None:
-    """Every fold, then mean and std over folds (tables and plots in --out)."""
+def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, scheduler: str | None,
+       baseline_sets: str | None, **options: Any) -> None:
+    """Every fold, then mean and std over folds (tables and plots in --out).
+
+    Beside the head: a linear probe on the same inputs and folds (the baseline column), and the
+    head-minus-baseline difference with a 95% paired interval over folds."""
     from train.report import cv_markdown
 
-    report = run_cv(_config(options), manifest, list(store), out_dir, scheduler=scheduler, note=note)
+    report = run_cv(_config(options), manifest, list(store), out_dir, scheduler=scheduler, note=note,
+                    classical=_classical(baseline_sets))
     _emit(report, as_json, cv_markdown(report) + f"outputs in {out_dir}")
+
+
+@cli.command()
+@_training_options
+@click.option("--space", "space_file", default=None, type=click.Path(dir_okay=False),
+              help="The search space, JSON: field -> [values] or {\"low\", \"high\", \"log\"}. Default: lr, d, dropout, weight_decay and epochs (train.tune.DEFAULT_SPACE) on top of --preset.")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="How many trials to draw (default: the whole grid of a --space of lists, else 12).")
+@click.option("--scheduler", default=None, help="Run trials on Dask: local:N or tcp://HOST:PORT.")
+@click.option("--test/--no-test", "run_test", default=True, show_default=True,
+              help="Cross-validate the chosen preset once, into OUT/test, after the choice.")
+@_BASELINE_SETS
+@_domain_errors
+def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, space_file: str | None,
+         trials: int | None, scheduler: str | None, run_test: bool, baseline_sets: str | None, **options: Any) -> None:
+    """Choose settings on validation data only, then test the choice once.
+
+    Each trial runs every fold without its test group: scored by the mean over folds of the best
+    validation WF1 (validation carved from the training groups). The best trial becomes OUT/preset.json,
+    which --preset OUT/preset.json accepts; only then is it cross-validated, once, into OUT/test."""
+    from train.report import tune_markdown
+    from train.tune import read_space, run_tune
+
+    space = read_space(space_file) if space_file else None
+    report = run_tune(_config(options), manifest, list(store), out_dir, space=space, n_trials=trials, scheduler=scheduler,
+                      test=run_test, classical=_classical(baseline_sets), note=note)
+    _emit(report, as_json, tune_markdown(report) + f"outputs in {out_dir}")
+
+
+@cli.command()
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="The manifest (JSONL) the store was extracted from.")
+@click.option("--store", required=True, multiple=True, help="A feature store; repeat it for one store per modality.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write baseline.md, .csv and .json here.")
+@click.option("--preset", default="fast", show_default=True, help=_PRESET_HELP)
+@click.option("--modalities", default=None, help="Comma-separated subset of a,t,v. Default: the preset's.")
+@click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio,t=text,v=video.")
+@click.option("--val", type=click.Choice(VAL_MODES), default=None, help="The validation mode of the folds (the probe trains on the head's training rows).")
+@click.option("--seed", type=int, default=None)
+@_BASELINE_SETS
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@_domain_errors
+def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset: str, modalities: str | None,
+             sets_text: str | None, val: str | None, seed: int | None, baseline_sets: str | None, as_json: bool) -> None:
+    """The linear probe alone, on the folds of `train cv`.
+
+    Per utterance the mean and std over time of each input set (multi-layer sets: of the layer
+    average), standardised on the fold's training rows, then logistic regression."""
+    from train.baseline import run_baseline
+    from train.report import baseline_markdown
+
+    cfg = _config({"preset": preset, "modalities": modalities, "sets_text": sets_text, "val": val, "seed": seed,
+                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads")}})
+    report = run_baseline(cfg, manifest, list(store), out_dir, classical=_classical(baseline_sets))
+    _emit(report, as_json, baseline_markdown(report) + (f"outputs in {out_dir}" if out_dir else ""))
 
 
 @cli.command()
@@ -114,12 +189,14 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
 @click.option("--settings", default=",".join(SETTINGS), show_default=True, help="Modality settings, comma-separated, e.g. A,T,A+V+T.")
 @click.option("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS), show_default=True, help="Lambdas for the A+V+T setting.")
 @click.option("--scheduler", default=None, help="Run folds on Dask: local:N or tcp://HOST:PORT.")
+@_BASELINE_SETS
 @_domain_errors
 def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
-           scheduler: str | None, **options: Any) -> None:
+           scheduler: str | None, baseline_sets: str | None, **options: Any) -> None:
     """The paper's ablations (Tables 1 and 2) beside the paper's figures.
 
-    Cross-validates every modality setting, and every lambda for A+V+T."""
+    Cross-validates every modality setting, and every lambda for A+V+T; each setting stands beside
+    the linear probe on its inputs, and beside the reference setting, with 95% paired intervals."""
     from train.report import ablation_markdown
 
     try:
@@ -127,7 +204,7 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
     except ValueError as err:
         raise click.ClickException(f"--lambdas {lambdas!r}: give numbers separated by commas, e.g. 0,0.1,1") from err
     report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
-                          lambdas=lams, scheduler=scheduler, note=note)
+                          lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets))
     _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
 
 

@@ -8,18 +8,20 @@ to compare with a sequential run).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from manifests import Utterance
+from manifests import SIX_CLASSES, Utterance
 from train import metrics
 from train.config import TrainConfig
+from train.baseline import BaselineSpec, baselines
 from train.data import FeatureData, as_rows, load_features, store_locations
 from train.folds import groups
 from train.loop import train_fold
@@ -41,6 +43,31 @@ def synthetic_note(rows: Sequence[Utterance]) -> str | None:
         if readme.is_file() and readme.read_text(encoding="utf-8", errors="replace").startswith(_README_MARKER):
             return f"SYNTHETIC DEMO CORPUS ({parent}): these figures say nothing about emotion recognition."
     return None
+
+
+def paper_run(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` trains the paper's head with the paper's settings (the ``paper`` preset, any
+    device, seed, sets, modalities or validation)."""
+    from train.presets import PRESETS
+
+    ref = PRESETS["paper"]
+    same = ("lr", "batch_size", "epochs", "lam", "alpha", "optimizer", "weight_decay", "grad_clip")
+    model = dataclasses.replace(cfg.model, modalities=ref.model.modalities)
+    return model == ref.model and all(getattr(cfg, f) == getattr(ref, f) for f in same)
+
+
+def class_note(cfg: TrainConfig, classes: Sequence[str], progress: bool = True) -> str | None:
+    """Prints the class set on stderr; for a paper run whose classes are not the paper's six, the warning
+    line the reports carry."""
+    if progress:
+        print(f"classes ({len(classes)}): {', '.join(classes)}", file=sys.stderr)
+    if not paper_run(cfg) or tuple(classes) == SIX_CLASSES:
+        return None
+    warning = (f"WARNING: a paper run on {len(classes)} classes ({', '.join(classes)}), not the paper's six "
+               f"({', '.join(SIX_CLASSES)}): its figures do not compare with the paper's.")
+    if progress:
+        print(warning, file=sys.stderr)
+    return warning
 
 
 def join_notes(*notes: str | None) -> str | None:
@@ -130,13 +157,22 @@ def gather_folds(submitted: list[tuple[str, Any]], *, progress: bool = True, des
 
 
 def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
-           scheduler: str | None = None, note: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Every fold, then mean and std; with ``out_dir`` also the per-fold outputs and the cv tables and plots."""
+           scheduler: str | None = None, note: str | None = None, progress: bool = True,
+           classical: BaselineSpec | None = None, client=None) -> dict[str, Any]:
+    """Every fold, then mean and std, and the linear probe on the same folds (``report["baseline"]``;
+    ``classical``: the probe over those sets too, ``report["classical"]``); with ``out_dir`` also the
+    per-fold outputs and the cv tables and plots. ``client``: a Dask client already open (instead of
+    ``scheduler``)."""
     rows = as_rows(manifest)
-    with dask_client(scheduler) as client:
+    data = None
+    with nullcontext(client) if client is not None else dask_client(scheduler) as client:
+        if client is None:
+            data = load_features(rows, store, cfg.sets, cfg.model.modalities)
         folds = run_folds(cfg, manifest if client else rows, store, Path(out_dir) if out_dir else None,
-                          client=client, progress=progress)
-    report = summarise_folds(folds, folds[0]["classes"], cfg, join_notes(synthetic_note(rows), note))
+                          client=client, data=data, progress=progress)
+    notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0]["classes"], progress), note)
+    report = summarise_folds(folds, folds[0]["classes"], cfg, notes)
+    report |= baselines(cfg, rows, store, folds, classical, data)
     if out_dir is not None:
         from train.report import write_cv
 

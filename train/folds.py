@@ -3,14 +3,20 @@
 The test group (the session, for IEMOCAP) is held out whole. With ``val="dialog"``
 about ``val_fraction`` of the TRAINING units go to validation, where a unit is:
 
-- the dialog (``Utterance.dialog``), so no dialog straddles train and validation;
-- the speaker, for rows without a dialog (CSV corpora), so no speaker straddles;
-- the utterance, when rows have neither.
+- the dialog (``Utterance.dialog``), so no dialog straddles train and validation; a dialog
+  the corpus splits in parts (``Ses03M_impro05a`` / ``Ses03M_impro05b``: a letter after the
+  dialog's number) is one unit;
+- for rows without a dialog (CSV corpora): the group, when the training side holds at least
+  three groups (a group-wise split, so no speaker of a speaker-grouped corpus straddles);
+  else the speaker (``Utterance.speaker``), so no speaker straddles;
+- otherwise no validation split can be carved without leaking speakers, and
+  :func:`split_fold` says so (use ``val="none"``, or give the rows speakers).
 
 Units are drawn with the seed; at least one unit goes to each side.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,12 +46,39 @@ def groups(rows: Sequence[Utterance]) -> list[str]:
     return sorted(keys, key=lambda g: (0, int(g), g) if g.lstrip("-").isdigit() else (1, 0, g))
 
 
+# A dialog recorded in parts: the same dialog number followed by a part letter.
+_DIALOG_PART = re.compile(r"^(.*\d)[a-z]$")
+MIN_GROUPS_FOR_GROUP_SPLIT = 3
+
+
+def dialog_unit(dialog: str) -> str:
+    """``Ses03M_impro05a`` and ``Ses03M_impro05b`` -> ``Ses03M_impro05``; other dialogs unchanged."""
+    match = _DIALOG_PART.match(dialog)
+    return match.group(1) if match else dialog
+
+
 def val_unit(row: Utterance, by: str) -> str:
     if by == "dialog":
-        return row.dialog
+        return dialog_unit(row.dialog)
+    if by == "group":
+        return row.group
     if by == "speaker":
         return row.speaker
-    return row.utt_id
+    raise FoldError(f"validation unit {by!r} is not one of ['dialog', 'group', 'speaker']")
+
+
+def unit_kind(rows: Sequence[Utterance], rest: Sequence[int], test_group: str) -> str:
+    """What the validation split of a fold is drawn by: ``dialog``, ``group`` or ``speaker``."""
+    if all(rows[i].dialog for i in rest):
+        return "dialog"
+    if len({rows[i].group for i in rest}) >= MIN_GROUPS_FOR_GROUP_SPLIT:
+        return "group"
+    if all(rows[i].speaker for i in rest):
+        return "speaker"
+    raise FoldError(
+        f"fold {test_group!r}: the training groups ({len({rows[i].group for i in rest})}, fewer than "
+        f"{MIN_GROUPS_FOR_GROUP_SPLIT}) have rows without a dialog or a speaker, so no validation split can be "
+        "carved that keeps speakers apart; give the manifest's rows speakers (or more groups), or use --val none")
 
 
 def split_fold(rows: Sequence[Utterance], test_group: str, val: str = "dialog",
@@ -63,7 +96,7 @@ def split_fold(rows: Sequence[Utterance], test_group: str, val: str = "dialog",
         return Split(test_group, tuple(rest), (), test, None)
     if val != "dialog":
         raise FoldError(f"val {val!r} is not one of ['dialog', 'none']")
-    by = "dialog" if all(rows[i].dialog for i in rest) else "speaker" if all(rows[i].speaker for i in rest) else "utterance"
+    by = unit_kind(rows, rest, test_group)
     units = sorted({val_unit(rows[i], by) for i in rest})
     if len(units) < 2:
         raise FoldError(f"the training groups of fold {test_group!r} hold one {by} only: no validation split can be carved; use --val none")

@@ -158,11 +158,15 @@ def _improvised(data: FeatureData, out: EpochOutput) -> dict[str, Any] | None:
 
 def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utterance], store, test_group: str,
                out_dir: str | os.PathLike | None = None, *, data: FeatureData | None = None,
-               progress: bool = True) -> FoldResult:
+               progress: bool = True, test: bool = True) -> FoldResult:
     """Train on every group but ``test_group``, test on it, and (with ``out_dir``) write the fold's outputs.
 
     ``store`` is a path/URL or an open store; ``data`` skips loading (the features of the
-    same manifest, already in memory, e.g. shared by the folds of one cross-validation)."""
+    same manifest, already in memory, e.g. shared by the folds of one cross-validation).
+    ``test=False`` (model selection, `train tune`): no pass over the test group at all; the
+    result holds the training and validation history only (empty ``metrics``), and nothing is written."""
+    if not test and out_dir is not None:
+        raise ValueError("train_fold(test=False) writes no outputs: pass out_dir=None")
     rows = as_rows(manifest)
     seed_everything(cfg.seed, cfg.num_threads)
     if data is None:
@@ -197,6 +201,11 @@ def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utteranc
             epochs.set_postfix(loss=f"{tr.loss:.3f}", val_wf1=f"{scores['wf1']:.3f}")
         history.append(record)
 
+    if not test:
+        return FoldResult(
+            group=split.test_group, classes=data.classes, metrics={}, last=None, improvised=None,
+            best_epoch=best_epoch if best_state is not None else cfg.epochs, history=history,
+            n_train=len(split.train), n_val=len(split.val), val_unit=split.val_unit, passes=passes, timing=timing)
     # Testing starts here, after every epoch has run; nothing above reads split.test.
     last_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     last_out = None

@@ -51,3 +51,31 @@ def summarise(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "confusion": np.sum([np.asarray(f["confusion"]) for f in folds], axis=0).tolist(),
         "n_test": int(sum(f["n_test"] for f in folds)),
     }
+
+
+INTERVAL = "paired t interval over folds, 95%"
+
+
+def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], level: float = 0.95) -> dict[str, Any]:
+    """``a`` minus ``b``, paired by fold ``group``: per scalar the mean difference over folds and a
+    ``level`` interval from the t distribution with n - 1 degrees of freedom (``low``/``high`` are
+    ``None`` with one fold). ``{"acc": {"mean", "low", "high"}, ..., "n_folds", "method"}``."""
+    from scipy import stats
+
+    by_group = {f["group"]: f for f in b}
+    missing = [f["group"] for f in a if f["group"] not in by_group]
+    if missing or len(a) != len(b):
+        raise ValueError(f"paired comparison needs the same folds on both sides; unmatched: {missing or sorted(by_group)}")
+    n = len(a)
+    out: dict[str, Any] = {}
+    for k in SCALARS:
+        d = np.array([f[k] - by_group[f["group"]][k] for f in a], dtype=np.float64)
+        mean = float(d.mean())
+        if n < 2:
+            out[k] = {"mean": mean, "low": None, "high": None}
+            continue
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
+        out[k] = {"mean": mean, "low": mean - half, "high": mean + half}
+    out["n_folds"] = n
+    out["method"] = INTERVAL if level == 0.95 else f"paired t interval over folds, {100 * level:g}%"
+    return out

@@ -1,6 +1,6 @@
-"""The stage-2 head (MODEL.md): per-modality branches, gated cross-modal attention, shared encoder.
+"""The stage-2 head (docs/MODEL.md): per-modality branches, gated cross-modal attention, shared encoder.
 
-Ablation modes (paper 4.1, MODEL.md):
+Ablation modes (paper 4.1, docs/MODEL.md):
   one modality (A, T or V)  branch -> masked mean -> classifier; no cross-modal attention, no z
   two (A+T, A+V)            n_blocks stacked CM blocks, audio as query, no gate, no z
   three (A+V+T)             n_blocks stacked gated blocks (two CM blocks each), z for the margin loss

@@ -14,6 +14,8 @@ about the best settings for real data.
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from train.config import ConfigError, TrainConfig
@@ -33,8 +35,33 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """The preset ``name`` with ``overrides`` (TrainConfig or ModelConfig fields; ``None`` values are ignored)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
-    return PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})
+def preset(name: str | os.PathLike, **overrides: Any) -> TrainConfig:
+    """The preset ``name`` with ``overrides`` (TrainConfig or ModelConfig fields; ``None`` values are ignored).
+
+    ``name`` is one of :data:`PRESETS`, or the path of a preset file: a TrainConfig's JSON
+    (:meth:`TrainConfig.to_json`), as `train tune` writes it."""
+    text = os.fspath(name)
+    if text in PRESETS:
+        base = PRESETS[text]
+    elif text.endswith(".json") or os.path.sep in text:
+        base = load_preset(text)
+    else:
+        raise ConfigError(f"unknown preset {text!r}; presets: {sorted(PRESETS)}, or a preset file FILE.json")
+    return base.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_preset(path: str | os.PathLike) -> TrainConfig:
+    """A preset file: the JSON of a TrainConfig."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError as err:
+        raise ConfigError(f"preset file {os.fspath(path)} does not exist; presets: {sorted(PRESETS)}, or a preset file FILE.json") from err
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"preset file {os.fspath(path)}: not JSON ({err}); write a TrainConfig's JSON, as `train tune` does") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset file {os.fspath(path)}: expected a JSON object (a TrainConfig's fields)")
+    try:
+        return TrainConfig.from_json(data)
+    except (TypeError, ConfigError) as err:
+        raise ConfigError(f"preset file {os.fspath(path)}: {err}") from err

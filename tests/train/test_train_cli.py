@@ -43,7 +43,7 @@ def test_cv_writes_tables_and_plots(cv_run):
     table = (out / "folds.md").read_text()
     assert table.startswith("| fold | acc | wf1 | ua | macro_f1 | n_test | best_epoch |")
     assert f"| mean | {100 * report['mean']['acc']:.2f} |" in table and "Improvised utterances only" in table
-    assert (out / "folds.csv").read_text().splitlines()[0] == "fold,acc,wf1,ua,macro_f1,n_test,best_epoch"
+    assert (out / "folds.csv").read_text().splitlines()[0] == "fold,acc,wf1,ua,macro_f1,n_test,best_epoch,baseline_acc,baseline_wf1"
     assert json.loads((out / "cv.json").read_text())["mean"] == report["mean"]
     assert (out / "fold-2" / "model.pt").is_file()
 
@@ -117,7 +117,8 @@ def test_ablate_prints_our_table_beside_the_paper(small_corpus, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "> tiny test store"
-    assert "| setting | ACC | WF1 | WF1 improvised | paper ACC | paper WF1 |" in lines
+    assert ("| setting | ACC | WF1 | WF1 improvised | baseline WF1 | WF1 - baseline | WF1 - A+V+T, lambda=1 "
+            "| paper ACC | paper WF1 |") in lines
     rows = [line for line in lines if line.startswith("| V") or line.startswith("| A+V+T")]
     assert [r.split(" | ")[0] for r in rows] == ["| V", "| A+V+T, lambda=0", "| A+V+T, lambda=1"]
     assert rows[0].endswith("| 29.88 | 26.31 |") and rows[2].endswith("| 70.26 | 70.29 |")

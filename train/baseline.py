@@ -1,0 +1,187 @@
+"""The linear probe every head stands beside: pooled cached inputs, standardised, logistic regression.
+
+Per utterance and set: the mean and the standard deviation over time of every channel
+(a set stored with several layers is first averaged over its layers, so a 13-layer
+wav2vec 2.0 set gives 2 x 768 values, not 2 x 13 x 768). The sets of a run are
+concatenated, standardised with the statistics of the fold's TRAINING rows
+(``Split.train``, the rows the head trains on; the head's validation rows are not
+used) and classified by scikit-learn's ``LogisticRegression`` (lbfgs, C = 1,
+``max_iter`` = :data:`MAX_ITER`).
+
+The folds are the head's: :func:`train.folds.split_fold` with the run's ``val``,
+``val_fraction`` and ``seed`` gives the very same :class:`~train.folds.Split`.
+
+The classical baseline is the same probe over other sets of the store, e.g. the
+eGeMAPSv02 functionals of the same audio (one frame per utterance, whose std is 0
+and drops out in the standardisation): ``--baseline-sets a=NAME``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from manifests import Utterance
+from train import metrics
+from train.config import TrainConfig
+from train.data import FeatureData, ModalityData, as_rows, load_features
+from train.folds import Split, groups, split_fold
+
+MAX_ITER = 5000
+METHOD = ("per set: mean and std over time (multi-layer sets: over the layer average), "
+          f"standardised on the training rows, LogisticRegression(C=1, max_iter={MAX_ITER})")
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """Which sets a probe reads: modality -> set name (the run's ``cfg.sets`` for the input probe)."""
+
+    sets: dict[str, str]
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in ("a", "t", "v") if m in self.sets)
+
+
+def pooled(md: ModalityData) -> np.ndarray:
+    """(N, 2D) float64: per utterance the mean then the std over time (zeros for an empty utterance)."""
+    n = len(md.offsets) - 1
+    out = np.zeros((n, 2 * md.dim), dtype=np.float64)
+    for i in range(n):
+        s, e = md.offsets[i], md.offsets[i + 1]
+        if e <= s:
+            continue
+        x = md.data[..., s:e, :]
+        x = x.mean(axis=0, dtype=np.float64) if x.ndim == 3 else x.astype(np.float64)
+        out[i, :md.dim] = x.mean(axis=0)
+        out[i, md.dim:] = x.std(axis=0)
+    return out
+
+
+def probe_matrix(data: FeatureData, modalities: Sequence[str], cache: dict | None = None) -> np.ndarray:
+    """The probe's input: the pooled sets of ``modalities`` side by side, (N, sum 2 D_m).
+
+    ``cache``: pooled sets by (modality, set name), kept across the settings of one ablation."""
+    cache = {} if cache is None else cache
+    for m in modalities:
+        key = (m, data.modalities[m].set_name)
+        if key not in cache:
+            cache[key] = pooled(data.modalities[m])
+    return np.concatenate([cache[(m, data.modalities[m].set_name)] for m in modalities], axis=1)
+
+
+def fit_predict(x: np.ndarray, y: np.ndarray, split: Split, seed: int) -> np.ndarray:
+    """Fit the scaler and the logistic regression on ``split.train``; predicted class of each ``split.test`` row."""
+    train, test = np.asarray(split.train, dtype=np.int64), np.asarray(split.test, dtype=np.int64)
+    scaler = StandardScaler().fit(x[train])
+    clf = LogisticRegression(C=1.0, max_iter=MAX_ITER, random_state=seed)
+    with warnings.catch_warnings():
+        # A probe that has not fully converged after MAX_ITER is still a fair baseline; say so once in the log.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(scaler.transform(x[train]), y[train])
+    return clf.predict(scaler.transform(x[test]))
+
+
+def probe_fold(x: np.ndarray, data: FeatureData, split: Split, seed: int) -> dict[str, Any]:
+    """One fold's figures, with the same keys as the head's fold JSON where they apply."""
+    pred = fit_predict(x, data.labels, split, seed)
+    test = np.asarray(split.test, dtype=np.int64)
+    scores = metrics.compute(data.labels[test], pred, len(data.classes))
+    flags = np.array([data.rows[i].improvised is True for i in test], dtype=bool)
+    improvised = (metrics.compute(data.labels[test[flags]], pred[flags], len(data.classes))
+                  if flags.any() else None)
+    return {"group": split.test_group, **scores, "classes": list(data.classes), "improvised": improvised,
+            "n_train": len(split.train), "n_val": 0, "val_unit": split.val_unit}
+
+
+def run_probe(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utterance], store, spec: BaselineSpec, *,
+              data: FeatureData | None = None, cache: dict | None = None) -> list[dict[str, Any]]:
+    """Every fold of ``cfg``'s cross-validation, the probe over ``spec``'s sets; fold JSONs in group order.
+
+    ``data``: features already loaded for the manifest (must hold ``spec``'s modalities under its sets);
+    ``cache``: see :func:`probe_matrix` (only with ``data``)."""
+    rows = as_rows(manifest)
+    if data is None:
+        data, cache = load_features(rows, store, spec.sets, spec.modalities), None
+    x = probe_matrix(data, spec.modalities, cache)
+    return [probe_fold(x, data, split_fold(rows, g, cfg.val, cfg.val_fraction, cfg.seed), cfg.seed)
+            for g in groups(rows)]
+
+
+def summarise(folds: list[dict[str, Any]], head_folds: list[dict[str, Any]] | None, spec: BaselineSpec) -> dict[str, Any]:
+    """``{"sets", "method", "mean", "std", "n_test", "confusion", "folds"[, "improvised"][, "diff"]}``;
+    ``diff``: head minus probe, paired over folds (:func:`train.metrics.paired_difference`)."""
+    s = metrics.summarise(folds)
+    out = {"sets": dict(spec.sets), "method": METHOD, "mean": s["mean"], "std": s["std"], "n_test": s["n_test"],
+           "confusion": s["confusion"], "folds": folds}
+    improvised = [f["improvised"] for f in folds if f.get("improvised")]
+    if improvised and len(improvised) == len(folds):
+        si = metrics.summarise(improvised)
+        out["improvised"] = {"mean": si["mean"], "std": si["std"], "n_test": si["n_test"]}
+    if head_folds is not None:
+        out["diff"] = metrics.paired_difference(head_folds, folds)
+    return out
+
+
+def input_spec(cfg: TrainConfig) -> BaselineSpec:
+    """The probe on the run's own inputs: the sets of the run's modalities."""
+    return BaselineSpec({m: cfg.sets[m] for m in cfg.model.modalities})
+
+
+def baselines(cfg: TrainConfig, rows: list[Utterance], store, head_folds: list[dict[str, Any]] | None,
+              classical: BaselineSpec | None = None, data: FeatureData | None = None,
+              cache: dict | None = None) -> dict[str, Any]:
+    """``{"baseline": ...}`` (the probe on the run's inputs) and, with ``classical``, ``{"classical": ...}``."""
+    spec = input_spec(cfg)
+    usable = data if data is not None and all(m in data.modalities and data.modalities[m].set_name == spec.sets[m]
+                                              for m in spec.modalities) else None
+    out = {"baseline": summarise(run_probe(cfg, rows, store, spec, data=usable, cache=cache), head_folds, spec)}
+    if classical is not None:
+        out["classical"] = summarise(run_probe(cfg, rows, store, classical), head_folds, classical)
+    return out
+
+
+def parse_baseline_sets(text: str) -> BaselineSpec:
+    """``"a=egemaps"`` or ``"a=egemaps,t=text"`` -> the sets of the classical baseline."""
+    from train.config import ConfigError
+    from train.model import MODALITIES
+
+    sets = {}
+    for item in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, name = item.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in MODALITIES or not name.strip():
+            raise ConfigError(f"--baseline-sets item {item!r}: write MODALITY=SET with MODALITY one of {list(MODALITIES)}, "
+                              "e.g. a=egemaps-functionals")
+        sets[key] = name.strip()
+    if not sets:
+        raise ConfigError("--baseline-sets is empty: write MODALITY=SET, e.g. a=egemaps-functionals")
+    return BaselineSpec(sets)
+
+
+def run_baseline(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
+                 classical: BaselineSpec | None = None) -> dict[str, Any]:
+    """The probe alone on ``cfg``'s folds: ``{"classes", "baseline", "classical"?, "config"}``; with
+    ``out_dir``: baseline.json, baseline.md and baseline.csv."""
+    rows = as_rows(manifest)
+    spec = input_spec(cfg)
+    data = load_features(rows, store, spec.sets, spec.modalities)
+    report: dict[str, Any] = {"classes": list(data.classes),
+                              "baseline": summarise(run_probe(cfg, rows, store, spec, data=data), None, spec)}
+    if classical is not None:
+        report["classical"] = summarise(run_probe(cfg, rows, store, classical), None, classical)
+    report["config"] = cfg.to_json()
+    if out_dir is not None:
+        from pathlib import Path
+
+        from train.report import write_baseline
+
+        write_baseline(Path(out_dir), report)
+    return report

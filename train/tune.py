@@ -1,0 +1,242 @@
+"""`train tune`: choose training and model settings on validation data only, then test the choice once.
+
+A space (JSON) maps config fields to a list of values or to a range
+``{"low": L, "high": H, "log": true|false}``. Trials come from scikit-learn: every point of
+:class:`~sklearn.model_selection.ParameterGrid` when the space is all lists and ``trials``
+does not cut it short, else ``trials`` draws of :class:`~sklearn.model_selection.ParameterSampler`
+(seeded with the base config's seed).
+
+A trial runs every leave-one-group-out fold with ``train_fold(..., test=False)``: it trains on
+the fold's training rows, validates on the validation split carved from the training groups
+(:mod:`train.folds`), and never makes a pass over the test group. Its score is the mean over
+folds of each fold's best validation weighted F1. The trial with the highest score (the first
+on ties) is the choice; its settings are written as a preset file (a TrainConfig's JSON) that
+``--preset FILE`` accepts. Only then is the choice cross-validated once, with its test folds
+and the baseline, into ``OUT/test``.
+
+Trials x folds run as one Dask task each when a scheduler is given (:func:`train.cv.dask_client`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from train.config import TrainConfig
+from train.data import as_rows, load_features, store_locations
+from train.folds import groups
+from train.loop import train_fold
+from train.model import ModelConfig
+
+DEFAULT_TRIALS = 12
+SELECTION = "mean over folds of each fold's best validation WF1 (validation carved from the training groups)"
+# Fields a search may not change: they decide where or how reproducibly it runs, what it reads, or
+# whether there is validation data at all.
+FIXED = ("seed", "device", "num_threads", "sets", "val")
+# The space `train tune --preset NAME` searches when no --space is given.
+DEFAULT_SPACE: dict[str, Any] = {
+    "lr": [1e-3, 5e-4, 2e-4],
+    "d": [32, 64, 128],
+    "dropout": [0.1, 0.2, 0.3],
+    "weight_decay": [0.0, 0.01],
+    "epochs": [20, 40],
+}
+
+
+class TuneError(ValueError):
+    """A space that cannot be searched; the message names the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the space: its number, the changed fields, and the config they give."""
+
+    number: int
+    params: dict[str, Any]
+    config: TrainConfig
+
+
+def _searchable() -> set[str]:
+    names = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(ModelConfig)}
+    return names - set(FIXED) - {"model"}
+
+
+def read_space(path: str | os.PathLike) -> dict[str, Any]:
+    """A space file: a JSON object of field -> list of values, or {"low", "high", "log"}."""
+    try:
+        space = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise TuneError(f"space file {os.fspath(path)} does not exist") from err
+    except json.JSONDecodeError as err:
+        raise TuneError(f"space file {os.fspath(path)}: not JSON ({err})") from err
+    return check_space(space, where=f"space file {os.fspath(path)}")
+
+
+def check_space(space: Any, where: str = "space") -> dict[str, Any]:
+    if not isinstance(space, dict) or not space:
+        raise TuneError(f"{where}: write a JSON object of field -> [values] or {{\"low\", \"high\", \"log\"}}, e.g. "
+                        '{"lr": {"low": 1e-4, "high": 1e-2, "log": true}, "d": [32, 64]}')
+    allowed = _searchable()
+    for name, values in space.items():
+        if name not in allowed:
+            raise TuneError(f"{where}: {name!r} cannot be searched; searchable fields: {sorted(allowed)}")
+        if isinstance(values, list):
+            if not values:
+                raise TuneError(f"{where}: {name!r} has an empty list of values")
+        elif isinstance(values, dict):
+            extra = sorted(set(values) - {"low", "high", "log"})
+            if extra or not {"low", "high"} <= set(values):
+                raise TuneError(f"{where}: {name!r}: a range is {{\"low\": L, \"high\": H, \"log\": true|false}}")
+            if not values["low"] < values["high"] or (values.get("log") and values["low"] <= 0):
+                raise TuneError(f"{where}: {name!r}: need low < high (and low > 0 for a log range), got {values}")
+        else:
+            raise TuneError(f"{where}: {name!r}: give a list of values or a range {{\"low\", \"high\", \"log\"}}")
+    return space
+
+
+def _distribution(spec: dict[str, Any]):
+    from scipy import stats
+
+    low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+    if isinstance(low, int) and isinstance(high, int) and not log:
+        return stats.randint(low, high + 1)
+    return stats.loguniform(low, high) if log else stats.uniform(low, high - low)
+
+
+def _plain(value: Any, integer: bool) -> Any:
+    """numpy scalars -> Python (for JSON and dataclasses); int ranges sampled on a log scale -> int."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return int(round(value)) if integer and isinstance(value, float) else value
+
+
+def make_trials(base: TrainConfig, space: dict[str, Any], n_trials: int | None = None) -> list[Trial]:
+    """The trials of ``space`` around ``base`` (see the module docstring); each config is checked here."""
+    from sklearn.model_selection import ParameterGrid, ParameterSampler
+
+    space = check_space(space)
+    grid = all(isinstance(v, list) for v in space.values())
+    if grid and (n_trials is None or n_trials >= len(ParameterGrid(space))):
+        points = list(ParameterGrid(space))
+    else:
+        dists = {k: v if isinstance(v, list) else _distribution(v) for k, v in space.items()}
+        points = list(ParameterSampler(dists, n_iter=n_trials or DEFAULT_TRIALS, random_state=base.seed))
+    integer = {k for k, v in space.items() if isinstance(v, dict) and isinstance(v["low"], int) and isinstance(v["high"], int)}
+    trials = []
+    for number, point in enumerate(points):
+        params = {k: _plain(point[k], k in integer) for k in sorted(point)}
+        try:
+            cfg = base.replace(**params)
+        except (ValueError, TypeError) as err:  # ConfigError, and ModelConfig's own checks
+            raise TuneError(f"trial {number} {params}: {err}") from err
+        trials.append(Trial(number, params, cfg))
+    return trials
+
+
+def plan_trials(base: TrainConfig, space: dict[str, Any] | None, n_trials: int | None) -> list[Trial]:
+    """:func:`make_trials`; without ``space``, ``n_trials`` (default :data:`DEFAULT_TRIALS`) draws of
+    :data:`DEFAULT_SPACE` (whose whole grid, 108 points, would be a long search)."""
+    if space is None:
+        return make_trials(base, DEFAULT_SPACE, n_trials or DEFAULT_TRIALS)
+    return make_trials(base, space, n_trials)
+
+
+def validation_score(result) -> dict[str, Any]:
+    """One fold of a trial: its best validation WF1 and the epoch it came at (never a test figure)."""
+    curve = [h["val_wf1"] for h in result.history]
+    best = int(np.argmax(curve))  # the first epoch of the best
+    return {"group": result.group, "best_val_wf1": float(curve[best]), "best_epoch": best + 1,
+            "n_train": result.n_train, "n_val": result.n_val, "val_unit": result.val_unit, "passes": sorted(set(result.passes))}
+
+
+def _trial_fold_task(cfg_json: dict[str, Any], manifest: str, store: list[str], group: str) -> dict[str, Any]:
+    """One (trial, fold) inside a Dask worker: loads the store itself."""
+    cfg = TrainConfig.from_json(cfg_json)
+    return validation_score(train_fold(cfg, manifest, store, group, None, progress=False, test=False))
+
+
+def score_trials(trials: Sequence[Trial], manifest, store, *, client=None, fold_groups: Sequence[str] | None = None,
+                 progress: bool = True) -> list[list[dict[str, Any]]]:
+    """Per trial, per fold: :func:`validation_score`. ``fold_groups``: only these folds (default: all)."""
+    rows = as_rows(manifest)
+    keys = list(fold_groups) if fold_groups is not None else groups(rows)
+    jobs = [(t, g) for t in trials for g in keys]
+    bar = tqdm(total=len(jobs), desc="tune", unit="fold", file=sys.stderr, disable=not progress)
+    results: dict[tuple[int, str], dict[str, Any]] = {}
+    if client is None:
+        needed = tuple(m for m in ("a", "t", "v") if any(m in t.config.model.modalities for t in trials))
+        data = load_features(rows, store, trials[0].config.sets, needed)
+        for t, g in jobs:
+            fold = train_fold(t.config, rows, store, g, None, data=data.select(t.config.model.modalities),
+                              progress=False, test=False)
+            results[(t.number, g)] = validation_score(fold)
+            bar.update(1)
+    else:
+        from distributed import as_completed
+
+        from train.cv import SchedulerError
+
+        stores = store_locations(store)
+        if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
+            raise SchedulerError("running trials on Dask needs the manifest and the stores as paths, so that each worker opens them")
+        futures = {client.submit(_trial_fold_task, t.config.to_json(), os.fspath(manifest), [os.fspath(s) for s in stores],
+                                 g, pure=False): (t.number, g) for t, g in jobs}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(1)
+    bar.close()
+    return [[results[(t.number, g)] for g in keys] for t in trials]
+
+
+def choose(trials: Sequence[Trial], scores: Sequence[Sequence[dict[str, Any]]]) -> tuple[int, list[dict[str, Any]]]:
+    """(index of the chosen trial, one summary per trial). The highest mean validation WF1 wins; ties keep the earlier trial."""
+    summaries = []
+    for t, folds in zip(trials, scores):
+        summaries.append({"number": t.number, "params": t.params,
+                          "score": float(np.mean([f["best_val_wf1"] for f in folds])),
+                          "median_best_epoch": float(np.median([f["best_epoch"] for f in folds])), "folds": list(folds)})
+    best = max(range(len(summaries)), key=lambda i: (summaries[i]["score"], -i))
+    return best, summaries
+
+
+def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, space: dict[str, Any] | None = None,
+             n_trials: int | None = None, scheduler: str | None = None, test: bool = True, classical=None,
+             note: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Search, choose on validation scores, write ``OUT/preset.json``, then (``test``) cross-validate the
+    choice once into ``OUT/test``. Writes tune.json and tune.md; returns tune.json's content.
+
+    Without ``space``: :data:`DEFAULT_SPACE`, ``n_trials`` (default :data:`DEFAULT_TRIALS`) draws of it."""
+    from train.cv import dask_client, run_cv
+    from train.report import write_json, write_tune
+
+    if base.val == "none":
+        raise TuneError("tuning needs validation data: the base config has val='none'; use --val dialog")
+    trials = plan_trials(base, space, n_trials)
+    space = DEFAULT_SPACE if space is None else space
+    with dask_client(scheduler) as client:
+        scores = score_trials(trials, manifest if client else as_rows(manifest), store, client=client, progress=progress)
+        best, summaries = choose(trials, scores)
+        out = Path(out_dir)
+        # The choice is on disk before any test fold is read.
+        preset_path = write_json(out / "preset.json", trials[best].config.to_json())
+        report: dict[str, Any] = {
+            "selection": SELECTION, "space": space, "base": base.to_json(), "n_trials": len(trials),
+            "trials": summaries, "chosen": {k: summaries[best][k] for k in ("number", "params", "score", "median_best_epoch")},
+            "preset": str(preset_path),
+        }
+        write_tune(out, report)
+        cv = run_cv(trials[best].config, manifest, store, out / "test", note=note, progress=progress,
+                    classical=classical, client=client) if test else None
+    if cv is not None:
+        report["test"] = {"dir": str(out / "test"), "classes": cv["classes"], "mean": cv["mean"], "std": cv["std"],
+                          "baseline": {k: cv["baseline"][k] for k in ("mean", "std", "diff")},
+                          **({"classical": {k: cv["classical"][k] for k in ("mean", "std", "diff")}} if "classical" in cv else {})}
+        write_tune(out, report)
+    return report
