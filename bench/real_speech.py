@@ -42,10 +42,10 @@ from extract.pipeline import run_extraction  # noqa: E402
 from manifests import read_manifest, write_manifest  # noqa: E402
 from manifests.csvcorpus import parse_csv  # noqa: E402
 from train import metrics  # noqa: E402
-from train.baseline import BaselineSpec  # noqa: E402
+from train.baseline import BaselineSpec, fit_predict  # noqa: E402
 from train.cv import run_cv  # noqa: E402
 from train.data import class_list, load_features  # noqa: E402
-from train.folds import groups  # noqa: E402
+from train.folds import groups, split_fold  # noqa: E402
 from train.presets import preset  # noqa: E402
 
 FUNCTIONALS = "opensmile:eGeMAPSv02-functionals"
@@ -80,18 +80,14 @@ def utterance_vectors(manifest: Path, store: Path, set_name: str) -> tuple[np.nd
 
 
 def logistic_cv(manifest: Path, x: np.ndarray, y: np.ndarray) -> dict:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+    """``train.baseline``'s scaler + logistic regression, fit on EVERY training group of each fold."""
     rows = read_manifest(manifest)
     n_classes = len(class_list(rows))
     folds = []
     for g in groups(rows):
-        test = np.array([r.group == g for r in rows])
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-        model.fit(x[~test], y[~test])
-        folds.append({"group": g, **metrics.compute(y[test], model.predict(x[test]), n_classes)})
+        split = split_fold(rows, g, val="none")
+        pred = fit_predict(x, y, split, seed=0)
+        folds.append({"group": g, **metrics.compute(y[list(split.test)], pred, n_classes)})
     return {**metrics.summarise(folds), "folds": folds}
 
 
