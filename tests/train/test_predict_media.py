@@ -265,7 +265,7 @@ def test_encoder_and_weights_flags_name_the_input_they_are_for(hf_checkpoint, de
     result = invoke("--checkpoint", str(demo_checkpoint), "--audio", wav, "--text", SAID, "--weights", wav)
     assert result.output == (
         f"Error: --weights {wav!r}: say which input it is for, e.g. --weights audio={wav} (the checkpoint's inputs: "
-        "audio (a) encoder 'opensmile:eGeMAPSv02', text (t) encoder 'minilm')\n")
+        "audio (a) encoder 'opensmile:ComParE_2016-functionals', text (t) encoder 'minilm')\n")
     result = invoke("--checkpoint", str(demo_checkpoint), "--audio", wav, "--text", SAID, "--weights", f"t={wav}")
     assert result.exit_code == 1
     assert "--weights does not apply to the text encoder 'minilm' (options it takes: --layers, --max-tokens)" in result.output
