@@ -1,4 +1,4 @@
-"""Speech encoders: openSMILE low-level descriptors (the offline default) and
+"""Speech encoders: openSMILE descriptors (low-level or functionals; the offline default) and
 wav2vec 2.0 / HuBERT / WavLM through transformers.
 
 Audio is decoded with soundfile (WAV, FLAC, OGG), or with ffmpeg for other
@@ -146,10 +146,15 @@ def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:
 
 @register
 class OpenSmileEncoder(Encoder):
-    """openSMILE low-level descriptors, frame-level: ``opensmile:<feature set>``.
+    """openSMILE descriptors: ``opensmile:<feature set>[-functionals]``.
 
-    ``opensmile:eGeMAPSv02`` gives the 25 eGeMAPS LLDs at 100 frames/s. Audio is
-    resampled to 16 kHz first. No weights, no torch.
+    ``opensmile:eGeMAPSv02`` gives the 25 eGeMAPS low-level descriptors (LLDs) at 100
+    frames/s; ``opensmile:ComParE_2016`` the 65 ComParE LLDs at 100 frames/s.
+    ``opensmile:eGeMAPSv02-functionals`` gives the set's functionals instead (88 values
+    for eGeMAPSv02, 6,373 for ComParE_2016): statistics over the whole utterance, stored
+    as ONE frame per utterance, shape (1, D). Time has no rate there, so the set's
+    frame_rate is None, and time pooling or attention over it is the identity.
+    Audio is resampled to 16 kHz first. No weights, no torch.
     """
 
     modality = "audio"
@@ -162,19 +167,24 @@ class OpenSmileEncoder(Encoder):
         super().__init__(arg or "eGeMAPSv02", **kwargs)
         import opensmile
 
+        name, self.level = self.arg, "lld"
+        if self.arg.endswith("-functionals"):
+            name, self.level = self.arg[: -len("-functionals")], "functionals"
         sets = list(opensmile.FeatureSet.__members__)
-        if self.arg not in sets:
-            raise EncoderConfigError(f"unknown openSMILE feature set {self.arg!r}; choose one of {sets}")
-        self._smile = opensmile.Smile(
-            feature_set=opensmile.FeatureSet[self.arg], feature_level=opensmile.FeatureLevel.LowLevelDescriptors
-        )
+        if name not in sets:
+            choices = sets + [f"{s}-functionals" for s in sets]
+            raise EncoderConfigError(f"unknown openSMILE feature set {self.arg!r}; choose one of {choices}")
+        level = opensmile.FeatureLevel.Functionals if self.level == "functionals" else opensmile.FeatureLevel.LowLevelDescriptors
+        self.feature_set = name
+        self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet[name], feature_level=level)
         self._names = list(self._smile.feature_names)
 
     def cost(self, utt: Utterance) -> float:
         return audio_duration(utt)
 
     def length(self, utt: Utterance) -> int | None:
-        return None  # openSMILE's frame count depends on each descriptor's window
+        # Functionals: one frame. LLDs: the count depends on each descriptor's window.
+        return 1 if self.level == "functionals" else None
 
     def load(self, utt: Utterance) -> tuple[str, np.ndarray]:
         return utt.utt_id, read_audio(utt.utt_id, utt.audio, self.sample_rate)
@@ -197,15 +207,15 @@ class OpenSmileEncoder(Encoder):
         return len(self._names)
 
     @property
-    def frame_rate(self) -> float:
-        return 100.0
+    def frame_rate(self) -> float | None:
+        return None if self.level == "functionals" else 100.0
 
     def preprocessing(self) -> dict[str, Any]:
         import opensmile
 
         return {
             "sample_rate": self.sample_rate,
-            "feature_level": "lld",
+            "feature_level": self.level,
             "opensmile_version": opensmile.__version__,
             "mono": "mean",
             "resampler": "soxr-hq",

@@ -1,4 +1,4 @@
-"""Building blocks of the stage-2 head: masked pooling, input projection, attention, A-GRU, cross-modal blocks.
+"""Building blocks of the stage-2 head: masked pooling, input projection, attention, GRUs, cross-modal blocks.
 
 Shapes: B batch, T frames, D input width, L stored layers, d common width. Every mask is a bool tensor
 (B, T), True = real frame, and real frames always come first (a prefix); padding frames take part in
@@ -25,6 +25,63 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     weights = mask.to(x.dtype).unsqueeze(-1)
     total = (zero_padding(x, mask) * weights).sum(dim=1)
     return total / weights.sum(dim=1).clamp_min(1.0)
+
+
+class TimePool(nn.Module):
+    """Utterance embedding from a frame sequence: x (B, T, d), mask (B, T) -> (B, out_dim).
+
+    ``"mean"`` (the paper): the masked mean, out_dim = d. ``"stats"`` (statistics pooling, as in
+    x-vectors and most SER heads; not the paper's): the masked mean and standard deviation over
+    real frames, concatenated, out_dim = 2d. The std is sqrt(var + eps), so its gradient stays finite
+    for a one-frame utterance (whose std is then ~0).
+    """
+
+    MODES = ("mean", "stats")
+
+    def __init__(self, dim: int, mode: str = "mean", eps: float = 1e-5):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"pooling {mode!r} is not one of {list(self.MODES)}")
+        self.mode = mode
+        self.eps = eps
+        self.out_dim = dim if mode == "mean" else 2 * dim
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        mean = masked_mean(x, mask)
+        if self.mode == "mean":
+            return mean
+        var = masked_mean((zero_padding(x, mask) - mean.unsqueeze(1)).pow(2), mask)
+        return torch.cat([mean, torch.sqrt(var + self.eps)], dim=-1)
+
+
+def packed_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
+    """Run a batch-first ``gru`` on packed sequences: x (B, T, d_in), mask (B, T) -> (B, T, d_out), padding 0.
+
+    Packing makes a backward direction start at each utterance's own last real frame, so padding
+    never changes a real frame's output.
+    """
+    lengths = mask.sum(dim=1).cpu()
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = gru(packed)
+    h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return zero_padding(h, mask)
+
+
+class RecurrentBranch(nn.Module):
+    """A recurrent audio branch (ours, not the paper's, whose audio has none): x + BiGRU(x), LayerNorm.
+
+    x (B, T, d), mask (B, T) -> (B, T, d), padding frames 0; d/2 GRU units per direction.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"width {dim} must be even: the bidirectional GRU has d/2 units per direction")
+        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return zero_padding(self.norm(x + packed_gru(self.gru, x, mask)), mask)
 
 
 def masked_pool_time(x: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -135,10 +192,7 @@ class AGRU(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        lengths = mask.sum(dim=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        h = packed_gru(self.gru, x, mask)
         return zero_padding(self.norm(h + self.attn(h, h, mask)), mask)
 
 
@@ -187,11 +241,11 @@ class GatedCrossModalBlock(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Linear(d -> d) -> ReLU -> dropout -> Linear(d -> C): (B, d) -> (B, C)."""
+    """Linear(in_dim -> d) -> ReLU -> dropout -> Linear(d -> C): (B, in_dim) -> (B, C); in_dim defaults to d."""
 
-    def __init__(self, dim: int, n_classes: int, dropout: float):
+    def __init__(self, dim: int, n_classes: int, dropout: float, in_dim: int | None = None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, dim)
+        self.fc1 = nn.Linear(dim if in_dim is None else in_dim, dim)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(dim, n_classes)
 

@@ -4,6 +4,11 @@ Ablation modes (paper 4.1, docs/MODEL.md):
   one modality (A, T or V)  branch -> masked mean -> classifier; no cross-modal attention, no z
   two (A+T, A+V)            n_blocks stacked CM blocks, audio as query, no gate, no z
   three (A+V+T)             n_blocks stacked gated blocks (two CM blocks each), z for the margin loss
+
+Two options that are NOT the paper's, both off by default (and in the ``paper`` preset), standard for
+frame-level descriptors in speech emotion recognition: ``pooling="stats"`` (mean and standard deviation
+over time of the final stream, instead of the mean) and ``audio_branch`` (a recurrent branch on the
+projected audio frames, which the paper feeds to fusion as they are).
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from train.layers import (
     GatedCrossModalBlock,
     InputProjection,
     LayerSum,
+    RecurrentBranch,
+    TimePool,
     masked_mean,
     masked_pool_time,
     zero_padding,
@@ -29,6 +36,8 @@ from train.lvc import AGRULVC
 
 MODALITIES = ("a", "t", "v")  # audio (major), text, video
 _NAMES = {"a": "audio", "t": "text", "v": "video"}
+POOLINGS = TimePool.MODES
+AUDIO_BRANCHES = ("none", "gru", "agru")
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,10 @@ class ModelConfig:
     modalities replaces the gate by the plain average of the two cross-modal streams (our ablation);
     True with fewer than three is an error. ``frame_pool`` > 1 mean-pools every input sequence in time
     by that factor before the branches (a CPU lever; 1 in the paper).
+    ``pooling``: how the final stream becomes one vector, ``"mean"`` (the paper) or ``"stats"`` (mean and
+    std, ours). ``audio_branch``: ``"none"`` (the paper: X^a is the projected audio), ``"gru"`` (x +
+    BiGRU(x), LayerNorm) or ``"agru"`` (the text branch's A-GRU); both ours. z for the margin loss is
+    always the mean of each unfused stream, as in the paper.
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -52,6 +65,8 @@ class ModelConfig:
     frame_pool: int = 1
     gate: bool | None = None
     ff_mult: int = 4
+    pooling: str = "mean"
+    audio_branch: str = "none"
 
     def __post_init__(self) -> None:
         mods = tuple(self.modalities)
@@ -79,6 +94,10 @@ class ModelConfig:
             raise ValueError(f"d_shared must be a positive integer or None, got {self.d_shared}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {list(POOLINGS)}")
+        if self.audio_branch not in AUDIO_BRANCHES:
+            raise ValueError(f"audio_branch {self.audio_branch!r} is not one of {list(AUDIO_BRANCHES)}")
 
     @property
     def use_gate(self) -> bool:
@@ -128,7 +147,8 @@ class InputSpec:
 @dataclass
 class ModelOutput:
     """logits (B, C); z (B, M, d_shared) shared-encoder outputs of the unfused streams in
-    cfg.modalities order, None below three modalities; embedding (B, d) the pooled final stream."""
+    cfg.modalities order, None below three modalities; embedding (B, d), or (B, 2d) with
+    pooling="stats", the pooled final stream."""
 
     logits: Tensor
     z: Tensor | None
@@ -226,11 +246,15 @@ class EmotionModel(nn.Module):
             {m: ModalityInput(m, inputs[m], cfg.d, cfg.frame_pool, cfg.dropout) for m in cfg.modalities}
         )
         branches: dict[str, nn.Module] = {}
+        if "a" in cfg.modalities and cfg.audio_branch == "gru":
+            branches["a"] = RecurrentBranch(cfg.d)
+        elif "a" in cfg.modalities and cfg.audio_branch == "agru":
+            branches["a"] = AGRU(cfg.d, cfg.heads, cfg.dropout)
         if "t" in cfg.modalities:
             branches["t"] = AGRU(cfg.d, cfg.heads, cfg.dropout)
         if "v" in cfg.modalities:
             branches["v"] = AGRULVC(cfg.d, cfg.heads, cfg.lvc_codewords, cfg.dropout)
-        self.branches = nn.ModuleDict(branches)  # audio has none: X^a is the projected sequence
+        self.branches = nn.ModuleDict(branches)  # in the paper audio has none: X^a is the projected sequence
         n = len(cfg.modalities)
         if n == 3:
             self.fusion = nn.ModuleList(
@@ -246,7 +270,8 @@ class EmotionModel(nn.Module):
         # The pre-norm stack leaves its output unnormalised; a final LayerNorm as in MulT's encoder.
         self.fusion_norm = nn.LayerNorm(cfg.d) if n > 1 else nn.Identity()
         self.shared = nn.Linear(cfg.d, cfg.shared_dim) if cfg.uses_margin else None
-        self.head = ClassifierHead(cfg.d, n_classes, cfg.dropout)
+        self.pool = TimePool(cfg.d, cfg.pooling)
+        self.head = ClassifierHead(cfg.d, n_classes, cfg.dropout, in_dim=self.pool.out_dim)
 
     def set_input_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
         """Per-channel (mean, std) of each modality's stored features, from the training split.
@@ -292,8 +317,8 @@ class EmotionModel(nn.Module):
         return feats
 
     def forward_head(self, features: dict[str, Tensor]) -> ModelOutput:
-        """Masked time mean of the fused stream -> classifier; z from the unfused streams (three modalities)."""
-        embedding = masked_mean(features["fused"], features["fused_mask"])
+        """Time pooling of the fused stream -> classifier; z from the unfused streams (three modalities)."""
+        embedding = self.pool(features["fused"], features["fused_mask"])
         logits = self.head(embedding)
         z = None
         if self.shared is not None:

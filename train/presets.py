@@ -25,6 +25,7 @@ PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(
         model=ModelConfig(modalities=("a", "t", "v"), d=256, heads=4, n_blocks=3, dropout=0.1, frame_pool=1),
         optimizer="adam", lr=1e-5, weight_decay=0.0, batch_size=2, epochs=50, lam=1.0, alpha=0.5, grad_clip=None,
+        num_threads=1,
     ),
     "fast": TrainConfig(
         model=ModelConfig(modalities=("a", "t", "v"), d=64, heads=4, n_blocks=3, dropout=0.2, frame_pool=10),

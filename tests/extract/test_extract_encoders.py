@@ -35,8 +35,26 @@ def test_opensmile_lld_shapes_and_rate(small_corpus):
         assert abs(out.shape[0] - seconds * 100) <= 6, (out.shape, seconds)
 
 
+@pytest.mark.parametrize("spec, dim", [("opensmile:eGeMAPSv02-functionals", 88), ("opensmile:ComParE_2016-functionals", 6373)])
+def test_opensmile_functionals_are_one_frame_per_utterance(small_corpus, spec, dim):
+    enc = create_encoder("audio", spec)
+    assert (enc.dim, enc.frame_rate, enc.preprocessing()["feature_level"]) == (dim, None, "functionals")
+    utt = _rows(small_corpus)[0]
+    assert enc.length(utt) == 1
+    out = _encode_one(enc, utt)
+    assert out.dtype == np.float32 and out.shape == (1, dim) and np.isfinite(out).all()
+    lld = create_encoder("audio", spec.removesuffix("-functionals"))
+    assert lld.preprocessing()["feature_level"] == "lld" and lld.length(utt) is None
+
+
+def test_opensmile_compare_llds_shapes_and_rate(small_corpus):
+    enc = create_encoder("audio", "opensmile:ComParE_2016")
+    assert (enc.dim, enc.frame_rate) == (65, 100.0)
+    assert _encode_one(enc, _rows(small_corpus)[0]).shape[1] == 65
+
+
 def test_opensmile_unknown_set_names_the_choices():
-    with pytest.raises(EncoderConfigError, match=r"unknown openSMILE feature set 'eGeMAPS9'; choose one of \[.*'eGeMAPSv02'"):
+    with pytest.raises(EncoderConfigError, match=r"unknown openSMILE feature set 'eGeMAPS9'; choose one of \[.*'eGeMAPSv02'.*'eGeMAPSv02-functionals'"):
         create_encoder("audio", "opensmile:eGeMAPS9")
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from train.layers import LayerSum, masked_pool_time
+from train.layers import LayerSum, TimePool, masked_pool_time
 from train.losses import total_loss
 from train.model import MODALITIES, EmotionModel, InputSpec, ModelConfig, build_model
 
@@ -27,6 +27,13 @@ MODES = {
     "A+V+T-layers": (dict(), True),
     "A+V+T-pool2": (dict(frame_pool=2), False),
     "A-layers-pool2": (dict(modalities=("a",), frame_pool=2), True),
+    # Non-paper options: statistics pooling and a recurrent audio branch.
+    "A-stats": (dict(modalities=("a",), pooling="stats"), False),
+    "A-gru-stats": (dict(modalities=("a",), audio_branch="gru", pooling="stats"), False),
+    "A-agru": (dict(modalities=("a",), audio_branch="agru"), False),
+    "T-stats": (dict(modalities=("t",), pooling="stats"), False),
+    "A+T-gru": (dict(modalities=("a", "t"), audio_branch="gru"), False),
+    "A+V+T-stats-gru": (dict(pooling="stats", audio_branch="gru"), False),
 }
 
 
@@ -127,7 +134,7 @@ def test_padding_never_changes_a_prediction(mode, padded):
         torch.testing.assert_close(inside.z[1:2], alone.z, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("mode", ["A+V+T", "A+V+T-pool2", "A+T", "A+V"])
+@pytest.mark.parametrize("mode", ["A+V+T", "A+V+T-pool2", "A+T", "A+V", "A+V+T-stats-gru"])
 def test_every_modality_read_changes_the_prediction(mode):
     torch.manual_seed(2)
     model = _model(mode).eval()
@@ -151,6 +158,32 @@ def test_forward_features_names_its_streams():
     out = model.forward_head(feats)
     assert torch.equal(out.logits, model(batch).logits)
     assert out.embedding.shape == (2, 16)
+
+
+def test_stats_pooling_is_the_masked_mean_and_std_and_widens_the_embedding():
+    x = torch.tensor([[[1.0], [3.0], [float("nan")]], [[2.0], [2.0], [8.0]]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    pooled = TimePool(1, "stats", eps=0.0)(x, mask)
+    torch.testing.assert_close(pooled, torch.tensor([[2.0, 1.0], [4.0, 8.0 ** 0.5]]))
+    model = _model("A+V+T-stats-gru").eval()
+    batch = _collate(model, _rows(model, [dict(a=5, t=3, v=4), dict(a=3, t=2, v=4)]))
+    out = model(batch)
+    assert out.embedding.shape == (2, 32) and out.z.shape == (2, 3, 16)
+    assert "a" in model.branches and "a" not in _model("A").branches
+    with pytest.raises(ValueError, match=r"pooling 'max' is not one of \['mean', 'stats'\]"):
+        ModelConfig(pooling="max")
+    with pytest.raises(ValueError, match=r"audio_branch 'lstm' is not one of \['none', 'gru', 'agru'\]"):
+        ModelConfig(audio_branch="lstm")
+
+
+def test_a_one_frame_utterance_trains_with_stats_pooling():
+    # Functionals are stored as one frame per utterance: the std is 0 there, its gradient must stay finite.
+    torch.manual_seed(0)
+    model = _model("A-stats", dropout=0.0)
+    batch = {"a": (torch.randn(4, 1, DIMS["a"]), torch.ones(4, 1, dtype=torch.bool))}
+    loss, _ = total_loss(model(batch), torch.tensor([0, 1, 2, 3]), lam=1.0, alpha=0.5)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_gate_follows_the_ablation_table():

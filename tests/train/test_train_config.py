@@ -13,6 +13,8 @@ def test_paper_preset_holds_the_papers_values():
     cfg = PRESETS["paper"]
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.lam) == ("adam", 1e-5, 2, 50, 1.0)
     assert (cfg.model.n_blocks, cfg.model.d, cfg.model.frame_pool, cfg.model.modalities) == (3, 256, 1, ("a", "t", "v"))
+    # Nothing of ours: mean pooling, no audio branch; one torch thread (folds run side by side).
+    assert (cfg.model.pooling, cfg.model.audio_branch, cfg.num_threads) == ("mean", "none", 1)
 
 
 def test_overrides_and_json_round_trip():
