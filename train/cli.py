@@ -54,7 +54,7 @@ def _training_options(fn):
         click.option("--frame-pool", type=click.IntRange(min=1), default=None, help="Mean-pool every sequence in time by K first."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="cpu, cuda, cuda:1..."),
-        click.option("--num-threads", type=click.IntRange(min=0), default=None, help="Torch CPU threads (0: torch's default)."),
+        click.option("--num-threads", type=click.IntRange(min=0), default=None, help="Torch CPU threads per process (default 1, as in every preset; 0: torch's default)."),
         click.option("--note", default=None, help="A line printed above the result tables."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress goes to stderr)."),
     ]

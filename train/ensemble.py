@@ -1,0 +1,400 @@
+"""K folds or settings of one architecture trained as one batched model, stepped together.
+
+Every member keeps its own weights, optimiser state, data order (its seed's), validation choice
+of epoch, checkpoint and report: a member is the training :func:`train.loop.train_fold` would give
+it alone (with dropout off and the same seed, the same metrics up to float rounding; see
+tests/train/test_train_ensemble.py). The members' weights are stacked (``torch.func``'s
+``stack_module_state``) and one step runs the model once under ``vmap`` over the member axis, so
+the many small operators of the head are paid once for K members. ``train_fold`` is the K = 1 case.
+
+Shapes repeat: each batch is padded to a length bin (:func:`length_bin`), and the step holds no
+host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
+On CUDA (``device.startswith("cuda")``, not measured yet) the cached features stay on the GPU as
+float16, and ``TrainConfig.tf32`` allows TF32 matmuls.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from train.config import TrainConfig
+from train.data import FeatureData, batch_order, check_lengths, prepare
+from train.folds import Split, split_fold
+from train.losses import loss_terms
+from train.model import build_model
+from train.stats import input_stats
+
+# Fields that members of one ensemble may differ in; every other field must agree.
+PER_MEMBER = ("lr", "lam", "alpha", "weight_decay", "grad_clip", "seed", "val_fraction")
+
+
+def ensemble_key(cfg: TrainConfig) -> str:
+    """Configs with the same key can train as one ensemble (same architecture, schedule and device)."""
+    same = {f: TrainConfig.__dataclass_fields__[f].default for f in PER_MEMBER}
+    same["grad_clip"] = None if cfg.grad_clip is None else 1.0  # clipping or not is shared, the norm per member
+    return cfg.replace(**same).dumps()
+
+
+def length_bin(n: int) -> int:
+    """The padded length of a batch whose longest utterance has ``n`` frames: 4 bins per octave
+    above 8 (at most 25% padding), so a run sees a few dozen shapes, not hundreds."""
+    if n <= 8:
+        return max(n, 1)
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+@dataclass
+class Member:
+    """One fold of one setting: its config, test group, and where its outputs go (None: nowhere)."""
+
+    cfg: TrainConfig
+    test_group: str
+    out_dir: Path | None = None
+
+
+class _State:
+    """One member's fold: split, data (prepared for it), stats, data-order rng."""
+
+    def __init__(self, member: Member, rows, data: FeatureData):
+        cfg = member.cfg
+        self.member = member
+        self.split: Split = split_fold(rows, member.test_group, cfg.val, cfg.val_fraction, cfg.seed)
+        self.stats = input_stats(data, self.split.train)
+        pool = cfg.model.frame_pool
+        self.prepared = pool > 1
+        self.data = prepare(data, self.stats, pool) if self.prepared else data
+        self.order_lengths = data.lengths()
+        self.rng = np.random.default_rng(cfg.seed)
+
+
+def _pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray], device: str,
+                 feature_dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each member's batch padded to one length bin per modality and stacked: x (K, B, [L,] T, D), mask (K, B, T)."""
+    inputs = {}
+    for m in datas[0].modalities:
+        mds = [d.modalities[m] for d in datas]
+        lengths = [md.offsets[c + 1] - md.offsets[c] for md, c in zip(mds, chunks)]
+        t = length_bin(int(max(int(n.max()) for n in lengths)))
+        md0 = mds[0]
+        shape = (len(chunks), len(chunks[0])) + md0.data.shape[:-2] + (t, md0.dim)
+        x = np.zeros(shape, dtype=np.float32 if feature_dtype == torch.float32 else md0.data.dtype)
+        mask = np.zeros((len(chunks), len(chunks[0]), t), dtype=bool)
+        for k, (md, c, n) in enumerate(zip(mds, chunks, lengths)):
+            for j, (s, length) in enumerate(zip(md.offsets[c], n)):
+                x[k, j, ..., :length, :] = md.data[..., s:s + length, :]
+                mask[k, j, :length] = True
+        xt = torch.from_numpy(x)
+        if device != "cpu":
+            xt = xt.to(device, non_blocking=True)
+        inputs[m] = (xt.to(torch.float32), torch.from_numpy(mask).to(device))
+    return inputs
+
+
+class Ensemble:
+    """K models of one architecture as stacked parameters; :meth:`step` and :meth:`evaluate` run them together."""
+
+    def __init__(self, cfgs: Sequence[TrainConfig], models: Sequence[torch.nn.Module], prepared: bool):
+        self.cfgs = list(cfgs)
+        self.cfg = cfgs[0]
+        self.device = self.cfg.device
+        self.prepared = prepared
+        self.base = copy.deepcopy(models[0]).to("meta")
+        params, buffers = stack_module_state(list(models))
+        self.params = {n: p.detach().to(self.device).requires_grad_(True) for n, p in params.items()}
+        self.buffers = {n: b.to(self.device) for n, b in buffers.items()}
+        k = len(models)
+        dev = self.device
+        self.lr = torch.tensor([c.lr for c in cfgs], device=dev)
+        self.wd = torch.tensor([c.weight_decay for c in cfgs], device=dev)
+        self.lam = torch.tensor([c.lam for c in cfgs], device=dev)
+        self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
+        self.clip = torch.tensor([c.grad_clip or 0.0 for c in cfgs], device=dev)
+        self.steps = torch.zeros(k, device=dev)
+        self.moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params.items()}
+        # With lambda = 0 the shared encoder gets no gradient in a model of its own, so torch's
+        # optimisers leave it alone (no decay either): the same here, per member.
+        no_margin = torch.tensor([c.lam == 0 for c in cfgs], device=dev)
+        self.frozen = {n: no_margin if n.startswith("shared.") else None for n in self.params}
+        self._run = vmap(self._forward, in_dims=(0, 0, 0, 0, 0, 0), randomness="different")
+
+    def _forward(self, params, buffers, inputs, labels, lam, alpha):
+        out = functional_call(self.base, (params, buffers), (inputs,), {"prepared": self.prepared, "check": False})
+        loss, ce, mar = loss_terms(out, labels, lam, alpha)
+        return loss, ce, mar, torch.softmax(out.logits.detach().float(), dim=-1)
+
+    def _call(self, idx: list[int] | None, inputs, labels):
+        if idx is None:
+            return self._run(self.params, self.buffers, inputs, labels, self.lam, self.alpha)
+        sel = torch.tensor(idx, device=self.device)
+        buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
+        out = self._run({n: p[sel] for n, p in self.params.items()}, buffers, inputs, labels, self.lam[sel], self.alpha[sel])
+        for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
+            self.buffers[n][sel] = b
+        return out
+
+    def forward(self, groups, train: bool):
+        """``groups``: [(member indices or None for all, inputs, labels)]. Returns per group (loss, ce, mar, probs)."""
+        self.base.train(train)
+        with torch.set_grad_enabled(train):
+            outs = [self._call(idx, inputs, labels) for idx, inputs, labels in groups]
+            if train:
+                for p in self.params.values():
+                    p.grad = None
+                sum(o[0].sum() for o in outs).backward()
+        return outs
+
+    @torch.no_grad()
+    def update(self, active: torch.Tensor) -> None:
+        """One optimiser step for the ``active`` members (bool (K,)), each with its own lr, decay and clip:
+        torch's Adam, AdamW and SGD(momentum 0.9) written over the member axis."""
+        grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
+        if self.cfg.grad_clip is not None:
+            norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
+            coef = torch.clamp(self.clip / (norm + 1e-6), max=1.0)
+            grads = {n: g * coef.view(-1, *([1] * (g.dim() - 1))) for n, g in grads.items()}
+        self.steps += active.to(self.steps.dtype)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        opt = self.cfg.optimizer
+        for n, p in self.params.items():
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            live = active if self.frozen[n] is None else active & ~self.frozen[n]
+            live = live.view(shape)
+            g, lr, wd = grads[n], self.lr.view(shape), self.wd.view(shape)
+            m, v = self.moments[n]
+            if opt == "sgd":
+                g = g + wd * p
+                first = (self.steps.view(shape) == 1)
+                new_m = torch.where(first, g, m * 0.9 + g)
+                new_p = p - lr * new_m
+                m.copy_(torch.where(live, new_m, m))
+            else:
+                if opt == "adam":
+                    g = g + wd * p
+                    base = p
+                else:
+                    base = p * (1 - lr * wd)
+                new_m = torch.lerp(m, g, 1 - beta1)
+                new_v = v * beta2 + (1 - beta2) * g * g
+                step = self.steps.view(shape).clamp_min(1)
+                bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
+                denom = new_v.sqrt() / bc2.sqrt() + eps
+                new_p = base - (lr / bc1) * new_m / denom
+                m.copy_(torch.where(live, new_m, m))
+                v.copy_(torch.where(live, new_v, v))
+            p.copy_(torch.where(live, new_p, p))
+
+    def state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state_dict (parameters and buffers), on the CPU."""
+        return {n: t[k].detach().cpu().clone() for n, t in (self.params | self.buffers).items()}
+
+    @torch.no_grad()
+    def load(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        for n, t in (self.params | self.buffers).items():
+            t[k] = state[n].to(t.device)
+
+
+@dataclass
+class _Pass:
+    """One member's pass over data: mean losses and predictions by row index."""
+
+    loss: float
+    ce: float
+    margin: float
+    index: np.ndarray
+    probs: np.ndarray
+    seconds_data: float = 0.0
+    seconds_total: float = 0.0
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, np.int64)
+
+
+def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence[int] | None], *, train: bool,
+             desc: str = "") -> list[_Pass | None]:
+    """One epoch (``train``: shuffled with each member's rng, one optimiser step per batch) or one
+    evaluation pass, for every member whose index is not None, all stepped together."""
+    t0 = time.perf_counter()
+    k = len(states)
+    orders = [None if ix is None else batch_order(st.order_lengths, ix, st.member.cfg.batch_size, st.rng if train else None)
+              for st, ix in zip(states, indices)]
+    n_steps = max(len(o) for o in orders if o is not None)
+    dev = ens.device
+    totals = torch.zeros(3, k, dtype=torch.float64, device=dev)
+    probs: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    seen = [[] for _ in range(k)]
+    t_data = 0.0
+    feature_dtype = torch.float16 if dev.startswith("cuda") else torch.float32
+    bar = tqdm(total=n_steps, desc=desc, unit="step", leave=False, file=sys.stderr, disable=not desc)
+    for s in range(n_steps):
+        t1 = time.perf_counter()
+        live = [i for i, o in enumerate(orders) if o is not None and s < len(o)]
+        by_size: dict[int, list[int]] = {}
+        for i in live:
+            by_size.setdefault(len(orders[i][s]), []).append(i)
+        groups = []
+        for members in by_size.values():
+            chunks = [orders[i][s] for i in members]
+            inputs = _pad_members([states[i].data for i in members], chunks, dev, feature_dtype)
+            labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(members, chunks)])).to(dev)
+            groups.append((None if len(members) == k else members, inputs, labels, members, chunks))
+        t_data += time.perf_counter() - t1
+        outs = ens.forward([(idx, x, y) for idx, x, y, _, _ in groups], train)
+        if train:
+            active = torch.zeros(k, dtype=torch.bool, device=dev)
+            active[live] = True
+            ens.update(active)
+        for (_, _, _, members, chunks), (loss, ce, mar, p) in zip(groups, outs):
+            sel = torch.tensor(members, device=dev)
+            n = torch.tensor([len(c) for c in chunks], dtype=torch.float64, device=dev)
+            totals[:, sel] += torch.stack([loss.detach(), ce, mar]).double() * n
+            for j, i in enumerate(members):
+                probs[i].append(p[j])
+                seen[i].append(chunks[j])
+        bar.update(1)
+    bar.close()
+    totals = totals.cpu().numpy()
+    seconds = time.perf_counter() - t0
+    results: list[_Pass | None] = []
+    for i in range(k):
+        if orders[i] is None:
+            results.append(None)
+            continue
+        count = max(sum(len(c) for c in seen[i]), 1)
+        n_classes = len(states[i].data.classes)
+        results.append(_Pass(
+            loss=float(totals[0, i] / count), ce=float(totals[1, i] / count), margin=float(totals[2, i] / count),
+            index=np.concatenate(seen[i]) if seen[i] else np.zeros(0, np.int64),
+            probs=torch.cat(probs[i]).cpu().numpy() if probs[i] else np.zeros((0, n_classes), np.float32),
+            seconds_data=t_data, seconds_total=seconds))
+    return results
+
+
+def configure_device(cfg: TrainConfig) -> None:
+    """What reproducibility and speed need on the config's device. CUDA (not measured yet): TF32 as
+    ``cfg.tf32`` says; deterministic cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before its first use."""
+    if cfg.device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+
+
+def train_members(members: Sequence[Member], rows, data: FeatureData, *, progress: bool = True,
+                  test: bool = True, desc: str = "ensemble") -> list:
+    """Train ``members`` (one :func:`ensemble_key`) as one ensemble; one FoldResult each, outputs written
+    where a member has an ``out_dir``. ``test=False``: no pass over any test group (`train tune`)."""
+    from train.loop import FoldResult, finish_fold, seed_everything
+
+    keys = {ensemble_key(m.cfg) for m in members}
+    if len(keys) != 1:
+        raise ValueError(f"members of one ensemble must share everything but {list(PER_MEMBER)}; "
+                         "group them with train.ensemble.ensemble_key")
+    cfg = members[0].cfg
+    configure_device(cfg)
+    check_lengths(data)
+    states, models = [], []
+    for m in members:
+        seed_everything(m.cfg.seed, m.cfg.num_threads)
+        st = _State(m, rows, data)
+        model = build_model(m.cfg.model, data.specs(), len(data.classes))
+        model.set_input_stats(st.stats)
+        states.append(st)
+        models.append(model)
+    # The dropout masks of all members come from one generator, seeded by the first member.
+    seed_everything(cfg.seed, cfg.num_threads)
+    ens = Ensemble([m.cfg for m in members], models, states[0].prepared)
+    k = len(members)
+    history: list[list[dict[str, float]]] = [[] for _ in range(k)]
+    timing: list[list[dict[str, float]]] = [[] for _ in range(k)]
+    passes: list[list[str]] = [[] for _ in range(k)]
+    best = [(-1.0, cfg.epochs, None)] * k
+    has_val = [bool(st.split.val) for st in states]
+    epochs = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", file=sys.stderr, disable=not progress)
+    for epoch in epochs:
+        trained = run_pass(ens, states, [st.split.train for st in states], train=True, desc="train" if progress else "")
+        validated = run_pass(ens, states, [st.split.val if v else None for st, v in zip(states, has_val)],
+                             train=False) if any(has_val) else [None] * k
+        for i, (tr, va) in enumerate(zip(trained, validated)):
+            passes[i].append("train")
+            record = {"epoch": epoch, "train_loss": tr.loss, "train_ce": tr.ce, "train_margin": tr.margin}
+            timing[i].append({"epoch": epoch, "seconds": tr.seconds_total, "seconds_data": tr.seconds_data,
+                              "members": k})
+            if va is not None:
+                passes[i].append("val")
+                scores = _scores(states[i].data, va)
+                record |= {"val_loss": va.loss, "val_acc": scores["acc"], "val_wf1": scores["wf1"]}
+                if scores["wf1"] > best[i][0]:  # strict: ties keep the earlier epoch
+                    best[i] = (scores["wf1"], epoch, ens.state(i))
+            history[i].append(record)
+    results = []
+    if not test:
+        for i, st in enumerate(states):
+            results.append(FoldResult(
+                group=st.split.test_group, classes=data.classes, metrics={}, last=None, improvised=None,
+                best_epoch=best[i][1] if best[i][2] is not None else cfg.epochs, history=history[i],
+                n_train=len(st.split.train), n_val=len(st.split.val), val_unit=st.split.val_unit,
+                passes=passes[i], timing=timing[i]))
+        return results
+    # Testing starts here, after every epoch has run; nothing above reads a test split.
+    last = [ens.state(i) for i in range(k)]
+    reload = [b[2] is not None and b[1] != cfg.epochs for b in best]
+    for i in range(k):
+        if reload[i]:
+            ens.load(i, best[i][2])
+    tested = run_pass(ens, states, [st.split.test for st in states], train=False)
+    last_tested = [None] * k
+    if any(reload):
+        for i in range(k):
+            ens.load(i, last[i])
+        again = run_pass(ens, states, [st.split.test if r else None for st, r in zip(states, reload)], train=False)
+        last_tested = again
+    for i, st in enumerate(states):
+        if reload[i]:
+            passes[i] += ["test:best", "test:last"]
+            reported_state, best_epoch = best[i][2], best[i][1]
+        else:
+            passes[i].append("test:last" if not st.split.val else "test:best")
+            reported_state, best_epoch = last[i], cfg.epochs
+        results.append(finish_fold(members[i].cfg, data, st.split, tested[i], last_tested[i], history[i], timing[i],
+                                   passes[i], best_epoch, reported_state, members[i].out_dir))
+    return results
+
+
+def _scores(data: FeatureData, out: _Pass) -> dict[str, Any]:
+    from train import metrics
+
+    return metrics.compute(data.labels[out.index], out.y_pred, len(data.classes))
+
+
+def train_grouped(members: Sequence[Member], rows, data: FeatureData, *, progress: bool = True, test: bool = True,
+                  sequential: bool = False, desc: str = "ensemble") -> list:
+    """Every member, as one ensemble per :func:`ensemble_key` (``sequential``: one K = 1 run each, in
+    order); results in the members' order. ``data`` holds every modality any member reads."""
+    results: dict[int, Any] = {}
+    if sequential:
+        for i, m in enumerate(tqdm(members, desc=desc, unit="fold", file=sys.stderr, disable=not progress)):
+            results[i] = train_members([m], rows, data.select(m.cfg.model.modalities), progress=progress, test=test,
+                                       desc=f"fold {m.test_group}")[0]
+        return [results[i] for i in range(len(members))]
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(ensemble_key(m.cfg), []).append(i)
+    for n, idx in enumerate(groups.values()):
+        sub = [members[i] for i in idx]
+        out = train_members(sub, rows, data.select(sub[0].cfg.model.modalities), progress=progress, test=test,
+                            desc=f"{desc} {n + 1}/{len(groups)} ({len(sub)} members)")
+        results.update(zip(idx, out))
+    return [results[i] for i in range(len(members))]
