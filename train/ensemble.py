@@ -68,14 +68,19 @@ class Member:
 class _State:
     """One member's fold: split, data (prepared for it), stats, data-order rng."""
 
-    def __init__(self, member: Member, rows, data: FeatureData):
+    def __init__(self, member: Member, rows, data: FeatureData, cache: dict):
         cfg = member.cfg
         self.member = member
         self.split: Split = split_fold(rows, member.test_group, cfg.val, cfg.val_fraction, cfg.seed)
-        self.stats = input_stats(data, self.split.train)
-        pool = cfg.model.frame_pool
-        self.prepared = pool > 1
-        self.data = prepare(data, self.stats, pool) if self.prepared else data
+        # Members with the same training rows (one fold under several lambdas, seeds, lrs) share
+        # their statistics and prepared inputs: one copy per fold, not per member.
+        key = tuple(self.split.train)
+        if key not in cache:
+            stats = input_stats(data, self.split.train)
+            pool = cfg.model.frame_pool
+            cache[key] = (stats, prepare(data, stats, pool) if pool > 1 else data)
+        self.stats, self.data = cache[key]
+        self.prepared = cfg.model.frame_pool > 1
         self.order_lengths = data.lengths()
         self.rng = np.random.default_rng(cfg.seed)
 
@@ -305,10 +310,10 @@ def train_members(members: Sequence[Member], rows, data: FeatureData, *, progres
     cfg = members[0].cfg
     configure_device(cfg)
     check_lengths(data)
-    states, models = [], []
+    states, models, cache = [], [], {}
     for m in members:
         seed_everything(m.cfg.seed, m.cfg.num_threads)
-        st = _State(m, rows, data)
+        st = _State(m, rows, data, cache)
         model = build_model(m.cfg.model, data.specs(), len(data.classes))
         model.set_input_stats(st.stats)
         states.append(st)
@@ -397,4 +402,54 @@ def train_grouped(members: Sequence[Member], rows, data: FeatureData, *, progres
         out = train_members(sub, rows, data.select(sub[0].cfg.model.modalities), progress=progress, test=test,
                             desc=f"{desc} {n + 1}/{len(groups)} ({len(sub)} members)")
         results.update(zip(idx, out))
+    return [results[i] for i in range(len(members))]
+
+
+def _task(cfgs: list[dict[str, Any]], groups: list[str], out_dirs: list[str | None], manifest: str, stores: list[str],
+          test: bool, sequential: bool) -> list:
+    """One ensemble inside a Dask worker: loads the store itself."""
+    from train.data import as_rows, load_features
+
+    rows = as_rows(manifest)
+    configs = [TrainConfig.from_json(c) for c in cfgs]
+    modalities = tuple(m for m in ("a", "t", "v") if any(m in c.model.modalities for c in configs))
+    data = load_features(rows, stores, configs[0].sets, modalities)
+    members = [Member(c, g, None if o is None else Path(o)) for c, g, o in zip(configs, groups, out_dirs)]
+    return train_grouped(members, rows, data, progress=False, test=test, sequential=sequential)
+
+
+def run_members(members: Sequence[Member], manifest, store, *, client=None, data: FeatureData | None = None,
+                test: bool = True, sequential: bool = False, progress: bool = True, desc: str = "train") -> list:
+    """Every member's FoldResult, in order: in this process (``data``: the features, loaded if None), or
+    with a Dask ``client`` one task per ensemble (``sequential``: per member), all queued at once, so
+    ensembles of different architectures run side by side. The same seed gives the same figures either way."""
+    from train.data import as_rows, load_features, store_locations
+
+    if client is None:
+        rows = as_rows(manifest)
+        if data is None:
+            modalities = tuple(m for m in ("a", "t", "v") if any(m in x.cfg.model.modalities for x in members))
+            data = load_features(rows, store, members[0].cfg.sets, modalities)
+        return train_grouped(members, rows, data, progress=progress, test=test, sequential=sequential, desc=desc)
+    from distributed import as_completed
+
+    from train.cv import SchedulerError
+
+    stores = store_locations(store)
+    if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
+        raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(str(i) if sequential else ensemble_key(m.cfg), []).append(i)
+    futures = {client.submit(_task, [members[i].cfg.to_json() for i in idx], [members[i].test_group for i in idx],
+                             [None if members[i].out_dir is None else os.fspath(members[i].out_dir) for i in idx],
+                             os.fspath(manifest), [os.fspath(s) for s in stores], test, False, pure=False): idx
+               for idx in groups.values()}
+    results: dict[int, Any] = {}
+    bar = tqdm(total=len(members), desc=desc, unit="fold", file=sys.stderr, disable=not progress)
+    for future in as_completed(futures):
+        idx = futures[future]
+        results.update(zip(idx, future.result()))
+        bar.update(len(idx))
+    bar.close()
     return [results[i] for i in range(len(members))]

@@ -117,3 +117,20 @@ def test_with_dropout_an_ensemble_run_is_reproducible_and_settings_group_by_arch
     assert [r.to_json() for r in first] == [r.to_json() for r in second]
     assert [r.group for r in first] == ["1", "3", "1", "3", "2"]
     assert first[0].history[0]["train_margin"] > 0 and first[-1].history[0]["train_margin"] == 0
+
+
+def test_cv_sequential_gives_the_ensemble_s_figures_without_dropout(small_corpus, tiny_cfg, tmp_path):
+    from click.testing import CliRunner
+
+    from train.cli import cli
+    from train.cv import run_cv
+
+    manifest, store, _ = small_corpus
+    cfg = tiny_cfg.replace(dropout=0.0, epochs=1)
+    batched = run_cv(cfg, manifest, str(store), tmp_path / "batched", progress=False)
+    one_by_one = run_cv(cfg, manifest, str(store), tmp_path / "seq", progress=False, sequential=True)
+    assert [f["confusion"] for f in batched["folds"]] == [f["confusion"] for f in one_by_one["folds"]]
+    assert batched["mean"]["wf1"] == pytest.approx(one_by_one["mean"]["wf1"], abs=1e-4)
+    for command in ("cv", "ablate", "tune"):
+        assert "--sequential" in CliRunner().invoke(cli, [command, "--help"]).output
+    assert "--sequential" not in CliRunner().invoke(cli, ["fold", "--help"]).output
