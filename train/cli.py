@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from train.ablate import LAMBDAS, SETTINGS, run_ablation
-from train.config import VAL_MODES, TrainConfig, parse_sets
+from train.config import PRECISIONS, VAL_MODES, TrainConfig, parse_sets
 from train.cv import run_cv
 from train.presets import PRESETS, preset
 
@@ -56,6 +56,10 @@ def _training_options(fn=None, *, sequential: bool = True):
         click.option("--frame-pool", type=click.IntRange(min=1), default=None, help="Mean-pool every sequence in time by K first."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="cpu, cuda, cuda:1..."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                     help="CUDA only: fp32 (every preset), tf32 matmuls or bf16 autocast."),
+        click.option("--compile", "compile_step", is_flag=True, default=None,
+                     help="CUDA only: capture the training step with torch.compile(mode='reduce-overhead') (CUDA graphs)."),
         click.option("--num-threads", type=click.IntRange(min=0), default=None, help="Torch CPU threads per process (default 1, as in every preset; 0: torch's default)."),
         click.option("--note", default=None, help="A line printed above the result tables."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress goes to stderr)."),
@@ -71,7 +75,9 @@ def _training_options(fn=None, *, sequential: bool = True):
 def _config(options: dict[str, Any]) -> TrainConfig:
     overrides = {key: options.pop(key) for key in
                  ("modalities", "lam", "alpha", "val", "epochs", "batch_size", "lr", "d", "frame_pool", "seed",
-                  "device", "num_threads")}
+                  "device", "num_threads", "precision")}
+    if options.pop("compile_step", None):
+        overrides["compile"] = True
     sets_text = options.pop("sets_text")
     if sets_text:
         overrides["sets"] = parse_sets(sets_text)
@@ -185,7 +191,8 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
     from train.report import baseline_markdown
 
     cfg = _config({"preset": preset, "modalities": modalities, "sets_text": sets_text, "val": val, "seed": seed,
-                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads")}})
+                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads",
+                                         "precision")}})
     report = run_baseline(cfg, manifest, list(store), out_dir, classical=_classical(baseline_sets))
     _emit(report, as_json, baseline_markdown(report) + (f"outputs in {out_dir}" if out_dir else ""))
 

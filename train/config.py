@@ -12,6 +12,7 @@ from train.model import MODALITIES, ModelConfig
 DEFAULT_SETS = {"a": "audio", "t": "text", "v": "video"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 VAL_MODES = ("dialog", "none")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -30,7 +31,10 @@ class TrainConfig:
     intra-op threads on a few cores only fight over them; parallelism comes from folds side
     by side (one ensemble, or Dask workers). 0 leaves torch's default. Results on the CPU
     are reproducible for a fixed seed and thread count.
-    ``tf32``: on CUDA, allow TF32 matmuls (faster, ~10-bit mantissa; off in every preset).
+    ``precision`` (CUDA only): ``"fp32"`` (every preset), ``"tf32"`` (TF32 matmuls, ~10-bit
+    mantissa) or ``"bf16"`` (bfloat16 autocast). ``compile`` (CUDA only): capture the step with
+    ``torch.compile(mode="reduce-overhead")`` (CUDA graphs, one per length bin). Neither is
+    measured yet: no GPU was lent while they were written.
     ``sets``: modality key -> feature-set name in the store.
     """
 
@@ -48,7 +52,8 @@ class TrainConfig:
     device: str = "cpu"
     grad_clip: float | None = 1.0
     num_threads: int = 1
-    tf32: bool = False
+    precision: str = "fp32"
+    compile: bool = False
     sets: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SETS))
 
     def __post_init__(self) -> None:
@@ -56,6 +61,11 @@ class TrainConfig:
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.val not in VAL_MODES:
             raise ConfigError(f"val {self.val!r} is not one of {list(VAL_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        if (self.precision != "fp32" or self.compile) and not self.device.startswith("cuda"):
+            raise ConfigError(f"precision={self.precision!r} and compile={self.compile} are for CUDA devices; "
+                              f"device {self.device!r} trains in fp32 without compile")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         for name in ("batch_size", "epochs"):

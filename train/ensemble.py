@@ -9,8 +9,10 @@ the many small operators of the head are paid once for K members. ``train_fold``
 
 Shapes repeat: each batch is padded to a length bin (:func:`length_bin`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
-On CUDA (``device.startswith("cuda")``, not measured yet) the cached features stay on the GPU as
-float16, and ``TrainConfig.tf32`` allows TF32 matmuls.
+On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) batches travel to the GPU as
+float16 and are cast there, ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
+``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
+the length bins keep the number of captured shapes small).
 """
 from __future__ import annotations
 
@@ -134,9 +136,13 @@ class Ensemble:
         no_margin = torch.tensor([c.lam == 0 for c in cfgs], device=dev)
         self.frozen = {n: no_margin if n.startswith("shared.") else None for n in self.params}
         self._run = vmap(self._forward, in_dims=(0, 0, 0, 0, 0, 0), randomness="different")
+        if self.device.startswith("cuda") and self.cfg.compile:
+            self._run = torch.compile(self._run, mode="reduce-overhead", dynamic=False)
 
     def _forward(self, params, buffers, inputs, labels, lam, alpha):
-        out = functional_call(self.base, (params, buffers), (inputs,), {"prepared": self.prepared, "check": False})
+        bf16 = self.device.startswith("cuda") and self.cfg.precision == "bf16"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            out = functional_call(self.base, (params, buffers), (inputs,), {"prepared": self.prepared, "check": False})
         loss, ce, mar = loss_terms(out, labels, lam, alpha)
         return loss, ce, mar, torch.softmax(out.logits.detach().float(), dim=-1)
 
@@ -289,12 +295,15 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
 
 
 def configure_device(cfg: TrainConfig) -> None:
-    """What reproducibility and speed need on the config's device. CUDA (not measured yet): TF32 as
-    ``cfg.tf32`` says; deterministic cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before its first use."""
+    """What reproducibility and speed need on the config's device. CUDA (not run yet): TF32 as
+    ``cfg.precision`` says; deterministic algorithms (set by seed_everything, without warn-only) need
+    CUBLAS_WORKSPACE_CONFIG set before cuBLAS is first used in the process. Not reproducible on CUDA
+    even so: runs with ``compile`` or bf16 across GPU models or driver versions."""
     if cfg.device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.tf32
+        tf32 = cfg.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def train_members(members: Sequence[Member], rows, data: FeatureData, *, progress: bool = True,
