@@ -276,24 +276,16 @@ def iter_batches(data: FeatureData, index: Sequence[int], batch_size: int,
         yield make_batch(data, chunk)
 
 
-# Utterances standardised and pooled per chunk by :func:`prepare`: bounds the float32 copy in flight.
+# Utterances pooled per chunk by :func:`pool_frames`: bounds the float32 copy in flight.
 _PREPARE_CHUNK = 256
 
 
-def prepare(data: FeatureData, stats: dict[str, tuple[torch.Tensor, torch.Tensor]], frame_pool: int) -> FeatureData:
-    """The fold's inputs standardised with the training split's ``stats`` and mean-pooled in time by
-    ``frame_pool``, once per fold instead of every step, as float32.
-
-    Exact, up to float rounding: neither step has parameters, pooling windows start at each
-    utterance's frame 0 (as :func:`train.layers.masked_pool_time` does on a padded batch), and the
-    mean of standardised frames is the standardised mean. The model reads the result with
-    ``prepared=True``. Channels with std ~0 are left unscaled, as :meth:`ModalityInput.set_stats` does."""
+def pool_frames(data: FeatureData, frame_pool: int) -> FeatureData:
+    """Every utterance mean-pooled in time by ``frame_pool`` (windows from its frame 0, as
+    :func:`train.layers.masked_pool_time` pools a padded batch), as float32. Fold-independent:
+    done once per run, then :func:`prepare` standardises it per fold."""
     out = {}
     for name, md in data.modalities.items():
-        mean, std = (np.asarray(t, dtype=np.float32) for t in stats[name])
-        std = np.where(std > 1e-6, std, np.float32(1.0))
-        if md.data.ndim == 3:
-            mean, std = mean.reshape(md.data.shape[0], 1, -1), std.reshape(md.data.shape[0], 1, -1)
         lengths = md.lengths
         windows = -(-lengths // frame_pool)
         offsets = np.concatenate([[0], np.cumsum(windows)]).astype(np.int64)
@@ -304,11 +296,30 @@ def prepare(data: FeatureData, stats: dict[str, tuple[torch.Tensor, torch.Tensor
             # Window starts within the chunk: every frame_pool-th frame of each utterance.
             starts = np.concatenate([md.offsets[i] - md.offsets[c] + np.arange(0, lengths[i], frame_pool)
                                      for i in range(c, stop)])
+            if not len(starts):
+                continue
             counts = np.diff(np.append(starts, frames.shape[-2])).astype(np.float32)
-            sums = np.add.reduceat(frames, starts, axis=-2) if len(starts) else frames[..., :0, :]
-            pooled[..., offsets[c]:offsets[stop], :] = (sums / counts[:, None] - mean) / std
+            pooled[..., offsets[c]:offsets[stop], :] = np.add.reduceat(frames, starts, axis=-2) / counts[:, None]
         out[name] = ModalityData(md.set_name, pooled, offsets, md.dim, md.layers, md.provenance, md.identity)
     return FeatureData(data.ids, data.rows, data.classes, data.labels, out)
+
+
+def prepare(pooled: FeatureData, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> FeatureData:
+    """A fold's inputs, once per fold instead of every step: :func:`pool_frames`' output standardised
+    with the training split's ``stats`` (float32). The model reads it with ``prepared=True``.
+
+    Exact, up to float rounding: neither step has parameters, and the mean of standardised frames
+    is the standardised mean. Channels with std ~0 are left unscaled, as
+    :meth:`ModalityInput.set_stats` does."""
+    out = {}
+    for name, md in pooled.modalities.items():
+        mean, std = (np.asarray(t, dtype=np.float32) for t in stats[name])
+        std = np.where(std > 1e-6, std, np.float32(1.0))
+        if md.data.ndim == 3:
+            mean, std = mean.reshape(md.data.shape[0], 1, -1), std.reshape(md.data.shape[0], 1, -1)
+        out[name] = ModalityData(md.set_name, (md.data - mean) / std, md.offsets, md.dim, md.layers,
+                                 md.provenance, md.identity)
+    return FeatureData(pooled.ids, pooled.rows, pooled.classes, pooled.labels, out)
 
 
 def check_lengths(data: FeatureData) -> None:

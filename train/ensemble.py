@@ -32,7 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from train.config import TrainConfig
-from train.data import FeatureData, batch_order, check_lengths, prepare
+from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
 from train.folds import Split, split_fold
 from train.losses import loss_terms
 from train.model import build_model
@@ -77,10 +77,12 @@ class _State:
         # Members with the same training rows (one fold under several lambdas, seeds, lrs) share
         # their statistics and prepared inputs: one copy per fold, not per member.
         key = tuple(self.split.train)
+        pool = cfg.model.frame_pool
+        if pool > 1 and "pooled" not in cache:
+            cache["pooled"] = pool_frames(data, pool)  # fold-independent: once per run
         if key not in cache:
             stats = input_stats(data, self.split.train)
-            pool = cfg.model.frame_pool
-            cache[key] = (stats, prepare(data, stats, pool) if pool > 1 else data)
+            cache[key] = (stats, prepare(cache["pooled"], stats) if pool > 1 else data)
         self.stats, self.data = cache[key]
         self.prepared = cfg.model.frame_pool > 1
         self.order_lengths = data.lengths()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from train.data import load_features, make_batch, prepare
+from train.data import load_features, make_batch, pool_frames, prepare
 from train.ensemble import Ensemble, Member, ensemble_key, length_bin, train_grouped, train_members
 from train.layers import masked_gru, zero_padding
 from train.loop import train_fold
@@ -48,7 +48,7 @@ def test_prepared_inputs_give_the_model_s_own_standardise_and_pool(data, tiny_cf
     model = build_model(tiny_cfg.model, data.specs(), len(data.classes)).eval()
     model.set_input_stats(stats)
     raw = make_batch(data, index)
-    ready = make_batch(prepare(data, stats, tiny_cfg.model.frame_pool), index)
+    ready = make_batch(prepare(pool_frames(data, tiny_cfg.model.frame_pool), stats), index)
     with torch.no_grad():
         want = model(raw.inputs).logits
         got = model(ready.inputs, prepared=True, check=False).logits
