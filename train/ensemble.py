@@ -170,9 +170,10 @@ class Ensemble:
         return outs
 
     @torch.no_grad()
-    def update(self, active: torch.Tensor) -> None:
+    def update(self, active: torch.Tensor, everyone: bool = False) -> None:
         """One optimiser step for the ``active`` members (bool (K,)), each with its own lr, decay and clip:
-        torch's Adam, AdamW and SGD(momentum 0.9) written over the member axis."""
+        torch's Adam, AdamW and SGD(momentum 0.9) written over the member axis. ``everyone``: the
+        caller knows all members are active (skips the masking)."""
         grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
         if self.cfg.grad_clip is not None:
             norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
@@ -183,8 +184,8 @@ class Ensemble:
         opt = self.cfg.optimizer
         for n, p in self.params.items():
             shape = (-1,) + (1,) * (p.dim() - 1)
-            live = active if self.frozen[n] is None else active & ~self.frozen[n]
-            live = live.view(shape)
+            live = None if everyone and self.frozen[n] is None else \
+                (active if self.frozen[n] is None else active & ~self.frozen[n]).view(shape)
             g, lr, wd = grads[n], self.lr.view(shape), self.wd.view(shape)
             m, v = self.moments[n]
             if opt == "sgd":
@@ -192,7 +193,7 @@ class Ensemble:
                 first = (self.steps.view(shape) == 1)
                 new_m = torch.where(first, g, m * 0.9 + g)
                 new_p = p - lr * new_m
-                m.copy_(torch.where(live, new_m, m))
+                m.copy_(new_m if live is None else torch.where(live, new_m, m))
             else:
                 if opt == "adam":
                     g = g + wd * p
@@ -205,9 +206,9 @@ class Ensemble:
                 bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
                 denom = new_v.sqrt() / bc2.sqrt() + eps
                 new_p = base - (lr / bc1) * new_m / denom
-                m.copy_(torch.where(live, new_m, m))
-                v.copy_(torch.where(live, new_v, v))
-            p.copy_(torch.where(live, new_p, p))
+                m.copy_(new_m if live is None else torch.where(live, new_m, m))
+                v.copy_(new_v if live is None else torch.where(live, new_v, v))
+            p.copy_(new_p if live is None else torch.where(live, new_p, p))
 
     def state(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k``'s state_dict (parameters and buffers), on the CPU."""
@@ -236,6 +237,33 @@ class _Pass:
         return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, np.int64)
 
 
+# How much padding a step may add to batch members together: the members' batches, padded to one
+# length bin, may cost at most this many times their own bins. Above it they run as separate calls
+# (each still batched over its members): padding is paid in compute, a call in operator overhead.
+PAD_SLACK = 1.5
+
+
+def step_groups(batches: Sequence[tuple[int, int]], members: Sequence[int]) -> list[list[int]]:
+    """Members whose step batches (size, longest utterance) run as one call: same size, and padded to
+    one bin costing at most :data:`PAD_SLACK` times their own bins; in order of length."""
+    by_size: dict[int, list[tuple[int, int]]] = {}
+    for (size, longest), m in zip(batches, members):
+        by_size.setdefault(size, []).append((longest, m))
+    groups = []
+    for items in by_size.values():
+        items.sort()
+        group, own = [], 0
+        for longest, m in items:
+            cost = length_bin(longest)
+            if group and (len(group) + 1) * cost > PAD_SLACK * (own + cost):
+                groups.append(sorted(group))
+                group, own = [], 0
+            group.append(m)
+            own += cost
+        groups.append(sorted(group))  # member order: a group of all K runs on the stacked weights as they are
+    return groups
+
+
 def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence[int] | None], *, train: bool,
              desc: str = "") -> list[_Pass | None]:
     """One epoch (``train``: shuffled with each member's rng, one optimiser step per batch) or one
@@ -255,11 +283,8 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
     for s in range(n_steps):
         t1 = time.perf_counter()
         live = [i for i, o in enumerate(orders) if o is not None and s < len(o)]
-        by_size: dict[int, list[int]] = {}
-        for i in live:
-            by_size.setdefault(len(orders[i][s]), []).append(i)
         groups = []
-        for members in by_size.values():
+        for members in step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live):
             chunks = [orders[i][s] for i in members]
             inputs = _pad_members([states[i].data for i in members], chunks, dev, feature_dtype)
             labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(members, chunks)])).to(dev)
@@ -269,7 +294,7 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
         if train:
             active = torch.zeros(k, dtype=torch.bool, device=dev)
             active[live] = True
-            ens.update(active)
+            ens.update(active, everyone=len(live) == k)
         for (_, _, _, members, chunks), (loss, ce, mar, p) in zip(groups, outs):
             sel = torch.tensor(members, device=dev)
             n = torch.tensor([len(c) for c in chunks], dtype=torch.float64, device=dev)

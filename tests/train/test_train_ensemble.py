@@ -134,3 +134,13 @@ def test_cv_sequential_gives_the_ensemble_s_figures_without_dropout(small_corpus
     for command in ("cv", "ablate", "tune"):
         assert "--sequential" in CliRunner().invoke(cli, [command, "--help"]).output
     assert "--sequential" not in CliRunner().invoke(cli, ["fold", "--help"]).output
+
+
+def test_step_groups_batch_members_of_one_size_and_similar_length():
+    from train.ensemble import PAD_SLACK, step_groups
+
+    groups = step_groups([(16, 30), (16, 31), (16, 200), (8, 30), (16, 190)], [0, 1, 2, 3, 4])
+    assert sorted(map(sorted, groups)) == [[0, 1], [2, 4], [3]]
+    for g in groups:  # no group pads its members beyond the slack
+        assert len(g) * max(length_bin([30, 31, 200, 30, 190][m]) for m in g) <= PAD_SLACK * sum(
+            length_bin([30, 31, 200, 30, 190][m]) for m in g)
