@@ -176,6 +176,8 @@ class OpenSmileEncoder(Encoder):
             raise EncoderConfigError(f"unknown openSMILE feature set {self.arg!r}; choose one of {choices}")
         level = opensmile.FeatureLevel.Functionals if self.level == "functionals" else opensmile.FeatureLevel.LowLevelDescriptors
         self.feature_set = name
+        # ComParE's energies and spectral sums reach 1e11, far past float16's 65504.
+        self.default_store_dtype = "float32" if name.startswith("ComParE") else "float16"
         self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet[name], feature_level=level)
         self._names = list(self._smile.feature_names)
 

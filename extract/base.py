@@ -57,6 +57,9 @@ class Encoder(ABC):
     #: True when ``dtype`` (the compute dtype) changes the values, as in a torch model run in
     #: float16: the set's identity then includes it. openSMILE and HOG ignore ``dtype``.
     computes_in_dtype: ClassVar[bool] = False
+    #: The stored dtype when none is asked for: float16 halves the store; an encoder whose values
+    #: can exceed float16's range (65504) says float32.
+    default_store_dtype: str = "float16"
 
     def __init__(self, arg: str | None, *, device: str = "cpu", dtype: str = "float32", options: dict[str, Any] | None = None):
         self.arg = arg
@@ -169,7 +172,8 @@ _ENCODER_MODULES = ("extract.audio", "extract.text", "extract.video")
 
 _REGISTRY: dict[tuple[str, str], type[Encoder]] = {}
 #: The default spec per modality when ``--encoder`` is not given: all run offline with real weights.
-DEFAULTS: dict[str, str] = {"audio": "opensmile:eGeMAPSv02", "text": "minilm", "video": "hog"}
+#: The audio default was chosen on real speech with validation-only scores (bench/RESULTS.md, "Defaults on real speech").
+DEFAULTS: dict[str, str] = {"audio": "opensmile:ComParE_2016-functionals", "text": "minilm", "video": "hog"}
 _loaded = False
 
 

@@ -30,7 +30,7 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
 @click.option("--encoder", default=None, help="Encoder spec, KIND or KIND:ARG (see `extract encoders`) [default: the modality's default].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default=None, help="Compute dtype on the device [default: float16 on cuda, float32 on cpu].")
-@click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True, help="Dtype the features are stored in.")
+@click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default=None, help="Dtype the features are stored in [default: float16; float32 for encoders whose values exceed float16, e.g. ComParE].")
 @click.option("--batch-seconds", type=float, default=None, help="Total cost per batch: media seconds (audio, video) or tokens (text) [default: per encoder].")
 @click.option("--batch-size", type=int, default=None, help="Utterances per batch (instead of --batch-seconds).")
 @click.option("--limit", type=int, default=None, help="Extract at most N of the utterances still to do.")

@@ -128,7 +128,7 @@ def run_extraction(
     encoder: str | None = None,
     device: str = "cpu",
     dtype: str | None = None,
-    store_dtype: str = "float16",
+    store_dtype: str | None = None,
     batch_seconds: float | None = None,
     batch_size: int | None = None,
     limit: int | None = None,
@@ -143,7 +143,8 @@ def run_extraction(
 
     ``encoder`` is a spec (``opensmile:eGeMAPSv02``, ``hf:/models/w2v``, ``minilm``...;
     default :data:`extract.base.DEFAULTS`), ``dtype`` the compute dtype (default
-    float16 on cuda, float32 on cpu), ``store_dtype`` the stored one.
+    float16 on cuda, float32 on cpu), ``store_dtype`` the stored one (default: the encoder's
+    ``default_store_dtype``, float16 unless its values can exceed float16's range).
     ``batch_seconds`` is the total cost per batch (media seconds for audio and
     video, tokens for text). ``options`` holds the encoder options (``weights``,
     ``trust_pickle``, ``layers``, ``frames``, ``max_tokens``). ``scheduler``
@@ -176,6 +177,7 @@ def run_extraction(
     enc = create_encoder(
         modality, encoder, device="cpu" if scheduler else device, dtype="float32" if scheduler else dtype, options=options
     )
+    store_dtype = store_dtype or enc.default_store_dtype
     prov = build_provenance(enc, manifest_hash(rows), store_dtype, dtype, device=device)
 
     with open_store(store_path, mode="a") as store:

@@ -17,14 +17,14 @@ def test_encoders_lists_each_modality_with_its_default():
     result = _run("encoders")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "audio: hf, opensmile (default: opensmile:eGeMAPSv02)"
+    assert lines[0] == "audio: hf, opensmile (default: opensmile:ComParE_2016-functionals)"
     assert lines[1] == "text: hf, minilm (default: minilm)"
     assert lines[2].startswith("video: ") and "hog" in lines[2] and lines[2].endswith("(default: hog)")
 
 
 def test_encoders_json():
     table = json.loads(_run("encoders", "--json").output)
-    assert table["audio"] == {"default": "opensmile:eGeMAPSv02", "encoders": ["hf", "opensmile"]}
+    assert table["audio"] == {"default": "opensmile:ComParE_2016-functionals", "encoders": ["hf", "opensmile"]}
     assert table["text"] == {"default": "minilm", "encoders": ["hf", "minilm"]}
     assert "hog" in table["video"]["encoders"]
 
@@ -45,7 +45,7 @@ def test_modality_is_a_choice(small_corpus, tmp_path):
     "extra, message",
     [
         (["--encoder", "wav2vec:x"], "Error: unknown audio encoder 'wav2vec' in 'wav2vec:x'; registered: ['hf', 'opensmile']"),
-        (["--max-tokens", "5"], "Error: --max-tokens does not apply to the audio encoder 'opensmile:eGeMAPSv02' (options it takes: none)"),
+        (["--max-tokens", "5"], "Error: --max-tokens does not apply to the audio encoder 'opensmile:ComParE_2016-functionals' (options it takes: none)"),
         (["--batch-size", "4", "--batch-seconds", "10"], "Error: give either a batch cost (--batch-seconds) or a batch size (--batch-size), not both"),
         (["--scheduler", "slurm"], "Error: --scheduler 'slurm': use local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler)"),
         (["--limit", "0"], "Error: --limit 0: must be at least 1"),

@@ -24,7 +24,7 @@ def _direct(encoder, rows):
 @pytest.mark.parametrize("suffix", [".h5", ".zarr"])
 def test_opensmile_into_store_then_rerun_skips(small_corpus, tmp_path, suffix):
     store_path = str(tmp_path / f"feats{suffix}")
-    summary = run_extraction(small_corpus, store_path, "audio", progress=False, batch_size=4)
+    summary = run_extraction(small_corpus, store_path, "audio", encoder="opensmile:eGeMAPSv02", progress=False, batch_size=4)
     assert (summary.done, summary.skipped, summary.failed, summary.exit_code) == (12, 0, 0, 0)
     assert summary.set_name == "audio" and summary.encoder == "opensmile:eGeMAPSv02"
     assert summary.encode_seconds > 0 and summary.media_seconds > 0
@@ -44,7 +44,7 @@ def test_opensmile_into_store_then_rerun_skips(small_corpus, tmp_path, suffix):
             np.testing.assert_array_equal(got, want.astype(np.float16))
     assert features.verify(store_path).ok
 
-    again = run_extraction(small_corpus, store_path, "audio", progress=False)
+    again = run_extraction(small_corpus, store_path, "audio", encoder="opensmile:eGeMAPSv02", progress=False)
     assert again.already_complete and (again.done, again.skipped, again.failed) == (0, 12, 0)
     assert again.identity == summary.identity
 
@@ -123,6 +123,16 @@ def test_demo_corpus_both_default_modalities_verify(demo_manifest, tmp_path):
     assert report.ok, report.problems
     with open_store(store_path) as store:
         assert store.set_names() == ["audio", "text"]
+
+
+def test_the_default_audio_set_is_compare_functionals_stored_in_float32(small_corpus, tmp_path):
+    # ComParE's values exceed float16's range: the encoder's default store dtype is float32.
+    summary = run_extraction(small_corpus, str(tmp_path / "s.h5"), "audio", limit=3, progress=False)
+    assert (summary.encoder, summary.done, summary.failed) == ("opensmile:ComParE_2016-functionals", 3, 0)
+    with open_store(str(tmp_path / "s.h5")) as store:
+        info = store["audio"].info
+        assert (info.dim, info.dtype, info.frame_rate) == (6373, "float32", None)
+        assert all(store["audio"].read(u).shape == (1, 6373) for u in store["audio"].ids)
 
 
 def test_another_encoder_into_the_same_set_is_refused(small_corpus, tmp_path):
