@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
@@ -178,37 +177,44 @@ class Ensemble:
         if self.cfg.grad_clip is not None:
             norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
             coef = torch.clamp(self.clip / (norm + 1e-6), max=1.0)
-            grads = {n: g * coef.view(-1, *([1] * (g.dim() - 1))) for n, g in grads.items()}
+            for g in grads.values():
+                g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
         self.steps += active.to(self.steps.dtype)
         beta1, beta2, eps = 0.9, 0.999, 1e-8
         opt = self.cfg.optimizer
+        # Per-member scalars once per step, (K,) each.
+        step = self.steps.clamp_min(1)
+        step_size = self.lr / (1 - beta1 ** step)
+        bc2_sqrt = torch.sqrt(1 - beta2 ** step)
+        decay = 1 - self.lr * self.wd
+        first = self.steps == 1
         for n, p in self.params.items():
             shape = (-1,) + (1,) * (p.dim() - 1)
             live = None if everyone and self.frozen[n] is None else \
                 (active if self.frozen[n] is None else active & ~self.frozen[n]).view(shape)
-            g, lr, wd = grads[n], self.lr.view(shape), self.wd.view(shape)
-            m, v = self.moments[n]
+            g, m, v = grads[n], *self.moments[n]
+            if opt != "adamw":
+                g = g + self.wd.view(shape) * p  # L2 decay through the gradient (Adam, SGD)
             if opt == "sgd":
-                g = g + wd * p
-                first = (self.steps.view(shape) == 1)
-                new_m = torch.where(first, g, m * 0.9 + g)
-                new_p = p - lr * new_m
+                new_m = torch.where(first.view(shape), g, m * 0.9 + g)
+                new_p = p - self.lr.view(shape) * new_m
                 m.copy_(new_m if live is None else torch.where(live, new_m, m))
-            else:
-                if opt == "adam":
-                    g = g + wd * p
-                    base = p
-                else:
-                    base = p * (1 - lr * wd)
-                new_m = torch.lerp(m, g, 1 - beta1)
-                new_v = v * beta2 + (1 - beta2) * g * g
-                step = self.steps.view(shape).clamp_min(1)
-                bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
-                denom = new_v.sqrt() / bc2.sqrt() + eps
-                new_p = base - (lr / bc1) * new_m / denom
-                m.copy_(new_m if live is None else torch.where(live, new_m, m))
-                v.copy_(new_v if live is None else torch.where(live, new_v, v))
-            p.copy_(new_p if live is None else torch.where(live, new_p, p))
+                p.copy_(new_p if live is None else torch.where(live, new_p, p))
+                continue
+            if live is None:  # the common case, in place: every member steps
+                if opt == "adamw":
+                    p.mul_(decay.view(shape))
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                p.addcdiv_(m * -step_size.view(shape), v.sqrt().div_(bc2_sqrt.view(shape)).add_(eps))
+                continue
+            base = p * decay.view(shape) if opt == "adamw" else p
+            new_m = torch.lerp(m, g, 1 - beta1)
+            new_v = v * beta2 + (1 - beta2) * g * g
+            new_p = base - step_size.view(shape) * new_m / (new_v.sqrt() / bc2_sqrt.view(shape) + eps)
+            m.copy_(torch.where(live, new_m, m))
+            v.copy_(torch.where(live, new_v, v))
+            p.copy_(torch.where(live, new_p, p))
 
     def state(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k``'s state_dict (parameters and buffers), on the CPU."""
