@@ -154,6 +154,9 @@ class OpenSmileEncoder(Encoder):
     for eGeMAPSv02, 6,373 for ComParE_2016): statistics over the whole utterance, stored
     as ONE frame per utterance, shape (1, D). Time has no rate there, so the set's
     frame_rate is None, and time pooling or attention over it is the identity.
+    ``opensmile`` alone is eGeMAPSv02 LLDs; the audio default of ``extract run`` is
+    ``opensmile:ComParE_2016-functionals`` (:data:`extract.base.DEFAULTS`). ComParE sets are
+    stored in float32 unless asked otherwise: their values exceed float16's range.
     Audio is resampled to 16 kHz first. No weights, no torch.
     """
 
