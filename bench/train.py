@@ -1,6 +1,7 @@
-"""Stage-2 training speed on an IEMOCAP-sized synthetic store.
+"""Stage-2 training speed on an IEMOCAP-sized synthetic store: K folds one after another against
+the same K folds as one batched ensemble (train.ensemble).
 
-    python bench/train.py [--device cpu|cuda] [--scale 1.0] [--dir DIR] [--batches-paper 20] [--results FILE]
+    python bench/train.py [--device cpu|cuda] [--scale 0.1] [--folds 5] [--paper-utts 60] [--results FILE]
 
 Workload: 7,380 utterances (times ``--scale``) in five sessions, six classes in
 IEMOCAP's proportions; durations lognormal with IEMOCAP's mean (4.55 s) and 95th
@@ -9,18 +10,16 @@ paper's feature shapes: audio 768-d at 50 frames/s (one layer), text 768-d with
 ~4.4 tokens per second of speech (~20 per utterance), video 1280-d x 16 frames;
 float16, written through the ``features`` API (HDF5). Values are noise: speed only.
 
-Measures, for fold 1 (test session 1, validation carved by dialog):
-- the one-time load of the three sets (``read_all`` each);
-- seconds per training epoch with the ``fast`` and ``paper`` presets, and the share of
-  it spent making batches (gather, pad, cast) rather than in the model. Each is timed on a
-  random subset of the training utterances (``--utts-fast``, ``--utts-paper``) and
-  extrapolated linearly to the whole training split: batches are length-bucketed
-  within a random subset, so a subset's batches look like the epoch's;
-- the two-stage payoff: the same ``fast`` training steps, audio only, on cached features
-  against recomputing frozen wav2vec 2.0 base features from the waveform every step (as
-  s3prl's upstream/downstream training does). The encoder has wav2vec 2.0 base's
-  architecture with random weights (the cost of a forward does not depend on the weights);
-  a lower bound on the payoff, since text and video encoders would be recomputed too.
+Measures, in one run and on the same data:
+- ``fast``: one epoch of ``--folds`` leave-one-session-out folds (validation and test passes
+  included) trained with ``sequential=True`` and then as one ensemble; the share of the
+  ensemble's epoch spent making batches;
+- ``paper``: the same on ``--paper-utts`` utterances only (batch 2 is slow on a CPU), extrapolated
+  linearly to an epoch of the whole store's folds (the table says so);
+- with ``--device cuda`` also the paper's protocol (5 folds x 50 epochs at batch 2 on the store)
+  and the Tables 1-2 grid (6 settings + 4 more lambdas, 5 folds each) as ensembles, wall time.
+- ``--payoff``: the two-stage payoff, cached features against recomputing frozen wav2vec 2.0 base
+  features from the waveform every step (slow on a CPU: the encoder dominates).
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -43,9 +43,10 @@ import features  # noqa: E402
 from features.provenance import Provenance  # noqa: E402
 from manifests import SIX_CLASSES, Utterance  # noqa: E402
 from manifests.io import manifest_hash, write_manifest  # noqa: E402
-from train.data import load_features  # noqa: E402
-from train.folds import split_fold  # noqa: E402
-from train.loop import make_optimizer, run_epoch, seed_everything  # noqa: E402
+from train.cv import fold_members  # noqa: E402
+from train.data import FeatureData, load_features  # noqa: E402
+from train.ensemble import train_grouped  # noqa: E402
+from train.loop import seed_everything  # noqa: E402
 from train.model import InputSpec, build_model  # noqa: E402
 from train.presets import preset  # noqa: E402
 
@@ -97,62 +98,103 @@ def build_store(path: Path, rows: list[Utterance], seconds: np.ndarray, rng: np.
                         w.commit()
 
 
-def time_training(cfg, data, index, label: str) -> dict:
-    seed_everything(cfg.seed, cfg.num_threads)
-    model = build_model(cfg.model, data.specs(), len(data.classes)).to(cfg.device)
-    opt = make_optimizer(cfg, model)
-    warm = index[: 2 * cfg.batch_size]
-    run_epoch(model, data, warm, cfg, train=True, optimizer=opt, rng=np.random.default_rng(1))
-    out = run_epoch(model, data, index, cfg, train=True, optimizer=opt, rng=np.random.default_rng(0), desc=label)
-    return {"utts": len(index), "seconds": out.seconds_total, "seconds_data": out.seconds_data}
+def compare(cfg, rows: list[Utterance], data: FeatureData, folds: int) -> dict:
+    """Wall time of ``folds`` folds of ``cfg`` as one ensemble, then one after another (same data, same
+    run; the ensemble goes first, so any warm-up cost counts against it)."""
+    members = fold_members(cfg, rows, None)[:folds]
+    t = time.perf_counter()
+    results = train_grouped(members, rows, data, progress=False)
+    ensemble = time.perf_counter() - t
+    t = time.perf_counter()
+    train_grouped(members, rows, data, progress=False, sequential=True)
+    sequential = time.perf_counter() - t
+    epoch = results[0].timing[0]
+    return {"folds": len(members), "epochs": cfg.epochs, "n_train": [r.n_train for r in results],
+            "sequential_s": sequential, "ensemble_s": ensemble, "speedup": sequential / ensemble,
+            "data_share": epoch["seconds_data"] / epoch["seconds"]}
 
 
-def time_recompute(cfg, data, rows, index, seconds: np.ndarray, device: str) -> dict:
-    """Audio-only fast-preset steps, features recomputed by a frozen wav2vec 2.0 base from waveforms."""
+def subset(rows: list[Utterance], data: FeatureData, n: int, rng: np.random.Generator) -> tuple[list[Utterance], FeatureData]:
+    """``n`` utterances, as many per session, with their features (no copy of other rows' frames needed)."""
+    by_group: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_group.setdefault(r.group, []).append(i)
+    keep = np.sort(np.concatenate([rng.choice(ix, size=min(len(ix), n // len(by_group)), replace=False)
+                                   for ix in by_group.values()]))
+    from train.data import ModalityData
+
+    mods = {}
+    for m, md in data.modalities.items():
+        frames = np.concatenate([np.arange(md.offsets[i], md.offsets[i + 1]) for i in keep])
+        offsets = np.concatenate([[0], np.cumsum(md.lengths[keep])]).astype(np.int64)
+        mods[m] = ModalityData(md.set_name, np.take(md.data, frames, axis=-2), offsets, md.dim, md.layers,
+                               md.provenance, md.identity)
+    sub_rows = [rows[i] for i in keep]
+    return sub_rows, FeatureData([r.utt_id for r in sub_rows], sub_rows, data.classes, data.labels[keep], mods)
+
+
+def gpu_protocols(manifest: Path, store: Path, device: str) -> dict:
+    """The paper's protocol (5 folds x 50 epochs) and the Tables 1-2 grid, as ensembles, on ``device``."""
+    from train.ablate import run_ablation
+    from train.cv import run_cv
+
+    cfg = preset("paper", device=device)
+    t = time.perf_counter()
+    run_cv(cfg, manifest, str(store), progress=False)
+    protocol = time.perf_counter() - t
+    t = time.perf_counter()
+    run_ablation(cfg, manifest, str(store), progress=False)
+    return {"paper_protocol_s": protocol, "tables_1_2_s": time.perf_counter() - t}
+
+
+def time_payoff(cfg, data, index, seconds: np.ndarray, device: str, recompute: bool) -> dict:
+    """Audio-only fast-preset steps on cached features, or (``recompute``) on features a frozen
+    wav2vec 2.0 base recomputes from the waveform each step, as s3prl's training does."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    encoder = Wav2Vec2Model(Wav2Vec2Config()).to(device).eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
+    from train.data import batch_order, pad
+    from train.losses import total_loss
+
+    encoder = Wav2Vec2Model(Wav2Vec2Config()).to(device).eval() if recompute else None
     cfg = cfg.replace(modalities=("a",))
     seed_everything(cfg.seed, cfg.num_threads)
     head = build_model(cfg.model, {"a": InputSpec(AUDIO_DIM)}, len(data.classes)).to(device)
-    opt = make_optimizer(cfg, head)
-    from train.data import batch_order
-    from train.losses import total_loss
-
-    lengths = data.lengths()
-    batches = batch_order(lengths, index, cfg.batch_size, np.random.default_rng(0))
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = batch_order(data.lengths(), index, cfg.batch_size, np.random.default_rng(0))
     rng = np.random.default_rng(0)
-    t_encoder, t0 = 0.0, time.perf_counter()
+    t_inputs, t0 = 0.0, time.perf_counter()
     for chunk in batches:
-        samples = (seconds[chunk] * 16000).astype(int)
-        wave = torch.zeros(len(chunk), int(samples.max()))
-        for j, s in enumerate(samples):
-            wave[j, :s] = torch.from_numpy(rng.standard_normal(s).astype(np.float32))
-        mask_s = torch.arange(wave.shape[1]) < torch.from_numpy(samples)[:, None]
         t1 = time.perf_counter()
-        with torch.no_grad():
-            hidden = encoder(wave.to(device), attention_mask=mask_s.long().to(device)).last_hidden_state
-        frames = torch.from_numpy(np.array([encoder._get_feat_extract_output_lengths(int(s)) for s in samples]))
-        mask = torch.arange(hidden.shape[1]) < frames[:, None]
-        t_encoder += time.perf_counter() - t1
-        out = head({"a": (hidden, mask.to(device))})
+        if encoder is None:
+            hidden, mask = pad(data.modalities["a"], chunk)
+        else:
+            samples = (seconds[chunk] * 16000).astype(int)
+            wave = torch.zeros(len(chunk), int(samples.max()))
+            for j, s in enumerate(samples):
+                wave[j, :s] = torch.from_numpy(rng.standard_normal(s).astype(np.float32))
+            mask_s = torch.arange(wave.shape[1]) < torch.from_numpy(samples)[:, None]
+            with torch.no_grad():
+                hidden = encoder(wave.to(device), attention_mask=mask_s.long().to(device)).last_hidden_state
+            frames = torch.from_numpy(np.array([encoder._get_feat_extract_output_lengths(int(s)) for s in samples]))
+            mask = torch.arange(hidden.shape[1]) < frames[:, None]
+        t_inputs += time.perf_counter() - t1
+        out = head({"a": (hidden.to(device), mask.to(device))})
         loss, _ = total_loss(out, torch.from_numpy(data.labels[chunk]).to(device), cfg.lam, cfg.alpha)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return {"utts": len(index), "seconds": time.perf_counter() - t0, "seconds_encoder": t_encoder}
+    return {"utts": len(index), "seconds": time.perf_counter() - t0, "seconds_inputs": t_inputs}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--scale", type=float, default=1.0, help="fraction of IEMOCAP's 7,380 utterances")
+    ap.add_argument("--scale", type=float, default=0.1, help="fraction of IEMOCAP's 7,380 utterances")
     ap.add_argument("--dir", default="/tmp/emocache-bench-train")
-    ap.add_argument("--utts-fast", type=int, default=800)
-    ap.add_argument("--utts-paper", type=int, default=40)
-    ap.add_argument("--utts-recompute", type=int, default=48)
+    ap.add_argument("--folds", type=int, default=5, help="how many folds to train, one after another and as one ensemble")
+    ap.add_argument("--fast-epochs", type=int, default=1)
+    ap.add_argument("--paper-utts", type=int, default=60, help="utterances of the paper-preset comparison (CPU: keep it small)")
+    ap.add_argument("--payoff", type=int, default=0, metavar="UTTS", help="also time the two-stage payoff on this many utterances")
     ap.add_argument("--results", default=None, help="append the figures as Markdown to this file")
     args = ap.parse_args()
 
@@ -169,31 +211,32 @@ def main() -> None:
         build_store(store, rows, seconds, rng)
         done.touch()
         print(f"store written in {time.perf_counter() - t:.1f} s: {store}", file=sys.stderr)
-    fig = {"utterances": n, "audio_hours": float(seconds.sum() / 3600), "device": args.device}
+    fig = {"utterances": n, "audio_hours": float(seconds.sum() / 3600), "device": args.device,
+           "load_before": os.getloadavg()}
 
     t = time.perf_counter()
     data = load_features(manifest, str(store), {"a": "audio", "t": "text", "v": "video"}, ("a", "t", "v"))
     fig["load_s"] = time.perf_counter() - t
     fig["load_gb"] = sum(md.data.nbytes for md in data.modalities.values()) / 1e9
-    split = split_fold(data.rows, "1", "dialog", 0.1, 0)
-    fig["n_train"] = len(split.train)
-    pick = np.random.default_rng(1)
-    for name, utts in (("fast", args.utts_fast), ("paper", args.utts_paper)):
-        cfg = preset(name, device=args.device)
-        if args.device != "cpu" and name == "fast":
-            cfg = cfg.replace(num_threads=0)
-        subset = pick.choice(split.train, size=min(utts, len(split.train)), replace=False)
-        r = time_training(cfg, data, subset, name)
-        r["epoch_s"] = r["seconds"] * len(split.train) / r["utts"]
-        r["data_share"] = r["seconds_data"] / r["seconds"]
-        fig[name] = r
-    cfg = preset("fast", device=args.device)
-    subset = pick.choice(split.train, size=min(args.utts_recompute, len(split.train)), replace=False)
-    cached = time_training(cfg.replace(modalities=("a",)), data.select(("a",)), subset, "cached (audio)")
-    recompute = time_recompute(cfg, data, data.rows, subset, seconds, args.device)
-    fig["cached_audio"] = cached | {"epoch_s": cached["seconds"] * len(split.train) / cached["utts"]}
-    fig["recompute_audio"] = recompute | {"epoch_s": recompute["seconds"] * len(split.train) / recompute["utts"]}
-    fig["payoff"] = recompute["seconds"] / cached["seconds"]
+    rows = data.rows
+    fast = preset("fast", device=args.device, epochs=args.fast_epochs)
+    fig["fast"] = compare(fast, rows, data, args.folds)
+    print(json.dumps(fig["fast"]), file=sys.stderr)
+    paper_rows, paper_data = subset(rows, data, args.paper_utts, np.random.default_rng(1))
+    paper = preset("paper", device=args.device, epochs=1)
+    fig["paper"] = compare(paper, paper_rows, paper_data, args.folds)
+    # An epoch of the whole store's folds: time scales with the training utterances.
+    full_train = sum(r.group != g for g in sorted({r.group for r in rows})[:args.folds] for r in rows)
+    fig["paper"]["extrapolation"] = full_train / sum(fig["paper"]["n_train"])
+    if args.device.startswith("cuda"):
+        fig |= gpu_protocols(manifest, store, args.device)
+    if args.payoff:
+        index = np.random.default_rng(2).choice(len(rows), size=min(args.payoff, len(rows)), replace=False)
+        cfg = preset("fast", device=args.device)
+        cached = time_payoff(cfg, data, index, seconds, args.device, recompute=False)
+        recompute = time_payoff(cfg, data, index, seconds, args.device, recompute=True)
+        fig["payoff"] = {"cached": cached, "recompute": recompute, "ratio": recompute["seconds"] / cached["seconds"]}
+    fig["load_after"] = os.getloadavg()
     print(json.dumps(fig, indent=2))
     if args.results:
         with open(args.results, "a", encoding="utf-8") as out:
@@ -204,32 +247,36 @@ def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    import os
-
     return f"{os.cpu_count()} cores, {model}{gpu}, torch {torch.__version__}"
 
 
 def report(fig: dict) -> str:
     h = lambda s: f"{s / 3600:.2f} h" if s > 5400 else f"{s / 60:.1f} min" if s > 90 else f"{s:.1f} s"  # noqa: E731
+    f, p = fig["fast"], fig["paper"]
+    x = p["extrapolation"]
     lines = [
         f"### {dt.date.today().isoformat()}, {machine()}, device {fig['device']}",
         "",
-        f"{fig['utterances']} utterances ({fig['audio_hours']:.1f} h of speech), fold 1: {fig['n_train']} training utterances.",
-        f"Load of the three sets into memory (one `read_all` each): {fig['load_s']:.1f} s for {fig['load_gb']:.2f} GB.",
+        f"{fig['utterances']} utterances ({fig['audio_hours']:.1f} h of speech); load average "
+        f"{fig['load_before'][0]:.1f} before, {fig['load_after'][0]:.1f} after.",
         "",
         "| measure | fast | paper |",
         "| --- | --- | --- |",
-        f"| utterances timed (of the epoch) | {fig['fast']['utts']} | {fig['paper']['utts']} |",
-        f"| epoch time, extrapolated | {h(fig['fast']['epoch_s'])} | {h(fig['paper']['epoch_s'])} |",
-        f"| share of epoch time making batches | {100 * fig['fast']['data_share']:.2f}% | {100 * fig['paper']['data_share']:.2f}% |",
-        "",
-        f"Two-stage payoff (fast preset, audio only, {fig['cached_audio']['utts']} utterances timed):"
-        f" cached features {h(fig['cached_audio']['epoch_s'])} per epoch;"
-        f" recomputing frozen wav2vec 2.0 base features each step {h(fig['recompute_audio']['epoch_s'])}"
-        f" (encoder {100 * fig['recompute_audio']['seconds_encoder'] / fig['recompute_audio']['seconds']:.0f}% of it):"
-        f" **{fig['payoff']:.0f}x** slower.",
+        f"| folds x epochs timed | {f['folds']} x {f['epochs']} (all utterances) | {p['folds']} x {p['epochs']} "
+        f"({sum(p['n_train'])} training utterances in all) |",
+        f"| sequential | {h(f['sequential_s'])} | {h(p['sequential_s'])} (an epoch of the whole store: {h(p['sequential_s'] * x)}, extrapolated) |",
+        f"| one ensemble | {h(f['ensemble_s'])} | {h(p['ensemble_s'])} (extrapolated: {h(p['ensemble_s'] * x)}) |",
+        f"| speedup | **{f['speedup']:.1f}x** | **{p['speedup']:.1f}x** |",
+        f"| share of the ensemble's epoch making batches | {100 * f['data_share']:.1f}% | {100 * p['data_share']:.1f}% |",
         "",
     ]
+    if "paper_protocol_s" in fig:
+        lines += [f"Paper protocol (5 folds x 50 epochs, batch 2): {h(fig['paper_protocol_s'])}; "
+                  f"Tables 1-2 grid: {h(fig['tables_1_2_s'])}.", ""]
+    if "payoff" in fig:
+        c, r = fig["payoff"]["cached"], fig["payoff"]["recompute"]
+        lines += [f"Two-stage payoff ({c['utts']} utterances, audio only): cached {h(c['seconds'])}, recomputing "
+                  f"wav2vec 2.0 base features {h(r['seconds'])}: **{fig['payoff']['ratio']:.0f}x**.", ""]
     return "\n".join(lines)
 
 

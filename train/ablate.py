@@ -1,7 +1,8 @@
 """The paper's ablations (Tables 1 and 2) in one run: modality sets, and lambda for A+V+T.
 
-Each setting is a full cross-validation through :func:`train.cv.run_folds`; the
-table shows mean +- std ACC and WF1 beside the paper's IEMOCAP figures.
+Each setting is a full cross-validation; the folds of every setting that shares one architecture
+(the lambdas of A+V+T) train as one batched ensemble (:mod:`train.ensemble`). The table shows
+mean +- std ACC and WF1 beside the paper's IEMOCAP figures.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 from train.config import ConfigError, TrainConfig, normalise_modalities
 from train.baseline import BaselineSpec, baselines, run_probe
 from train.baseline import summarise as summarise_probe
-from train.cv import (class_note, dask_client, gather_folds, join_notes, run_folds, submit_folds, summarise_folds,
-                      synthetic_note)
+from train.cv import class_note, dask_client, fold_members, join_notes, summarise_folds, synthetic_note
+from train.ensemble import run_members
 from train.metrics import paired_difference
 from train.data import as_rows, load_features
 from train.invocation import invocation
@@ -63,12 +64,13 @@ def slug(label: str) -> str:
 def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
                  settings: Sequence[str] = SETTINGS, lambdas: Sequence[float] = LAMBDAS,
                  scheduler: str | None = None, note: str | None = None, progress: bool = True,
-                 classical: BaselineSpec | None = None) -> dict[str, Any]:
+                 classical: BaselineSpec | None = None, sequential: bool = False) -> dict[str, Any]:
     """Cross-validate every setting, with the linear probe on each setting's inputs on the same folds.
 
     Returns ``{"note", "reference", "classical"?, "rows": [...]}``; each row carries the setting's
     cv summary, its ``baseline``, and paired differences over folds: ``vs_baseline``,
-    ``vs_reference`` (against the reference setting, :func:`reference`) and ``vs_classical``."""
+    ``vs_reference`` (against the reference setting, :func:`reference`) and ``vs_classical``.
+    ``sequential``: every fold one after another instead of batched ensembles."""
     rows = as_rows(manifest)
     runs = plan(settings, lambdas)
     note = join_notes(synthetic_note(rows), note)
@@ -83,16 +85,14 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
             data = load_features(rows, store, cfg.sets, needed)
         configs = [(label, cfg.replace(modalities=modalities, **({} if lam is None else {"lam": lam})))
                    for label, modalities, lam in runs]
-        # On Dask, every fold of every setting is queued at once, so no worker waits for
-        # the slowest fold of a setting before the next setting starts.
-        queued = {label: submit_folds(client, run_cfg, manifest, store, None if out is None else out / slug(label))
-                  for label, run_cfg in configs} if client is not None else {}
-        for label, run_cfg in configs:
-            if client is not None:
-                folds = gather_folds(queued[label], progress=progress, desc=label)
-            else:
-                folds = run_folds(run_cfg, rows, store, None if out is None else out / slug(label),
-                                  data=data.select(run_cfg.model.modalities), progress=progress, desc=label)
+        # Every fold of every setting at once: one ensemble per architecture, on Dask side by side.
+        members = [fold_members(run_cfg, rows, None if out is None else out / slug(label)) for label, run_cfg in configs]
+        flat = run_members([m for ms in members for m in ms], manifest if client is not None else rows, store,
+                           client=client, data=data, progress=progress, desc="ablate", sequential=sequential)
+        start = 0
+        for (label, run_cfg), ms in zip(configs, members):
+            folds = [r.to_json() for r in flat[start:start + len(ms)]]
+            start += len(ms)
             if not results:
                 note = join_notes(note, class_note(run_cfg, folds[0]["classes"], progress))
             summary = summarise_folds(folds, folds[0]["classes"], run_cfg, note)

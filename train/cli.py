@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from train.ablate import LAMBDAS, SETTINGS, run_ablation
-from train.config import VAL_MODES, TrainConfig, parse_sets
+from train.config import PRECISIONS, VAL_MODES, TrainConfig, parse_sets
 from train.cv import run_cv
 from train.presets import PRESETS, preset
 
@@ -34,7 +34,9 @@ _PRESET_HELP = (f"Starting configuration: one of {', '.join(sorted(PRESETS))}, o
                 "'fast' ours for CPUs.")
 
 
-def _training_options(fn):
+def _training_options(fn=None, *, sequential: bool = True):
+    if fn is None:
+        return functools.partial(_training_options, sequential=sequential)
     options = [
         click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="The manifest (JSONL) the store was extracted from."),
         click.option("--store", required=True, multiple=True,
@@ -54,10 +56,17 @@ def _training_options(fn):
         click.option("--frame-pool", type=click.IntRange(min=1), default=None, help="Mean-pool every sequence in time by K first."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="cpu, cuda, cuda:1..."),
-        click.option("--num-threads", type=click.IntRange(min=0), default=None, help="Torch CPU threads (0: torch's default)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                     help="CUDA only: fp32 (every preset), tf32 matmuls or bf16 autocast."),
+        click.option("--compile", "compile_step", is_flag=True, default=None,
+                     help="CUDA only: capture the training step with torch.compile(mode='reduce-overhead') (CUDA graphs)."),
+        click.option("--num-threads", type=click.IntRange(min=0), default=None, help="Torch CPU threads per process (default 1, as in every preset; 0: torch's default)."),
         click.option("--note", default=None, help="A line printed above the result tables."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress goes to stderr)."),
     ]
+    if sequential:
+        options.append(click.option("--sequential", is_flag=True,
+                                    help="Train the folds one after another (the old way), not as one batched ensemble."))
     for option in reversed(options):
         fn = option(fn)
     return fn
@@ -66,7 +75,9 @@ def _training_options(fn):
 def _config(options: dict[str, Any]) -> TrainConfig:
     overrides = {key: options.pop(key) for key in
                  ("modalities", "lam", "alpha", "val", "epochs", "batch_size", "lr", "d", "frame_pool", "seed",
-                  "device", "num_threads")}
+                  "device", "num_threads", "precision")}
+    if options.pop("compile_step", None):
+        overrides["compile"] = True
     sets_text = options.pop("sets_text")
     if sets_text:
         overrides["sets"] = parse_sets(sets_text)
@@ -84,7 +95,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--session", "--group", "group", required=True, help="The test group (the IEMOCAP session, 1..5; --group for CSV corpora).")
-@_training_options
+@_training_options(sequential=False)
 @_domain_errors
 def fold(group: str, manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, **options: Any) -> None:
     """Train on every group but one and test on it."""
@@ -118,7 +129,7 @@ def _classical(text: str | None):
 @_BASELINE_SETS
 @_domain_errors
 def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, scheduler: str | None,
-       baseline_sets: str | None, **options: Any) -> None:
+       baseline_sets: str | None, sequential: bool, **options: Any) -> None:
     """Every fold, then mean and std over folds (tables and plots in --out).
 
     Beside the head: a linear probe on the same inputs and folds (the baseline column), and the
@@ -126,7 +137,7 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
     from train.report import cv_markdown
 
     report = run_cv(_config(options), manifest, list(store), out_dir, scheduler=scheduler, note=note,
-                    classical=_classical(baseline_sets))
+                    classical=_classical(baseline_sets), sequential=sequential)
     _emit(report, as_json, cv_markdown(report) + f"outputs in {out_dir}")
 
 
@@ -142,7 +153,8 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
 @_BASELINE_SETS
 @_domain_errors
 def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, space_file: str | None,
-         trials: int | None, scheduler: str | None, run_test: bool, baseline_sets: str | None, **options: Any) -> None:
+         trials: int | None, scheduler: str | None, run_test: bool, baseline_sets: str | None, sequential: bool,
+         **options: Any) -> None:
     """Choose settings on validation data only, then test the choice once.
 
     Each trial runs every fold without its test group: scored by the mean over folds of the best
@@ -153,7 +165,7 @@ def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, 
 
     space = read_space(space_file) if space_file else None
     report = run_tune(_config(options), manifest, list(store), out_dir, space=space, n_trials=trials, scheduler=scheduler,
-                      test=run_test, classical=_classical(baseline_sets), note=note)
+                      test=run_test, classical=_classical(baseline_sets), note=note, sequential=sequential)
     _emit(report, as_json, tune_markdown(report) + f"outputs in {out_dir}")
 
 
@@ -179,7 +191,8 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
     from train.report import baseline_markdown
 
     cfg = _config({"preset": preset, "modalities": modalities, "sets_text": sets_text, "val": val, "seed": seed,
-                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads")}})
+                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads",
+                                         "precision")}})
     report = run_baseline(cfg, manifest, list(store), out_dir, classical=_classical(baseline_sets))
     _emit(report, as_json, baseline_markdown(report) + (f"outputs in {out_dir}" if out_dir else ""))
 
@@ -221,7 +234,7 @@ def layers(manifest: str, store: tuple[str, ...], out_dir: str, modality: str, p
 @_BASELINE_SETS
 @_domain_errors
 def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
-           scheduler: str | None, baseline_sets: str | None, **options: Any) -> None:
+           scheduler: str | None, baseline_sets: str | None, sequential: bool, **options: Any) -> None:
     """The paper's ablations (Tables 1 and 2) beside the paper's figures.
 
     Cross-validates every modality setting, and every lambda for A+V+T; each setting stands beside
@@ -233,7 +246,8 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
     except ValueError as err:
         raise click.ClickException(f"--lambdas {lambdas!r}: give numbers separated by commas, e.g. 0,0.1,1") from err
     report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
-                          lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets))
+                          lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets),
+                          sequential=sequential)
     _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
 
 

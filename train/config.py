@@ -12,6 +12,7 @@ from train.model import MODALITIES, ModelConfig
 DEFAULT_SETS = {"a": "audio", "t": "text", "v": "video"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 VAL_MODES = ("dialog", "none")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -26,8 +27,14 @@ class TrainConfig:
     :mod:`train.folds`) and tests the epoch with the best validation weighted F1;
     ``"none"`` trains ``epochs`` epochs and tests the last.
     ``grad_clip``: max global gradient norm, ``None`` for none.
-    ``num_threads``: torch CPU threads, 0 leaves torch's default. Results on the CPU
+    ``num_threads``: torch CPU threads, 1 by default: the head's ops are small, so more
+    intra-op threads on a few cores only fight over them; parallelism comes from folds side
+    by side (one ensemble, or Dask workers). 0 leaves torch's default. Results on the CPU
     are reproducible for a fixed seed and thread count.
+    ``precision`` (CUDA only): ``"fp32"`` (every preset), ``"tf32"`` (TF32 matmuls, ~10-bit
+    mantissa) or ``"bf16"`` (bfloat16 autocast). ``compile`` (CUDA only): capture the step with
+    ``torch.compile(mode="reduce-overhead")`` (CUDA graphs, one per length bin). Neither is
+    measured yet: no GPU was lent while they were written.
     ``sets``: modality key -> feature-set name in the store.
     """
 
@@ -44,7 +51,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     grad_clip: float | None = 1.0
-    num_threads: int = 0
+    num_threads: int = 1
+    precision: str = "fp32"
+    compile: bool = False
     sets: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SETS))
 
     def __post_init__(self) -> None:
@@ -52,6 +61,11 @@ class TrainConfig:
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of {list(OPTIMIZERS)}")
         if self.val not in VAL_MODES:
             raise ConfigError(f"val {self.val!r} is not one of {list(VAL_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        if (self.precision != "fp32" or self.compile) and not self.device.startswith("cuda"):
+            raise ConfigError(f"precision={self.precision!r} and compile={self.compile} are for CUDA devices; "
+                              f"device {self.device!r} trains in fp32 without compile")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         for name in ("batch_size", "epochs"):

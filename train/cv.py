@@ -1,10 +1,10 @@
 """Cross-validation: every leave-one-group-out fold, in this process or in parallel on Dask.
 
-Sequentially, the features are read once and shared by the folds. On Dask each fold is
-one task that opens the store and reads the features inside its worker (nothing big
-travels through the scheduler); a fixed seed gives the same figures either way, as long
-as ``num_threads`` is the same (the workers run one thread each: set ``num_threads=1``
-to compare with a sequential run).
+In this process the features are read once and the folds train as one batched ensemble
+(:mod:`train.ensemble`; ``sequential=True``: one after another). On Dask each ensemble is one
+task that opens the store and reads the features inside its worker (nothing big travels
+through the scheduler); a fixed seed gives the same figures either way, as long as
+``num_threads`` is the same (1 by default, as the workers run).
 """
 from __future__ import annotations
 
@@ -16,16 +16,15 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
 
 from manifests import SIX_CLASSES, Utterance
 from train import metrics
 from train.config import TrainConfig
 from train.baseline import BaselineSpec, baselines
-from train.data import FeatureData, as_rows, load_features, store_locations
+from train.data import FeatureData, as_rows, load_features
 from train.folds import groups
+from train.ensemble import Member, run_members
 from train.invocation import invocation
-from train.loop import train_fold
 from train.paths import child_dir, encode_component
 
 _README_MARKER = "SYNTHETIC"
@@ -112,66 +111,40 @@ def dask_client(scheduler: str | None):
         raise SchedulerError(f"--scheduler {scheduler!r}: use local:N (a local cluster of N workers) or tcp://HOST:PORT")
 
 
-def _fold_task(cfg_json: dict[str, Any], manifest: str, store: list[str], group: str, out_dir: str | None) -> dict[str, Any]:
-    """One fold inside a Dask worker: loads the store itself."""
-    cfg = TrainConfig.from_json(cfg_json)
-    return train_fold(cfg, manifest, store, group, out_dir, progress=False).to_json()
-
-
 def fold_dir(out_dir: str | os.PathLike | None, group: str) -> Path | None:
     """Where the fold testing on ``group`` writes its outputs: always a folder directly inside ``out_dir``."""
     return None if out_dir is None else child_dir(out_dir, f"fold-{encode_component(group)}")
 
 
+def fold_members(cfg: TrainConfig, rows: Sequence[Utterance], out_dir: Path | None) -> list[Member]:
+    """One member per leave-one-group-out fold of ``cfg``, in group order."""
+    return [Member(cfg, g, fold_dir(out_dir, g)) for g in groups(rows)]
+
+
 def run_folds(cfg: TrainConfig, manifest, store, out_dir: Path | None, *, client=None,
-              data: FeatureData | None = None, progress: bool = True, desc: str = "cv") -> list[dict[str, Any]]:
-    """Every fold's JSON (FoldResult.to_json), in group order."""
-    rows = as_rows(manifest)
-    keys = groups(rows)
-    if client is None:
-        if data is None:
-            data = load_features(rows, store, cfg.sets, cfg.model.modalities)
-        return [train_fold(cfg, rows, store, g, fold_dir(out_dir, g), data=data, progress=progress).to_json()
-                for g in tqdm(keys, desc=desc, unit="fold", file=sys.stderr, disable=not progress)]
-    return gather_folds(submit_folds(client, cfg, manifest, store, out_dir), progress=progress, desc=desc)
-
-
-def submit_folds(client, cfg: TrainConfig, manifest, store, out_dir: Path | None) -> list[tuple[str, Any]]:
-    """Queue every fold of ``cfg`` on the Dask ``client``; (group, future) in group order."""
-    stores = store_locations(store)
-    if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
-        raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
-    return [(g, client.submit(_fold_task, cfg.to_json(), os.fspath(manifest), [os.fspath(s) for s in stores], g,
-                              None if out_dir is None else os.fspath(fold_dir(out_dir, g)), pure=False))
-            for g in groups(as_rows(manifest))]
-
-
-def gather_folds(submitted: list[tuple[str, Any]], *, progress: bool = True, desc: str = "cv") -> list[dict[str, Any]]:
-    """The fold JSONs of :func:`submit_folds`' futures, in group order, as they finish."""
-    from distributed import as_completed
-
-    futures = {future: g for g, future in submitted}
-    results = {}
-    for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="fold", file=sys.stderr,
-                       disable=not progress):
-        results[futures[future]] = future.result()
-    return [results[g] for g, _ in submitted]
+              data: FeatureData | None = None, progress: bool = True, desc: str = "cv",
+              sequential: bool = False) -> list[dict[str, Any]]:
+    """Every fold's JSON (FoldResult.to_json), in group order: all folds as one batched ensemble
+    (:mod:`train.ensemble`), or with ``sequential`` one after another."""
+    members = fold_members(cfg, as_rows(manifest), out_dir)
+    return [r.to_json() for r in run_members(members, manifest, store, client=client, data=data, progress=progress,
+                                             desc=desc, sequential=sequential)]
 
 
 def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
            scheduler: str | None = None, note: str | None = None, progress: bool = True,
-           classical: BaselineSpec | None = None, client=None) -> dict[str, Any]:
+           classical: BaselineSpec | None = None, client=None, sequential: bool = False) -> dict[str, Any]:
     """Every fold, then mean and std, and the linear probe on the same folds (``report["baseline"]``;
     ``classical``: the probe over those sets too, ``report["classical"]``); with ``out_dir`` also the
     per-fold outputs and the cv tables and plots. ``client``: a Dask client already open (instead of
-    ``scheduler``)."""
+    ``scheduler``). ``sequential``: the folds one after another, not as one batched ensemble."""
     rows = as_rows(manifest)
     data = None
     with nullcontext(client) if client is not None else dask_client(scheduler) as client:
         if client is None:
             data = load_features(rows, store, cfg.sets, cfg.model.modalities)
         folds = run_folds(cfg, manifest if client else rows, store, Path(out_dir) if out_dir else None,
-                          client=client, data=data, progress=progress)
+                          client=client, data=data, progress=progress, sequential=sequential)
     notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0]["classes"], progress), note)
     report = summarise_folds(folds, folds[0]["classes"], cfg, notes)
     report |= baselines(cfg, rows, store, folds, classical, data)

@@ -274,3 +274,58 @@ def iter_batches(data: FeatureData, index: Sequence[int], batch_size: int,
                  rng: np.random.Generator | None = None) -> Iterator[Batch]:
     for chunk in batch_order(data.lengths(), index, batch_size, rng):
         yield make_batch(data, chunk)
+
+
+# Utterances pooled per chunk by :func:`pool_frames`: bounds the float32 copy in flight.
+_PREPARE_CHUNK = 256
+
+
+def pool_frames(data: FeatureData, frame_pool: int) -> FeatureData:
+    """Every utterance mean-pooled in time by ``frame_pool`` (windows from its frame 0, as
+    :func:`train.layers.masked_pool_time` pools a padded batch), as float32. Fold-independent:
+    done once per run, then :func:`prepare` standardises it per fold."""
+    out = {}
+    for name, md in data.modalities.items():
+        lengths = md.lengths
+        windows = -(-lengths // frame_pool)
+        offsets = np.concatenate([[0], np.cumsum(windows)]).astype(np.int64)
+        pooled = np.empty(md.data.shape[:-2] + (int(offsets[-1]), md.dim), dtype=np.float32)
+        for c in range(0, len(lengths), _PREPARE_CHUNK):
+            stop = min(c + _PREPARE_CHUNK, len(lengths))
+            frames = md.data[..., md.offsets[c]:md.offsets[stop], :].astype(np.float32)
+            # Window starts within the chunk: every frame_pool-th frame of each utterance.
+            starts = np.concatenate([md.offsets[i] - md.offsets[c] + np.arange(0, lengths[i], frame_pool)
+                                     for i in range(c, stop)])
+            if not len(starts):
+                continue
+            counts = np.diff(np.append(starts, frames.shape[-2])).astype(np.float32)
+            pooled[..., offsets[c]:offsets[stop], :] = np.add.reduceat(frames, starts, axis=-2) / counts[:, None]
+        out[name] = ModalityData(md.set_name, pooled, offsets, md.dim, md.layers, md.provenance, md.identity)
+    return FeatureData(data.ids, data.rows, data.classes, data.labels, out)
+
+
+def prepare(pooled: FeatureData, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> FeatureData:
+    """A fold's inputs, once per fold instead of every step: :func:`pool_frames`' output standardised
+    with the training split's ``stats`` (float32). The model reads it with ``prepared=True``.
+
+    Exact, up to float rounding: neither step has parameters, and the mean of standardised frames
+    is the standardised mean. Channels with std ~0 are left unscaled, as
+    :meth:`ModalityInput.set_stats` does."""
+    out = {}
+    for name, md in pooled.modalities.items():
+        mean, std = (np.asarray(t, dtype=np.float32) for t in stats[name])
+        std = np.where(std > 1e-6, std, np.float32(1.0))
+        if md.data.ndim == 3:
+            mean, std = mean.reshape(md.data.shape[0], 1, -1), std.reshape(md.data.shape[0], 1, -1)
+        out[name] = ModalityData(md.set_name, (md.data - mean) / std, md.offsets, md.dim, md.layers,
+                                 md.provenance, md.identity)
+    return FeatureData(pooled.ids, pooled.rows, pooled.classes, pooled.labels, out)
+
+
+def check_lengths(data: FeatureData) -> None:
+    """Once per fold, what the model's per-batch check would ask: every utterance has a real frame."""
+    for name, md in data.modalities.items():
+        empty = np.flatnonzero(md.lengths == 0)
+        if len(empty):
+            raise DataError(f"feature set {md.set_name!r} ({name}): {len(empty)} utterance(s) have no frames, "
+                            f"e.g. {data.ids[empty[0]]!r}; extract them again or leave them out of the manifest")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
@@ -54,17 +53,34 @@ class TimePool(nn.Module):
         return torch.cat([mean, torch.sqrt(var + self.eps)], dim=-1)
 
 
-def packed_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
-    """Run a batch-first ``gru`` on packed sequences: x (B, T, d_in), mask (B, T) -> (B, T, d_out), padding 0.
+def masked_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
+    """A one-layer bidirectional batch-first ``gru`` over real frames only: x (B, T, d_in), mask (B, T)
+    -> (B, T, 2 * hidden), padding 0.
 
-    Packing makes a backward direction start at each utterance's own last real frame, so padding
-    never changes a real frame's output.
+    The same recurrence as ``nn.GRU`` with its own weights (checkpoints keep nn.GRU's names), stepped in
+    Python with the state held where a frame is padding: a backward pass starts at each utterance's own
+    last real frame, as with packed sequences, but the ops are plain tensor algebra with no host
+    synchronisation, so a step batches over ensemble members (``torch.func.vmap``) and repeats its shapes.
     """
-    lengths = mask.sum(dim=1).cpu()
-    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    out, _ = gru(packed)
-    h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    return zero_padding(h, mask)
+    hidden = gru.hidden_size
+    frames = x.shape[-2]
+    keep = mask.unsqueeze(-1)
+    outputs = []
+    for suffix, steps in (("", range(frames)), ("_reverse", range(frames - 1, -1, -1))):
+        w_hh, b_hh = getattr(gru, f"weight_hh_l0{suffix}"), getattr(gru, f"bias_hh_l0{suffix}")
+        gates_x = F.linear(x, getattr(gru, f"weight_ih_l0{suffix}"), getattr(gru, f"bias_ih_l0{suffix}"))
+        h = x.new_zeros(x.shape[:-2] + (hidden,))
+        out: list[Tensor] = [h] * frames
+        for t in steps:
+            x_r, x_z, x_n = gates_x[..., t, :].chunk(3, dim=-1)
+            h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+            r = torch.sigmoid(x_r + h_r)
+            z = torch.sigmoid(x_z + h_z)
+            n = torch.tanh(x_n + r * h_n)
+            h = torch.where(keep[..., t, :], n + z * (h - n), h)
+            out[t] = h
+        outputs.append(torch.stack(out, dim=-2))
+    return zero_padding(torch.cat(outputs, dim=-1), mask)
 
 
 class RecurrentBranch(nn.Module):
@@ -81,7 +97,7 @@ class RecurrentBranch(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        return zero_padding(self.norm(x + packed_gru(self.gru, x, mask)), mask)
+        return zero_padding(self.norm(x + masked_gru(self.gru, x, mask)), mask)
 
 
 def masked_pool_time(x: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -155,11 +171,12 @@ class MaskedAttention(nn.Module):
         head_dim = dim // self.heads
         q = self.q(x).view(batch, tq, self.heads, head_dim).transpose(1, 2)
         k, v = self.kv(context).view(batch, tk, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=context_mask[:, None, None, :],
-            dropout_p=self.attn_drop if self.training else 0.0,
-        )
+        # Written out rather than F.scaled_dot_product_attention: vmap over ensemble members has no
+        # batching rule for SDPA's CPU kernel and would loop over members one by one.
+        scores = (q @ k.transpose(-2, -1)) * head_dim ** -0.5
+        scores = scores.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+        weights = F.dropout(torch.softmax(scores, dim=-1), self.attn_drop, self.training)
+        out = weights @ v
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tq, dim)))
 
 
@@ -179,8 +196,9 @@ class FeedForward(nn.Module):
 class AGRU(nn.Module):
     """A-GRU (paper 2.1): bidirectional GRU (d/2 per direction) -> self-attention, residual, LayerNorm.
 
-    x (B, T, d), mask (B, T) -> (B, T, d), padding frames 0. The GRU runs on packed sequences, so a
-    backward pass starts at each utterance's own last real frame and padding never changes a result.
+    x (B, T, d), mask (B, T) -> (B, T, d), padding frames 0. The GRU runs over real frames only
+    (:func:`masked_gru`), so a backward pass starts at each utterance's own last real frame and padding
+    never changes a result.
     """
 
     def __init__(self, dim: int, heads: int, dropout: float):
@@ -192,7 +210,7 @@ class AGRU(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        h = packed_gru(self.gru, x, mask)
+        h = masked_gru(self.gru, x, mask)
         return zero_padding(self.norm(h + self.attn(h, h, mask)), mask)
 
 

@@ -44,13 +44,13 @@ def margin_loss(z: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
     same_cls = cls.unsqueeze(0) == cls.unsqueeze(1)
     positive = ~same_mod & same_cls  # (i, j): other modality, same class
     negative = same_mod & ~same_cls  # (i, k): same modality, other class
-    count = (positive.sum(dim=1) * negative.sum(dim=1)).sum()
-    total = z.sum() * 0.0
-    if int(count) == 0:
-        return total
+    # An empty triplet set has a hinge sum of exactly 0: dividing by max(count, 1) gives the 0 without
+    # a host synchronisation, so the step batches over ensemble members.
+    count = (positive.sum(dim=1) * negative.sum(dim=1)).sum().clamp_min(1)
     chunk = max(1, _MAX_SLAB // (n * n))
     if chunk >= n:
         return _hinge_sum(cos, positive, negative, alpha) / count.to(cos.dtype)
+    total = z.sum() * 0.0
     # Several slabs: recompute each in the backward pass, so the graph never holds the whole cube.
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
@@ -58,19 +58,24 @@ def margin_loss(z: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
     return total / count.to(total.dtype)
 
 
-def total_loss(out: ModelOutput, labels: Tensor, lam: float, alpha: float) -> tuple[Tensor, dict[str, float]]:
-    """Paper Eq. 8: CE + lam * L_mar -> (loss, {"ce": ..., "margin": ...}).
+def loss_terms(out: ModelOutput, labels: Tensor, lam: float | Tensor, alpha: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Paper Eq. 8 without host synchronisation: (CE + lam * L_mar, CE, L_mar), all tensors.
 
-    With z None (fewer than three modalities) the loss is CE and "margin" is 0.0. With lam == 0 the
-    loss is CE alone, and "margin" still reports L_mar (computed without a graph) so that the lambda = 0
-    ablation can be compared with the others.
-    """
+    With z None (fewer than three modalities) L_mar is 0. ``lam`` and ``alpha`` may be tensors (one
+    value per ensemble member under ``vmap``); with lam == 0 the margin adds exactly 0 to the loss and
+    its gradient, and L_mar is still reported for the lambda = 0 ablation."""
     ce = F.cross_entropy(out.logits, labels)
     if out.z is None:
-        return ce, {"ce": float(ce.detach()), "margin": 0.0}
-    if lam == 0:
+        return ce, ce.detach(), torch.zeros((), dtype=ce.dtype, device=ce.device)
+    if isinstance(lam, (int, float)) and lam == 0:
         with torch.no_grad():
             mar = margin_loss(out.z, labels, alpha)
-        return ce, {"ce": float(ce.detach()), "margin": float(mar)}
+        return ce, ce.detach(), mar
     mar = margin_loss(out.z, labels, alpha)
-    return ce + lam * mar, {"ce": float(ce.detach()), "margin": float(mar.detach())}
+    return ce + lam * mar, ce.detach(), mar.detach()
+
+
+def total_loss(out: ModelOutput, labels: Tensor, lam: float, alpha: float) -> tuple[Tensor, dict[str, float]]:
+    """Paper Eq. 8: CE + lam * L_mar -> (loss, {"ce": ..., "margin": ...}) (:func:`loss_terms`, as floats)."""
+    loss, ce, mar = loss_terms(out, labels, lam, alpha)
+    return loss, {"ce": float(ce), "margin": float(mar)}

@@ -187,15 +187,22 @@ class ModalityInput(nn.Module):
         self.feat_mean.copy_(mean)
         self.feat_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        self._check(x, mask)
-        x = (x - self.feat_mean) / self.feat_std
+    def forward(self, x: Tensor, mask: Tensor, prepared: bool = False, check: bool = True) -> tuple[Tensor, Tensor]:
+        """``prepared``: x is already standardised and pooled in time (:func:`train.data.prepare`, once
+        per fold: both steps have no parameters), so only the layer sum and projection run here.
+        ``check=False`` skips the shape and mask checks, whose host synchronisations a training step
+        cannot afford (the data path checks its batches once per fold instead)."""
+        if check:
+            self._check(x, mask)
+        if not prepared:
+            x = (x - self.feat_mean) / self.feat_std
         # Zero the padding first: a NaN there would otherwise reach the weight gradients as 0 * NaN.
         if self.layer_sum is not None:
-            x = self.layer_sum(zero_padding(x, mask.unsqueeze(1).expand(-1, x.shape[1], -1)))
+            x = self.layer_sum(zero_padding(x, mask.unsqueeze(-2).expand(x.shape[:-1])))
         else:
             x = zero_padding(x, mask)
-        x, mask = masked_pool_time(x, mask, self.frame_pool)
+        if not prepared:
+            x, mask = masked_pool_time(x, mask, self.frame_pool)
         return zero_padding(self.proj(x), mask), mask
 
     def _check(self, x: Tensor, mask: Tensor) -> None:
@@ -283,7 +290,8 @@ class EmotionModel(nn.Module):
                 raise ValueError(f"input statistics for {name!r}, which this model does not read ({sorted(self.inputs)})")
             self.inputs[name].set_stats(mean, std)
 
-    def forward_features(self, batch: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    def forward_features(self, batch: dict[str, tuple[Tensor, Tensor]], prepared: bool = False,
+                         check: bool = True) -> dict[str, Tensor]:
         """Branch outputs and the fused stream.
 
         Keys: ``x_<m>`` (B, T_m', d) and ``mask_<m>`` (B, T_m') for each modality m (the UNFUSED
@@ -296,7 +304,7 @@ class EmotionModel(nn.Module):
             raise ValueError(f"batch lacks modalities {missing} (model reads {list(self.cfg.modalities)})")
         feats: dict[str, Tensor] = {}
         for m in self.cfg.modalities:
-            x, mask = self.inputs[m](*batch[m])
+            x, mask = self.inputs[m](*batch[m], prepared=prepared, check=check)
             if m in self.branches:
                 x = self.branches[m](x, mask)
             feats[f"x_{m}"], feats[f"mask_{m}"] = x, mask
@@ -326,8 +334,9 @@ class EmotionModel(nn.Module):
             z = self.shared(torch.stack(pooled, dim=1))
         return ModelOutput(logits=logits, z=z, embedding=embedding)
 
-    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]) -> ModelOutput:
-        return self.forward_head(self.forward_features(batch))
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]], prepared: bool = False, check: bool = True) -> ModelOutput:
+        """``prepared`` and ``check``: see :meth:`ModalityInput.forward`."""
+        return self.forward_head(self.forward_features(batch, prepared, check))
 
 
 def build_model(cfg: ModelConfig, inputs: dict[str, InputSpec], n_classes: int) -> EmotionModel:

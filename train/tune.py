@@ -14,27 +14,26 @@ on ties) is the choice; its settings are written as a preset file (a TrainConfig
 ``--preset FILE`` accepts. Only then is the choice cross-validated once, with its test folds
 and the baseline, into ``OUT/test``.
 
-Trials x folds run as one Dask task each when a scheduler is given (:func:`train.cv.dask_client`).
+In this process, trials that share one architecture train with all their folds as one batched
+ensemble (:mod:`train.ensemble`); with a scheduler (:func:`train.cv.dask_client`) each ensemble
+is one Dask task.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from train.config import TrainConfig
-from train.data import as_rows, load_features, store_locations
+from train.data import as_rows
 from train.folds import groups
 from train.invocation import invocation
-from train.loop import train_fold
 from train.model import ModelConfig
 
 DEFAULT_TRIALS = 12
@@ -157,42 +156,21 @@ def validation_score(result) -> dict[str, Any]:
             "n_train": result.n_train, "n_val": result.n_val, "val_unit": result.val_unit, "passes": sorted(set(result.passes))}
 
 
-def _trial_fold_task(cfg_json: dict[str, Any], manifest: str, store: list[str], group: str) -> dict[str, Any]:
-    """One (trial, fold) inside a Dask worker: loads the store itself."""
-    cfg = TrainConfig.from_json(cfg_json)
-    return validation_score(train_fold(cfg, manifest, store, group, None, progress=False, test=False))
-
-
 def score_trials(trials: Sequence[Trial], manifest, store, *, client=None, fold_groups: Sequence[str] | None = None,
-                 progress: bool = True) -> list[list[dict[str, Any]]]:
-    """Per trial, per fold: :func:`validation_score`. ``fold_groups``: only these folds (default: all)."""
+                 progress: bool = True, sequential: bool = False) -> list[list[dict[str, Any]]]:
+    """Per trial, per fold: :func:`validation_score`. ``fold_groups``: only these folds (default: all).
+
+    Trials that share one architecture (they differ in lr, weight decay, lambda, alpha, clip or seed)
+    train with all their folds as one batched ensemble (:mod:`train.ensemble`), never testing."""
+    from train.ensemble import Member, run_members
+
     rows = as_rows(manifest)
     keys = list(fold_groups) if fold_groups is not None else groups(rows)
     jobs = [(t, g) for t in trials for g in keys]
-    bar = tqdm(total=len(jobs), desc="tune", unit="fold", file=sys.stderr, disable=not progress)
-    results: dict[tuple[int, str], dict[str, Any]] = {}
-    if client is None:
-        needed = tuple(m for m in ("a", "t", "v") if any(m in t.config.model.modalities for t in trials))
-        data = load_features(rows, store, trials[0].config.sets, needed)
-        for t, g in jobs:
-            fold = train_fold(t.config, rows, store, g, None, data=data.select(t.config.model.modalities),
-                              progress=False, test=False)
-            results[(t.number, g)] = validation_score(fold)
-            bar.update(1)
-    else:
-        from distributed import as_completed
-
-        from train.cv import SchedulerError
-
-        stores = store_locations(store)
-        if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
-            raise SchedulerError("running trials on Dask needs the manifest and the stores as paths, so that each worker opens them")
-        futures = {client.submit(_trial_fold_task, t.config.to_json(), os.fspath(manifest), [os.fspath(s) for s in stores],
-                                 g, pure=False): (t.number, g) for t, g in jobs}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update(1)
-    bar.close()
+    members = [Member(t.config, g) for t, g in jobs]
+    folds = run_members(members, manifest if client is not None else rows, store, client=client, test=False,
+                        sequential=sequential, progress=progress, desc="tune")
+    results = {(t.number, g): validation_score(f) for (t, g), f in zip(jobs, folds)}
     return [[results[(t.number, g)] for g in keys] for t in trials]
 
 
@@ -209,7 +187,7 @@ def choose(trials: Sequence[Trial], scores: Sequence[Sequence[dict[str, Any]]]) 
 
 def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, space: dict[str, Any] | None = None,
              n_trials: int | None = None, scheduler: str | None = None, test: bool = True, classical=None,
-             note: str | None = None, progress: bool = True) -> dict[str, Any]:
+             note: str | None = None, progress: bool = True, sequential: bool = False) -> dict[str, Any]:
     """Search, choose on validation scores, write ``OUT/preset.json``, then (``test``) cross-validate the
     choice once into ``OUT/test``. Writes tune.json and tune.md; returns tune.json's content.
 
@@ -222,7 +200,8 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
     trials = plan_trials(base, space, n_trials)
     space = DEFAULT_SPACE if space is None else space
     with dask_client(scheduler) as client:
-        scores = score_trials(trials, manifest if client else as_rows(manifest), store, client=client, progress=progress)
+        scores = score_trials(trials, manifest if client else as_rows(manifest), store, client=client, progress=progress,
+                              sequential=sequential)
         best, summaries = choose(trials, scores)
         out = Path(out_dir)
         # The choice is on disk before any test fold is read.
@@ -234,7 +213,7 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
         }
         write_tune(out, report)
         cv = run_cv(trials[best].config, manifest, store, out / "test", note=note, progress=progress,
-                    classical=classical, client=client) if test else None
+                    classical=classical, client=client, sequential=sequential) if test else None
     if cv is not None:
         report["test"] = {"dir": str(out / "test"), "classes": cv["classes"], "mean": cv["mean"], "std": cv["std"],
                           "baseline": {k: cv["baseline"][k] for k in ("mean", "std", "diff")},

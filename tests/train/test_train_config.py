@@ -37,3 +37,17 @@ def test_errors_name_the_choices():
     with pytest.raises(ConfigError, match=r"unknown TrainConfig field\(s\) \['lr_decay'\]"):
         TrainConfig.from_json({"lr_decay": 1})
     assert normalise_modalities("t,a") == ("a", "t")
+
+
+def test_one_thread_by_default_and_gpu_options_only_on_cuda():
+    from train.config import TrainConfig
+
+    assert TrainConfig().num_threads == 1 and all(p.num_threads == 1 for p in PRESETS.values())
+    assert all(p.precision == "fp32" and not p.compile for p in PRESETS.values())
+    with pytest.raises(ConfigError, match=r"precision 'fp16' is not one of \['fp32', 'tf32', 'bf16'\]"):
+        preset("paper", precision="fp16", device="cuda")
+    with pytest.raises(ConfigError, match=r"are for CUDA devices; device 'cpu' trains in fp32 without compile"):
+        preset("paper", precision="bf16")
+    with pytest.raises(ConfigError, match=r"are for CUDA devices"):
+        preset("fast", compile=True)
+    assert preset("paper", device="cuda:1", precision="bf16", compile=True).precision == "bf16"

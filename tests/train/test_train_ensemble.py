@@ -1,0 +1,146 @@
+"""The batched ensemble: members equal their sequential runs, and its parts equal what they replace."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from train.data import load_features, make_batch, pool_frames, prepare
+from train.ensemble import Ensemble, Member, ensemble_key, length_bin, train_grouped, train_members
+from train.layers import masked_gru, zero_padding
+from train.loop import train_fold
+from train.model import build_model
+from train.stats import input_stats
+
+SETS = {"a": "audio", "t": "text", "v": "video"}
+
+
+@pytest.fixture(scope="module")
+def data(small_corpus):
+    _, store, rows = small_corpus
+    return load_features(rows, store, SETS, ("a", "t", "v"))
+
+
+def _packed(gru, x, mask):
+    lengths = mask.sum(dim=1)
+    out, _ = gru(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return zero_padding(h, mask)
+
+
+def test_masked_gru_equals_the_packed_gru_with_its_gradients():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(6, 4, batch_first=True, bidirectional=True)
+    x = torch.randn(3, 7, 6, requires_grad=True)
+    mask = torch.arange(7) < torch.tensor([7, 3, 1])[:, None]
+    ours, ref = masked_gru(gru, x, mask), _packed(gru, x, mask)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    g_ours = torch.autograd.grad(ours.pow(2).sum(), [x, *gru.parameters()])
+    g_ref = torch.autograd.grad(ref.pow(2).sum(), [x, *gru.parameters()])
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_prepared_inputs_give_the_model_s_own_standardise_and_pool(data, tiny_cfg):
+    index = np.arange(10)
+    stats = input_stats(data, index)
+    model = build_model(tiny_cfg.model, data.specs(), len(data.classes)).eval()
+    model.set_input_stats(stats)
+    raw = make_batch(data, index)
+    ready = make_batch(prepare(pool_frames(data, tiny_cfg.model.frame_pool), stats), index)
+    with torch.no_grad():
+        want = model(raw.inputs).logits
+        got = model(ready.inputs, prepared=True, check=False).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_length_bins_pad_little_and_repeat():
+    assert [length_bin(n) for n in (1, 8, 9, 17, 33, 100)] == [1, 8, 10, 20, 40, 112]
+    assert all(n <= length_bin(n) <= 1.25 * n for n in range(1, 3000))
+    assert len({length_bin(n) for n in range(1, 1800)}) < 45
+
+
+@pytest.mark.parametrize("opt", ["adamw", "adam", "sgd"])
+def test_the_batched_optimiser_is_torch_s(data, tiny_cfg, opt):
+    """Stacked over members, one update is torch.optim's for each member, clipping per member."""
+    cfg = tiny_cfg.replace(optimizer=opt, dropout=0.0, modalities=("a", "t"), lr=1e-2, weight_decay=0.1, grad_clip=0.05)
+    torch.manual_seed(0)
+    models = [build_model(cfg.model, data.specs(), len(data.classes)) for _ in range(2)]
+    ens = Ensemble([cfg, cfg.replace(lr=3e-3)], models, prepared=False)
+    refs = [torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD][["adamw", "adam", "sgd"].index(opt)]
+    kwargs = {"momentum": 0.9} if opt == "sgd" else {}
+    opts = [refs(m.parameters(), lr=lr, weight_decay=0.1, **kwargs) for m, lr in zip(models, (1e-2, 3e-3))]
+    for step in range(3):
+        grads = {n: torch.randn_like(p) for n, p in ens.params.items()}
+        for n, p in ens.params.items():
+            p.grad = grads[n].clone()
+        ens.update(torch.tensor([True, step != 1]), everyone=step != 1)
+        for k, (m, o) in enumerate(zip(models, opts)):
+            if k == 1 and step == 1:
+                continue
+            for n, p in m.named_parameters():
+                p.grad = grads[n][k].clone()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05)
+            o.step()
+    for k, m in enumerate(models):
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(ens.params[n][k].detach(), p.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_a_member_equals_its_sequential_run(small_corpus, data, tiny_cfg, tmp_path):
+    """Dropout off, same seed: each fold of a 3-member ensemble gives its sequential run's metrics
+    (tolerance 1e-4 on losses and scores: float rounding differs where batches are padded together)."""
+    _, store, rows = small_corpus
+    cfg = tiny_cfg.replace(dropout=0.0, epochs=2)
+    members = [Member(cfg, g, tmp_path / f"ens-{g}") for g in ("1", "2", "3")]
+    together = train_members(members, rows, data, progress=False)
+    for g, got in zip(("1", "2", "3"), together):
+        alone = train_fold(cfg, rows, store, g, tmp_path / f"seq-{g}", data=data, progress=False)
+        assert got.best_epoch == alone.best_epoch and got.passes == alone.passes
+        assert got.metrics["confusion"] == alone.metrics["confusion"]
+        assert got.metrics["wf1"] == pytest.approx(alone.metrics["wf1"], abs=1e-4)
+        for a, b in zip(got.history, alone.history):
+            assert a.keys() == b.keys()
+            assert all(a[key] == pytest.approx(b[key], abs=1e-4) for key in a)
+        assert (tmp_path / f"ens-{g}" / "model.pt").is_file() and (tmp_path / f"ens-{g}" / "metrics.json").is_file()
+        assert (tmp_path / f"ens-{g}" / "predictions.csv").read_text() == (tmp_path / f"seq-{g}" / "predictions.csv").read_text()
+
+
+def test_with_dropout_an_ensemble_run_is_reproducible_and_settings_group_by_architecture(small_corpus, data, tiny_cfg):
+    _, _, rows = small_corpus
+    members = [Member(tiny_cfg.replace(lam=lam), g) for lam in (0.0, 1.0) for g in ("1", "3")]
+    members.append(Member(tiny_cfg.replace(modalities=("a",)), "2"))
+    assert len({ensemble_key(m.cfg) for m in members}) == 2
+    first = train_grouped(members, rows, data, progress=False)
+    second = train_grouped(members, rows, data, progress=False)
+    assert [r.to_json() for r in first] == [r.to_json() for r in second]
+    assert [r.group for r in first] == ["1", "3", "1", "3", "2"]
+    assert first[0].history[0]["train_margin"] > 0 and first[-1].history[0]["train_margin"] == 0
+
+
+def test_cv_sequential_gives_the_ensemble_s_figures_without_dropout(small_corpus, tiny_cfg, tmp_path):
+    from click.testing import CliRunner
+
+    from train.cli import cli
+    from train.cv import run_cv
+
+    manifest, store, _ = small_corpus
+    cfg = tiny_cfg.replace(dropout=0.0, epochs=1)
+    batched = run_cv(cfg, manifest, str(store), tmp_path / "batched", progress=False)
+    one_by_one = run_cv(cfg, manifest, str(store), tmp_path / "seq", progress=False, sequential=True)
+    assert [f["confusion"] for f in batched["folds"]] == [f["confusion"] for f in one_by_one["folds"]]
+    assert batched["mean"]["wf1"] == pytest.approx(one_by_one["mean"]["wf1"], abs=1e-4)
+    for command in ("cv", "ablate", "tune"):
+        assert "--sequential" in CliRunner().invoke(cli, [command, "--help"]).output
+    assert "--sequential" not in CliRunner().invoke(cli, ["fold", "--help"]).output
+
+
+def test_step_groups_batch_members_of_one_size_and_similar_length():
+    from train.ensemble import PAD_SLACK, step_groups
+
+    groups = step_groups([(16, 30), (16, 31), (16, 200), (8, 30), (16, 190)], [0, 1, 2, 3, 4])
+    assert sorted(map(sorted, groups)) == [[0, 1], [2, 4], [3]]
+    for g in groups:  # no group pads its members beyond the slack
+        assert len(g) * max(length_bin([30, 31, 200, 30, 190][m]) for m in g) <= PAD_SLACK * sum(
+            length_bin([30, 31, 200, 30, 190][m]) for m in g)

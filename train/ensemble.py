@@ -1,0 +1,497 @@
+"""K folds or settings of one architecture trained as one batched model, stepped together.
+
+Every member keeps its own weights, optimiser state, data order (its seed's), validation choice
+of epoch, checkpoint and report: a member is the training :func:`train.loop.train_fold` would give
+it alone (with dropout off and the same seed, the same metrics up to float rounding; see
+tests/train/test_train_ensemble.py). The members' weights are stacked (``torch.func``'s
+``stack_module_state``) and one step runs the model once under ``vmap`` over the member axis, so
+the many small operators of the head are paid once for K members. ``train_fold`` is the K = 1 case.
+
+Shapes repeat: each batch is padded to a length bin (:func:`length_bin`), and the step holds no
+host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
+On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) batches travel to the GPU as
+float16 and are cast there, ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
+``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
+the length bins keep the number of captured shapes small).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from train.config import TrainConfig
+from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
+from train.folds import Split, split_fold
+from train.losses import loss_terms
+from train.model import build_model
+from train.stats import input_stats
+
+# Fields that members of one ensemble may differ in; every other field must agree.
+PER_MEMBER = ("lr", "lam", "alpha", "weight_decay", "grad_clip", "seed", "val_fraction")
+
+
+def ensemble_key(cfg: TrainConfig) -> str:
+    """Configs with the same key can train as one ensemble (same architecture, schedule and device)."""
+    same = {f: TrainConfig.__dataclass_fields__[f].default for f in PER_MEMBER}
+    same["grad_clip"] = None if cfg.grad_clip is None else 1.0  # clipping or not is shared, the norm per member
+    return cfg.replace(**same).dumps()
+
+
+def length_bin(n: int) -> int:
+    """The padded length of a batch whose longest utterance has ``n`` frames: 4 bins per octave
+    above 8 (at most 25% padding), so a run sees a few dozen shapes, not hundreds."""
+    if n <= 8:
+        return max(n, 1)
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+@dataclass
+class Member:
+    """One fold of one setting: its config, test group, and where its outputs go (None: nowhere)."""
+
+    cfg: TrainConfig
+    test_group: str
+    out_dir: Path | None = None
+
+
+class _State:
+    """One member's fold: split, data (prepared for it), stats, data-order rng."""
+
+    def __init__(self, member: Member, rows, data: FeatureData, cache: dict):
+        cfg = member.cfg
+        self.member = member
+        self.split: Split = split_fold(rows, member.test_group, cfg.val, cfg.val_fraction, cfg.seed)
+        # Members with the same training rows (one fold under several lambdas, seeds, lrs) share
+        # their statistics and prepared inputs: one copy per fold, not per member.
+        key = tuple(self.split.train)
+        pool = cfg.model.frame_pool
+        if pool > 1 and "pooled" not in cache:
+            cache["pooled"] = pool_frames(data, pool)  # fold-independent: once per run
+        if key not in cache:
+            stats = input_stats(data, self.split.train)
+            cache[key] = (stats, prepare(cache["pooled"], stats) if pool > 1 else data)
+        self.stats, self.data = cache[key]
+        self.prepared = cfg.model.frame_pool > 1
+        self.order_lengths = data.lengths()
+        self.rng = np.random.default_rng(cfg.seed)
+
+
+def _pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray], device: str,
+                 feature_dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each member's batch padded to one length bin per modality and stacked: x (K, B, [L,] T, D), mask (K, B, T)."""
+    inputs = {}
+    for m in datas[0].modalities:
+        mds = [d.modalities[m] for d in datas]
+        lengths = [md.offsets[c + 1] - md.offsets[c] for md, c in zip(mds, chunks)]
+        t = length_bin(int(max(int(n.max()) for n in lengths)))
+        md0 = mds[0]
+        shape = (len(chunks), len(chunks[0])) + md0.data.shape[:-2] + (t, md0.dim)
+        x = np.zeros(shape, dtype=np.float32 if feature_dtype == torch.float32 else md0.data.dtype)
+        mask = np.zeros((len(chunks), len(chunks[0]), t), dtype=bool)
+        for k, (md, c, n) in enumerate(zip(mds, chunks, lengths)):
+            for j, (s, length) in enumerate(zip(md.offsets[c], n)):
+                x[k, j, ..., :length, :] = md.data[..., s:s + length, :]
+                mask[k, j, :length] = True
+        xt = torch.from_numpy(x)
+        if device != "cpu":
+            xt = xt.to(device, non_blocking=True)
+        inputs[m] = (xt.to(torch.float32), torch.from_numpy(mask).to(device))
+    return inputs
+
+
+class Ensemble:
+    """K models of one architecture as stacked parameters; :meth:`step` and :meth:`evaluate` run them together."""
+
+    def __init__(self, cfgs: Sequence[TrainConfig], models: Sequence[torch.nn.Module], prepared: bool):
+        self.cfgs = list(cfgs)
+        self.cfg = cfgs[0]
+        self.device = self.cfg.device
+        self.prepared = prepared
+        self.base = copy.deepcopy(models[0]).to("meta")
+        params, buffers = stack_module_state(list(models))
+        self.params = {n: p.detach().to(self.device).requires_grad_(True) for n, p in params.items()}
+        self.buffers = {n: b.to(self.device) for n, b in buffers.items()}
+        k = len(models)
+        dev = self.device
+        self.lr = torch.tensor([c.lr for c in cfgs], device=dev)
+        self.wd = torch.tensor([c.weight_decay for c in cfgs], device=dev)
+        self.lam = torch.tensor([c.lam for c in cfgs], device=dev)
+        self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
+        self.clip = torch.tensor([c.grad_clip or 0.0 for c in cfgs], device=dev)
+        self.steps = torch.zeros(k, device=dev)
+        self.moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params.items()}
+        # With lambda = 0 the shared encoder gets no gradient in a model of its own, so torch's
+        # optimisers leave it alone (no decay either): the same here, per member.
+        no_margin = torch.tensor([c.lam == 0 for c in cfgs], device=dev)
+        self.frozen = {n: no_margin if n.startswith("shared.") else None for n in self.params}
+        self._run = vmap(self._forward, in_dims=(0, 0, 0, 0, 0, 0), randomness="different")
+        if self.device.startswith("cuda") and self.cfg.compile:
+            self._run = torch.compile(self._run, mode="reduce-overhead", dynamic=False)
+
+    def _forward(self, params, buffers, inputs, labels, lam, alpha):
+        bf16 = self.device.startswith("cuda") and self.cfg.precision == "bf16"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            out = functional_call(self.base, (params, buffers), (inputs,), {"prepared": self.prepared, "check": False})
+        loss, ce, mar = loss_terms(out, labels, lam, alpha)
+        return loss, ce, mar, torch.softmax(out.logits.detach().float(), dim=-1)
+
+    def _call(self, idx: list[int] | None, inputs, labels):
+        if idx is None:
+            return self._run(self.params, self.buffers, inputs, labels, self.lam, self.alpha)
+        sel = torch.tensor(idx, device=self.device)
+        buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
+        out = self._run({n: p[sel] for n, p in self.params.items()}, buffers, inputs, labels, self.lam[sel], self.alpha[sel])
+        for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
+            self.buffers[n][sel] = b
+        return out
+
+    def forward(self, groups, train: bool):
+        """``groups``: [(member indices or None for all, inputs, labels)]. Returns per group (loss, ce, mar, probs)."""
+        self.base.train(train)
+        with torch.set_grad_enabled(train):
+            outs = [self._call(idx, inputs, labels) for idx, inputs, labels in groups]
+            if train:
+                for p in self.params.values():
+                    p.grad = None
+                sum(o[0].sum() for o in outs).backward()
+        return outs
+
+    @torch.no_grad()
+    def update(self, active: torch.Tensor, everyone: bool = False) -> None:
+        """One optimiser step for the ``active`` members (bool (K,)), each with its own lr, decay and clip:
+        torch's Adam, AdamW and SGD(momentum 0.9) written over the member axis. ``everyone``: the
+        caller knows all members are active (skips the masking)."""
+        grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
+        if self.cfg.grad_clip is not None:
+            norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
+            coef = torch.clamp(self.clip / (norm + 1e-6), max=1.0)
+            for g in grads.values():
+                g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+        self.steps += active.to(self.steps.dtype)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        opt = self.cfg.optimizer
+        # Per-member scalars once per step, (K,) each.
+        step = self.steps.clamp_min(1)
+        step_size = self.lr / (1 - beta1 ** step)
+        bc2_sqrt = torch.sqrt(1 - beta2 ** step)
+        decay = 1 - self.lr * self.wd
+        first = self.steps == 1
+        for n, p in self.params.items():
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            live = None if everyone and self.frozen[n] is None else \
+                (active if self.frozen[n] is None else active & ~self.frozen[n]).view(shape)
+            g, m, v = grads[n], *self.moments[n]
+            if opt != "adamw":
+                g = g + self.wd.view(shape) * p  # L2 decay through the gradient (Adam, SGD)
+            if opt == "sgd":
+                new_m = torch.where(first.view(shape), g, m * 0.9 + g)
+                new_p = p - self.lr.view(shape) * new_m
+                m.copy_(new_m if live is None else torch.where(live, new_m, m))
+                p.copy_(new_p if live is None else torch.where(live, new_p, p))
+                continue
+            if live is None:  # the common case, in place: every member steps
+                if opt == "adamw":
+                    p.mul_(decay.view(shape))
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                p.addcdiv_(m * -step_size.view(shape), v.sqrt().div_(bc2_sqrt.view(shape)).add_(eps))
+                continue
+            base = p * decay.view(shape) if opt == "adamw" else p
+            new_m = torch.lerp(m, g, 1 - beta1)
+            new_v = v * beta2 + (1 - beta2) * g * g
+            new_p = base - step_size.view(shape) * new_m / (new_v.sqrt() / bc2_sqrt.view(shape) + eps)
+            m.copy_(torch.where(live, new_m, m))
+            v.copy_(torch.where(live, new_v, v))
+            p.copy_(torch.where(live, new_p, p))
+
+    def state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state_dict (parameters and buffers), on the CPU."""
+        return {n: t[k].detach().cpu().clone() for n, t in (self.params | self.buffers).items()}
+
+    @torch.no_grad()
+    def load(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        for n, t in (self.params | self.buffers).items():
+            t[k] = state[n].to(t.device)
+
+
+@dataclass
+class _Pass:
+    """One member's pass over data: mean losses and predictions by row index."""
+
+    loss: float
+    ce: float
+    margin: float
+    index: np.ndarray
+    probs: np.ndarray
+    seconds_data: float = 0.0
+    seconds_total: float = 0.0
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, np.int64)
+
+
+# How much padding a step may add to batch members together: the members' batches, padded to one
+# length bin, may cost at most this many times their own bins. Above it they run as separate calls
+# (each still batched over its members): padding is paid in compute, a call in operator overhead.
+PAD_SLACK = 1.5
+
+
+def step_groups(batches: Sequence[tuple[int, int]], members: Sequence[int]) -> list[list[int]]:
+    """Members whose step batches (size, longest utterance) run as one call: same size, and padded to
+    one bin costing at most :data:`PAD_SLACK` times their own bins; in order of length."""
+    by_size: dict[int, list[tuple[int, int]]] = {}
+    for (size, longest), m in zip(batches, members):
+        by_size.setdefault(size, []).append((longest, m))
+    groups = []
+    for items in by_size.values():
+        items.sort()
+        group, own = [], 0
+        for longest, m in items:
+            cost = length_bin(longest)
+            if group and (len(group) + 1) * cost > PAD_SLACK * (own + cost):
+                groups.append(sorted(group))
+                group, own = [], 0
+            group.append(m)
+            own += cost
+        groups.append(sorted(group))  # member order: a group of all K runs on the stacked weights as they are
+    return groups
+
+
+def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence[int] | None], *, train: bool,
+             desc: str = "") -> list[_Pass | None]:
+    """One epoch (``train``: shuffled with each member's rng, one optimiser step per batch) or one
+    evaluation pass, for every member whose index is not None, all stepped together."""
+    t0 = time.perf_counter()
+    k = len(states)
+    orders = [None if ix is None else batch_order(st.order_lengths, ix, st.member.cfg.batch_size, st.rng if train else None)
+              for st, ix in zip(states, indices)]
+    n_steps = max(len(o) for o in orders if o is not None)
+    dev = ens.device
+    totals = torch.zeros(3, k, dtype=torch.float64, device=dev)
+    probs: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    seen = [[] for _ in range(k)]
+    t_data = 0.0
+    feature_dtype = torch.float16 if dev.startswith("cuda") else torch.float32
+    bar = tqdm(total=n_steps, desc=desc, unit="step", leave=False, file=sys.stderr, disable=not desc)
+    for s in range(n_steps):
+        t1 = time.perf_counter()
+        live = [i for i, o in enumerate(orders) if o is not None and s < len(o)]
+        groups = []
+        for members in step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live):
+            chunks = [orders[i][s] for i in members]
+            inputs = _pad_members([states[i].data for i in members], chunks, dev, feature_dtype)
+            labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(members, chunks)])).to(dev)
+            groups.append((None if len(members) == k else members, inputs, labels, members, chunks))
+        t_data += time.perf_counter() - t1
+        outs = ens.forward([(idx, x, y) for idx, x, y, _, _ in groups], train)
+        if train:
+            active = torch.zeros(k, dtype=torch.bool, device=dev)
+            active[live] = True
+            ens.update(active, everyone=len(live) == k)
+        for (_, _, _, members, chunks), (loss, ce, mar, p) in zip(groups, outs):
+            sel = torch.tensor(members, device=dev)
+            n = torch.tensor([len(c) for c in chunks], dtype=torch.float64, device=dev)
+            totals[:, sel] += torch.stack([loss.detach(), ce, mar]).double() * n
+            for j, i in enumerate(members):
+                probs[i].append(p[j])
+                seen[i].append(chunks[j])
+        bar.update(1)
+    bar.close()
+    totals = totals.cpu().numpy()
+    seconds = time.perf_counter() - t0
+    results: list[_Pass | None] = []
+    for i in range(k):
+        if orders[i] is None:
+            results.append(None)
+            continue
+        count = max(sum(len(c) for c in seen[i]), 1)
+        n_classes = len(states[i].data.classes)
+        results.append(_Pass(
+            loss=float(totals[0, i] / count), ce=float(totals[1, i] / count), margin=float(totals[2, i] / count),
+            index=np.concatenate(seen[i]) if seen[i] else np.zeros(0, np.int64),
+            probs=torch.cat(probs[i]).cpu().numpy() if probs[i] else np.zeros((0, n_classes), np.float32),
+            seconds_data=t_data, seconds_total=seconds))
+    return results
+
+
+def configure_device(cfg: TrainConfig) -> None:
+    """What reproducibility and speed need on the config's device. CUDA (not run yet): TF32 as
+    ``cfg.precision`` says; deterministic algorithms (set by seed_everything, without warn-only) need
+    CUBLAS_WORKSPACE_CONFIG set before cuBLAS is first used in the process. Not reproducible on CUDA
+    even so: runs with ``compile`` or bf16 across GPU models or driver versions."""
+    if cfg.device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        tf32 = cfg.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+def train_members(members: Sequence[Member], rows, data: FeatureData, *, progress: bool = True,
+                  test: bool = True, desc: str = "ensemble") -> list:
+    """Train ``members`` (one :func:`ensemble_key`) as one ensemble; one FoldResult each, outputs written
+    where a member has an ``out_dir``. ``test=False``: no pass over any test group (`train tune`)."""
+    from train.loop import FoldResult, finish_fold, seed_everything
+
+    keys = {ensemble_key(m.cfg) for m in members}
+    if len(keys) != 1:
+        raise ValueError(f"members of one ensemble must share everything but {list(PER_MEMBER)}; "
+                         "group them with train.ensemble.ensemble_key")
+    cfg = members[0].cfg
+    configure_device(cfg)
+    check_lengths(data)
+    states, models, cache = [], [], {}
+    for m in members:
+        seed_everything(m.cfg.seed, m.cfg.num_threads)
+        st = _State(m, rows, data, cache)
+        model = build_model(m.cfg.model, data.specs(), len(data.classes))
+        model.set_input_stats(st.stats)
+        states.append(st)
+        models.append(model)
+    # The dropout masks of all members come from one generator, seeded by the first member.
+    seed_everything(cfg.seed, cfg.num_threads)
+    ens = Ensemble([m.cfg for m in members], models, states[0].prepared)
+    k = len(members)
+    history: list[list[dict[str, float]]] = [[] for _ in range(k)]
+    timing: list[list[dict[str, float]]] = [[] for _ in range(k)]
+    passes: list[list[str]] = [[] for _ in range(k)]
+    best = [(-1.0, cfg.epochs, None)] * k
+    has_val = [bool(st.split.val) for st in states]
+    epochs = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", file=sys.stderr, disable=not progress)
+    for epoch in epochs:
+        trained = run_pass(ens, states, [st.split.train for st in states], train=True, desc="train" if progress else "")
+        validated = run_pass(ens, states, [st.split.val if v else None for st, v in zip(states, has_val)],
+                             train=False) if any(has_val) else [None] * k
+        for i, (tr, va) in enumerate(zip(trained, validated)):
+            passes[i].append("train")
+            record = {"epoch": epoch, "train_loss": tr.loss, "train_ce": tr.ce, "train_margin": tr.margin}
+            timing[i].append({"epoch": epoch, "seconds": tr.seconds_total, "seconds_data": tr.seconds_data,
+                              "members": k})
+            if va is not None:
+                passes[i].append("val")
+                scores = _scores(states[i].data, va)
+                record |= {"val_loss": va.loss, "val_acc": scores["acc"], "val_wf1": scores["wf1"]}
+                if scores["wf1"] > best[i][0]:  # strict: ties keep the earlier epoch
+                    best[i] = (scores["wf1"], epoch, ens.state(i))
+            history[i].append(record)
+    results = []
+    if not test:
+        for i, st in enumerate(states):
+            results.append(FoldResult(
+                group=st.split.test_group, classes=data.classes, metrics={}, last=None, improvised=None,
+                best_epoch=best[i][1] if best[i][2] is not None else cfg.epochs, history=history[i],
+                n_train=len(st.split.train), n_val=len(st.split.val), val_unit=st.split.val_unit,
+                passes=passes[i], timing=timing[i]))
+        return results
+    # Testing starts here, after every epoch has run; nothing above reads a test split.
+    last = [ens.state(i) for i in range(k)]
+    reload = [b[2] is not None and b[1] != cfg.epochs for b in best]
+    for i in range(k):
+        if reload[i]:
+            ens.load(i, best[i][2])
+    tested = run_pass(ens, states, [st.split.test for st in states], train=False)
+    last_tested = [None] * k
+    if any(reload):
+        for i in range(k):
+            ens.load(i, last[i])
+        again = run_pass(ens, states, [st.split.test if r else None for st, r in zip(states, reload)], train=False)
+        last_tested = again
+    for i, st in enumerate(states):
+        if reload[i]:
+            passes[i] += ["test:best", "test:last"]
+            reported_state, best_epoch = best[i][2], best[i][1]
+        else:
+            passes[i].append("test:last" if not st.split.val else "test:best")
+            reported_state, best_epoch = last[i], cfg.epochs
+        results.append(finish_fold(members[i].cfg, data, st.split, tested[i], last_tested[i], history[i], timing[i],
+                                   passes[i], best_epoch, reported_state, members[i].out_dir))
+    return results
+
+
+def _scores(data: FeatureData, out: _Pass) -> dict[str, Any]:
+    from train import metrics
+
+    return metrics.compute(data.labels[out.index], out.y_pred, len(data.classes))
+
+
+def train_grouped(members: Sequence[Member], rows, data: FeatureData, *, progress: bool = True, test: bool = True,
+                  sequential: bool = False, desc: str = "ensemble") -> list:
+    """Every member, as one ensemble per :func:`ensemble_key` (``sequential``: one K = 1 run each, in
+    order); results in the members' order. ``data`` holds every modality any member reads."""
+    results: dict[int, Any] = {}
+    if sequential:
+        for i, m in enumerate(tqdm(members, desc=desc, unit="fold", file=sys.stderr, disable=not progress)):
+            results[i] = train_members([m], rows, data.select(m.cfg.model.modalities), progress=progress, test=test,
+                                       desc=f"fold {m.test_group}")[0]
+        return [results[i] for i in range(len(members))]
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(ensemble_key(m.cfg), []).append(i)
+    for n, idx in enumerate(groups.values()):
+        sub = [members[i] for i in idx]
+        out = train_members(sub, rows, data.select(sub[0].cfg.model.modalities), progress=progress, test=test,
+                            desc=f"{desc} {n + 1}/{len(groups)} ({len(sub)} members)")
+        results.update(zip(idx, out))
+    return [results[i] for i in range(len(members))]
+
+
+def _task(cfgs: list[dict[str, Any]], groups: list[str], out_dirs: list[str | None], manifest: str, stores: list[str],
+          test: bool, sequential: bool) -> list:
+    """One ensemble inside a Dask worker: loads the store itself."""
+    from train.data import as_rows, load_features
+
+    rows = as_rows(manifest)
+    configs = [TrainConfig.from_json(c) for c in cfgs]
+    modalities = tuple(m for m in ("a", "t", "v") if any(m in c.model.modalities for c in configs))
+    data = load_features(rows, stores, configs[0].sets, modalities)
+    members = [Member(c, g, None if o is None else Path(o)) for c, g, o in zip(configs, groups, out_dirs)]
+    return train_grouped(members, rows, data, progress=False, test=test, sequential=sequential)
+
+
+def run_members(members: Sequence[Member], manifest, store, *, client=None, data: FeatureData | None = None,
+                test: bool = True, sequential: bool = False, progress: bool = True, desc: str = "train") -> list:
+    """Every member's FoldResult, in order: in this process (``data``: the features, loaded if None), or
+    with a Dask ``client`` one task per ensemble (``sequential``: per member), all queued at once, so
+    ensembles of different architectures run side by side. The same seed gives the same figures either way."""
+    from train.data import as_rows, load_features, store_locations
+
+    if client is None:
+        rows = as_rows(manifest)
+        if data is None:
+            modalities = tuple(m for m in ("a", "t", "v") if any(m in x.cfg.model.modalities for x in members))
+            data = load_features(rows, store, members[0].cfg.sets, modalities)
+        return train_grouped(members, rows, data, progress=progress, test=test, sequential=sequential, desc=desc)
+    from distributed import as_completed
+
+    from train.cv import SchedulerError
+
+    stores = store_locations(store)
+    if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
+        raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(str(i) if sequential else ensemble_key(m.cfg), []).append(i)
+    futures = {client.submit(_task, [members[i].cfg.to_json() for i in idx], [members[i].test_group for i in idx],
+                             [None if members[i].out_dir is None else os.fspath(members[i].out_dir) for i in idx],
+                             os.fspath(manifest), [os.fspath(s) for s in stores], test, False, pure=False): idx
+               for idx in groups.values()}
+    results: dict[int, Any] = {}
+    bar = tqdm(total=len(members), desc=desc, unit="fold", file=sys.stderr, disable=not progress)
+    for future in as_completed(futures):
+        idx = futures[future]
+        results.update(zip(idx, future.result()))
+        bar.update(len(idx))
+    bar.close()
+    return [results[i] for i in range(len(members))]
