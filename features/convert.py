@@ -120,7 +120,7 @@ def _merge_set(
 def _segment_utterances(fs: FeatureSet, segment, wanted: list[bool]):
     """Yield (utt_id, wanted, array, recorded sha256) for a segment, reading runs of whole utterances."""
     meta = fs.meta
-    per_frame = (meta.layers or 1) * meta.dim * np.dtype(meta.dtype).itemsize
+    per_frame = meta.frame_bytes
     lengths = [int(n) for n in segment.lengths]
     i = start = 0
     while i < len(lengths):

@@ -20,7 +20,7 @@ from features.records import FINISHED_PART, SetMeta, StoreLockedError
 if TYPE_CHECKING:
     from features.store import Store
 
-# Finishing copies frames in slices of at most this many bytes.
+# Finishing, compaction, verify and merge copy frames in slices of at most this many bytes.
 COPY_BYTES = 256 << 20
 
 

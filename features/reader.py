@@ -72,7 +72,7 @@ class FeatureSet:
     @property
     def info(self) -> SetInfo:
         meta = self.meta
-        per_frame = (meta.layers or 1) * meta.dim * np.dtype(meta.dtype).itemsize
+        per_frame = meta.frame_bytes
         return SetInfo(
             name=self.name,
             dim=meta.dim,

@@ -137,7 +137,7 @@ def _digests_one_by_one(fs: FeatureSet, segment: Segment, report: VerifyReport) 
 def segment_digests(fs: FeatureSet, segment: Segment) -> list[str]:
     """sha256 of each utterance of ``segment`` as stored, reading it in slices of whole utterances."""
     meta = fs.meta
-    per_frame = (meta.layers or 1) * meta.dim * np.dtype(meta.dtype).itemsize
+    per_frame = meta.frame_bytes
     digests: list[str] = []
     lengths = [int(n) for n in segment.lengths]
     i = 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features.finish import finish_when_last
+from features.finish import COPY_BYTES, finish_when_last
 from features.lock import WriterLock
 from features.provenance import Provenance
 from features.reader import SetIndex, live_segments
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 # A writer commits by itself when its buffer grows past this, so memory stays bounded.
 MAX_BUFFER_BYTES = 512 << 20
-# Compaction copies a part in slices of at most this many bytes.
-COPY_BYTES = 256 << 20
 
 
 def _now() -> str:
@@ -285,7 +283,7 @@ class Writer:
 
     def _copy_blocks(self, segments: list[Segment]) -> Iterator[np.ndarray]:
         meta = self.meta
-        per_frame = (meta.layers or 1) * meta.dim * np.dtype(meta.dtype).itemsize
+        per_frame = meta.frame_bytes
         step = max(1, COPY_BYTES // per_frame)
         for segment in segments:
             for start in range(0, segment.frames, step):
