@@ -73,7 +73,8 @@ def _training_options(fn=None, *, sequential: bool = True):
 
 
 def _config(options: dict[str, Any]) -> TrainConfig:
-    overrides = {key: options.pop(key) for key in
+    # Commands without some training options (layers, baseline) leave them at the preset's value.
+    overrides = {key: options.pop(key, None) for key in
                  ("modalities", "lam", "alpha", "val", "epochs", "batch_size", "lr", "d", "frame_pool", "seed",
                   "device", "num_threads", "precision")}
     if options.pop("compile_step", None):
