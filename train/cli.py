@@ -191,9 +191,7 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
     from train.baseline import run_baseline
     from train.report import baseline_markdown
 
-    cfg = _config({"preset": preset, "modalities": modalities, "sets_text": sets_text, "val": val, "seed": seed,
-                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads",
-                                         "precision")}})
+    cfg = _config({"preset": preset, "modalities": modalities, "sets_text": sets_text, "val": val, "seed": seed})
     report = run_baseline(cfg, manifest, list(store), out_dir, classical=_classical(baseline_sets))
     _emit(report, as_json, baseline_markdown(report) + (f"outputs in {out_dir}" if out_dir else ""))
 
@@ -221,8 +219,7 @@ def layers(manifest: str, store: tuple[str, ...], out_dir: str, modality: str, p
     from train.layerscan import run_layers
     from train.report import layers_markdown
 
-    cfg = _config({"preset": preset, "modalities": None, "sets_text": sets_text, "val": val, "seed": seed,
-                   **{k: None for k in ("lam", "alpha", "epochs", "batch_size", "lr", "d", "frame_pool", "device", "num_threads")}})
+    cfg = _config({"preset": preset, "sets_text": sets_text, "val": val, "seed": seed})
     report = run_layers(cfg, manifest, list(store), out_dir, modality=modality)
     _emit(report, as_json, layers_markdown(report) + f"outputs in {out_dir}")
 
