@@ -98,7 +98,7 @@ def _too_long(path: str, claim: str) -> str:
 
 
 def _decode_ffmpeg(utt_id: str, path: str, sr: int) -> np.ndarray:
-    from manifests.media import ffmpeg_exe
+    from extract.media import ffmpeg_exe
 
     # -t: decode at most a second past the bound, so a file claiming days of audio cannot fill memory.
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-t", str(MAX_AUDIO_SECONDS + 1),

@@ -1,6 +1,6 @@
 """Decoding a fixed number of RGB frames from a span of a dialog video.
 
-ffmpeg (through ``ffmpeg-python``, with the binary :func:`manifests.media.ffmpeg_exe`
+ffmpeg (through ``ffmpeg-python``, with the binary :func:`extract.media.ffmpeg_exe`
 finds) does the decoding; OpenCV only reads the stream's size, rate and length,
 because there is no ffprobe to ask. Both are cached per file.
 """
@@ -15,7 +15,7 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from manifests.media import ffmpeg_exe
+from extract.media import ffmpeg_exe
 
 SIDES = ("left", "right")
 #: How far past the end of the video an utterance may end and still be decoded

@@ -16,7 +16,7 @@ from typing import IO
 import cv2
 import numpy as np
 
-from .media import ffmpeg_exe
+from extract.media import ffmpeg_exe
 
 FPS = 15
 HALF = 160  # each face gets a HALF x HALF square

@@ -238,7 +238,7 @@ def test_other_containers_are_decoded_with_ffmpeg(tmp_path, wav_writer):
     import subprocess
 
     from extract.audio import read_audio
-    from manifests.media import ffmpeg_exe
+    from extract.media import ffmpeg_exe
 
     wav = wav_writer(tmp_path / "a.wav", 1.0, sr=22050)
     m4a = tmp_path / "a.m4a"

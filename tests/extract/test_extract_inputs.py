@@ -171,7 +171,7 @@ def test_ffmpeg_decoding_stops_past_the_bound(tmp_path):
 
     from extract.audio import read_audio
     from extract.base import ExtractError
-    from manifests.media import ffmpeg_exe
+    from extract.media import ffmpeg_exe
 
     long = tmp_path / "long.mp3"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "3602",

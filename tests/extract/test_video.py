@@ -14,7 +14,7 @@ from extract.faces import FaceCropConfig, FaceCropper, cascade_path
 from extract.video import HogVideoEncoder, TimmVideoEncoder
 from extract.video_decode import decode_frames, probe_video, resolve_span
 from manifests import Utterance, read_manifest
-from manifests.media import ffmpeg_exe
+from extract.media import ffmpeg_exe
 
 WIDTH, HEIGHT, FPS, SECONDS = 96, 48, 10, 4
 RED, BLUE = (200, 20, 20), (20, 20, 200)

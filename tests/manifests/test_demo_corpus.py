@@ -17,7 +17,7 @@ from manifests.demo_faces import EXPRESSIONS, FPS, HALF, HEIGHT, WIDTH, draw_fac
 from manifests.demo_text import PHRASES, make_transcript
 from manifests.iemocap import parse_iemocap
 from manifests.io import read_manifest
-from manifests.media import ffmpeg_exe
+from extract.media import ffmpeg_exe
 from manifests.schema import SIX_CLASSES
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from manifests.cli import cli
 from manifests.demo_audio import write_wav
-from manifests.media import ffmpeg_exe
+from extract.media import ffmpeg_exe
 from manifests.recipes.cremad import EMOTIONS as CREMA_EMOTIONS
 from manifests.recipes.cremad import SENTENCES, STANDARD_EMOTIONS
 from manifests.recipes.ravdess import file_name, speech_keys

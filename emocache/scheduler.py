@@ -1,0 +1,160 @@
+"""Where tasks run: here one after another, or on a Dask cluster.
+
+``--scheduler`` takes ``local:N`` (a ``LocalCluster`` of N one-thread worker processes on this machine)
+or ``tcp://HOST:PORT`` (a running scheduler, e.g. one dask-jobqueue started on SLURM, or dask-cuda's
+``LocalCUDACluster``). Extraction and training both go through :func:`dask_client` and
+:func:`run_tasks`; nothing else in emocache starts a cluster.
+
+Worker processes are spawned (distributed's default), never forked: HDF5, Zarr and fsspec handles do
+not survive a fork. A task opens its own stores.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from emocache.errors import EmocacheError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SCHEDULER_HELP = "Run on Dask: local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler)."
+
+
+class SchedulerError(EmocacheError):
+    """A ``--scheduler`` value that is neither ``local:N`` nor ``tcp://HOST:PORT``, or a scheduler that cannot be reached."""
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """A parsed ``--scheduler`` value: ``workers`` for ``local:N``, ``address`` for ``tcp://``."""
+
+    text: str
+    workers: int | None = None
+    address: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Scheduler:
+        match = re.fullmatch(r"local:(\d+)", text)
+        if match:
+            if int(match.group(1)) < 1:
+                raise SchedulerError(f"--scheduler {text}: local:N needs N >= 1 workers")
+            return cls(text, workers=int(match.group(1)))
+        if re.fullmatch(r"tcp://[^\s:/]+:\d+", text):
+            return cls(text, address=text)
+        raise SchedulerError(
+            f"--scheduler {text!r}: use local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler)"
+        )
+
+
+def check_scheduler(text: str | None) -> Scheduler | None:
+    """Validate a ``--scheduler`` value before any work starts; ``None`` means "no cluster"."""
+    return None if text is None else Scheduler.parse(text)
+
+
+@contextmanager
+def dask_client(scheduler: str | None, *, gpu: bool = False) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``scheduler``, closed (with its local cluster) on exit; ``None`` yields ``None``.
+
+    ``gpu``: every ``local:N`` worker declares the resource ``GPU=1``, which GPU tasks ask for
+    (:func:`run_tasks`' ``resources``). On a ``tcp://`` cluster the workers must declare it themselves
+    (``--resources GPU=1``). ``local:N`` puts every worker on ``cuda:0``; for several GPUs on one node,
+    start dask-cuda's ``LocalCUDACluster`` and pass its address.
+    """
+    spec = check_scheduler(scheduler)
+    if spec is None:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if spec.workers is not None:
+        resources = {"GPU": 1} if gpu else None
+        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                          resources=resources) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(spec.address, timeout="30s")
+    except OSError as err:
+        raise SchedulerError(f"cannot reach the Dask scheduler at {spec.address}: {err}") from err
+    with client:
+        yield client
+
+
+def worker_count(client: Any) -> int:
+    """How many workers ``client``'s cluster has now (1 without a client)."""
+    if client is None:
+        return 1
+    return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+
+
+@dataclass
+class Outcome(Generic[R]):
+    """What one task gave: its ``value``, or the ``error`` it raised (with its traceback)."""
+
+    key: str
+    value: R | None = None
+    error: BaseException | None = None
+
+    def unwrap(self) -> R:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+def run_tasks(
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    *,
+    client: Any = None,
+    keys: Sequence[str] | None = None,
+    resources: dict[str, float] | None = None,
+    on_done: Callable[[int, Outcome[R]], None] | None = None,
+    stop_on_error: bool = True,
+) -> list[Outcome[R]]:
+    """Run ``fn(task)`` for every task: here in order (``client`` None) or on the Dask ``client``.
+
+    Returns one :class:`Outcome` per task, in task order. ``on_done(i, outcome)`` is called as each
+    task ends (in completion order on Dask), e.g. to advance a progress bar. ``stop_on_error``: the
+    first error is raised at once (locally: the remaining tasks do not run; on Dask: the others are
+    cancelled); otherwise every task runs and the errors are left in the outcomes for the caller to
+    report together (extraction keeps what the other shards committed).
+    """
+    keys = list(keys) if keys is not None else [f"task-{i:03d}" for i in range(len(tasks))]
+    outcomes: list[Outcome[R]] = [Outcome(k) for k in keys]
+    if client is None:
+        for i, task in enumerate(tasks):
+            try:
+                outcomes[i].value = fn(task)
+            except Exception as err:  # noqa: BLE001 - raised below, or handed to the caller in the outcome
+                if stop_on_error:
+                    raise
+                outcomes[i].error = err
+            if on_done is not None:
+                on_done(i, outcomes[i])
+        return outcomes
+
+    from distributed import as_completed
+
+    futures = {
+        client.submit(fn, task, key=key, pure=False, resources=resources): i
+        for i, (task, key) in enumerate(zip(tasks, keys))
+    }
+    try:
+        for future in as_completed(list(futures)):
+            i = futures[future]
+            try:
+                outcomes[i].value = future.result()
+            except Exception as err:  # noqa: BLE001 - raised below, or handed to the caller in the outcome
+                if stop_on_error:
+                    raise
+                outcomes[i].error = err
+            if on_done is not None:
+                on_done(i, outcomes[i])
+    finally:
+        if stop_on_error:
+            client.cancel([f for f in futures if not f.done()])
+    return outcomes

@@ -1,0 +1,98 @@
+"""The shared core: scheduler values, the task executor (here and on a real LocalCluster), atomic
+writes, and the CLI error mapping."""
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from emocache.atomic import atomic_write, write_json
+from emocache.cli import domain_errors
+from emocache.errors import EmocacheError, ExitCode
+from emocache.scheduler import Scheduler, SchedulerError, dask_client, run_tasks, worker_count
+
+
+@pytest.mark.parametrize("text, workers, address", [("local:3", 3, None), ("tcp://10.0.0.1:8786", None, "tcp://10.0.0.1:8786")])
+def test_scheduler_values_parse(text, workers, address):
+    spec = Scheduler.parse(text)
+    assert (spec.workers, spec.address) == (workers, address)
+
+
+@pytest.mark.parametrize("text, says", [("local:0", "N >= 1"), ("local", "use local:N"), ("tcp://host", "use local:N"),
+                                        ("slurm", "use local:N")])
+def test_bad_scheduler_values_are_refused_naming_the_choices(text, says):
+    with pytest.raises(SchedulerError, match=says):
+        Scheduler.parse(text)
+
+
+def _square_or_fail(x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x * x
+
+
+def test_run_tasks_here_returns_outcomes_in_task_order_and_collects_errors():
+    seen = []
+    outcomes = run_tasks(_square_or_fail, [1, 2, 3, 4], stop_on_error=False, on_done=lambda i, o: seen.append(i))
+    assert [o.value for o in outcomes] == [1, 4, None, 16]
+    assert isinstance(outcomes[2].error, ValueError)
+    assert seen == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="three"):
+        outcomes[2].unwrap()
+
+
+def test_run_tasks_here_stops_at_the_first_error():
+    ran = []
+
+    def task(x):
+        ran.append(x)
+        return _square_or_fail(x)
+
+    with pytest.raises(ValueError, match="three"):
+        run_tasks(task, [3, 1, 2])
+    assert ran == [3]
+
+
+@pytest.mark.slow
+def test_run_tasks_on_a_local_cluster_gives_the_same_outcomes():
+    with dask_client("local:2") as client:
+        assert worker_count(client) == 2
+        outcomes = run_tasks(_square_or_fail, [1, 2, 3, 4], client=client, stop_on_error=False)
+    assert [o.value for o in outcomes] == [1, 4, None, 16]
+    assert isinstance(outcomes[2].error, ValueError)
+
+
+def test_no_scheduler_means_no_client():
+    with dask_client(None) as client:
+        assert client is None
+    assert worker_count(None) == 1
+
+
+def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path):
+    target = write_json(tmp_path / "a.json", {"v": 1})
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, broken, durable=True)
+    assert target.read_text() == '{\n  "v": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_domain_errors_become_one_line_messages_and_bugs_keep_their_traceback():
+    @click.command()
+    @click.argument("what")
+    @domain_errors
+    def cmd(what):
+        if what == "domain":
+            raise EmocacheError("manifest.jsonl, line 3: no label; add one")
+        raise KeyError("bug")
+
+    runner = CliRunner()
+    result = runner.invoke(cmd, ["domain"])
+    assert result.exit_code == ExitCode.ERROR
+    assert result.output == "Error: manifest.jsonl, line 3: no label; add one\n"
+    result = runner.invoke(cmd, ["bug"])
+    assert isinstance(result.exception, KeyError)
