@@ -78,7 +78,7 @@ def bench_timm_weights(root: Path) -> Path:
 
 
 def demo_rows(root: Path, utterances: int):
-    from manifests.demo import make_demo_corpus
+    from democorpus.corpus import make_demo_corpus
     from manifests.iemocap import parse_iemocap
 
     corpus = make_demo_corpus(root / "corpus", utterances=utterances, seed=3, progress=False)

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import click
 
+from democorpus.corpus import make_demo_corpus
+from emocache.cli import domain_errors
+
 from .csvcorpus import parse_csv
-from .demo import make_demo_corpus
 from .iemocap import CLASS_SETS, STANDARD_COUNTS, compare_counts, parse_iemocap
-from .io import ManifestError, read_manifest, write_manifest
-from .recipes import RecipeResult, parse_cremad, parse_emodb, parse_meld, parse_msppodcast, parse_ravdess
-from .recipes.msppodcast import CLASS_SETS as MSP_CLASS_SETS
-from .recipes.msppodcast import TEST_SETS as MSP_TEST_SETS
-from .summary import SYNTHETIC_BANNER, summarize
+from .io import read_manifest, write_manifest
+from .recipes import RECIPES, Recipe, StandardCountError
+from .schema import Utterance
+from .summary import SYNTHETIC_BANNER, Summary, summarize
 
 
 @click.group()
@@ -35,6 +36,27 @@ def _warn(lines: list[str]) -> None:
         click.echo(f"warning: {line}", err=True)
 
 
+def _write(rows: list[Utterance], problems: list[str], out: Path, *, synthetic: bool, nothing: str) -> Summary:
+    """Warn about ``problems``, write ``rows`` to ``out`` and return their summary.
+
+    ``nothing``: what the error says when there are no rows (before "; nothing written")."""
+    _warn(problems)
+    if not rows:
+        raise click.ClickException(f"{nothing}; nothing written")
+    write_manifest(rows, out)
+    return summarize(rows, synthetic=synthetic)
+
+
+def _show(summary: Summary, as_json: bool, payload: dict, note: str | None = None) -> None:
+    """The summary as JSON with ``payload`` added, or as its table followed by ``note``."""
+    if as_json:
+        click.echo(json.dumps(summary.to_json() | payload, indent=2))
+        return
+    click.echo(summary.table())
+    if note is not None:
+        click.echo(note)
+
+
 @cli.command("iemocap")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Manifest to write (JSONL).")
@@ -44,6 +66,7 @@ def _warn(lines: list[str]) -> None:
 )
 @click.option("--expect-standard", is_flag=True, help="Fail unless the counts per session are the usual ones (7,380 six-class, 5,531 four-class).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@domain_errors
 def iemocap_command(root: Path, out: Path, classes: str, expect_standard: bool, as_json: bool) -> None:
     """Manifest of an untouched IEMOCAP_full_release tree.
 
@@ -52,33 +75,22 @@ def iemocap_command(root: Path, out: Path, classes: str, expect_standard: bool, 
     """
     if expect_standard and classes not in STANDARD_COUNTS:
         raise click.UsageError(f"--expect-standard needs --classes {' or '.join(STANDARD_COUNTS)}: there is no standard count for {classes!r}")
-    try:
-        result = parse_iemocap(root, classes=classes)
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from err
-    _warn(result.problems)
-    if not result.rows:
-        raise click.ClickException(f"{result.root}: no {classes}-class utterance with a wav found; nothing written")
-    write_manifest(result.rows, out)
-    summary = summarize(result.rows, synthetic=result.synthetic)
-    if as_json:
-        payload = summary.to_json() | {
-            "manifest": str(out),
-            "root": str(result.root),
-            "classes_setting": classes,
-            "missing_audio": result.missing_audio,
-            "dropped_labels": dict(sorted(result.dropped.items())),
-            "problems": result.problems,
-        }
-        click.echo(json.dumps(payload, indent=2))
-    else:
-        click.echo(summary.table())
-        note = f"wrote {len(result.rows)} utterances to {out}"
-        if result.missing_audio:
-            note += f"; {len(result.missing_audio)} left out for a missing wav"
-        if result.dropped:
-            note += "; labels outside the setting: " + ", ".join(f"{k} {v}" for k, v in sorted(result.dropped.items()))
-        click.echo(note)
+    result = parse_iemocap(root, classes=classes)
+    summary = _write(result.rows, result.problems, out, synthetic=result.synthetic,
+                     nothing=f"{result.root}: no {classes}-class utterance with a wav found")
+    note = f"wrote {len(result.rows)} utterances to {out}"
+    if result.missing_audio:
+        note += f"; {len(result.missing_audio)} left out for a missing wav"
+    if result.dropped:
+        note += "; labels outside the setting: " + ", ".join(f"{k} {v}" for k, v in sorted(result.dropped.items()))
+    _show(summary, as_json, {
+        "manifest": str(out),
+        "root": str(result.root),
+        "classes_setting": classes,
+        "missing_audio": result.missing_audio,
+        "dropped_labels": dict(sorted(result.dropped.items())),
+        "problems": result.problems,
+    }, note)
     if expect_standard:
         expected = STANDARD_COUNTS[classes]
         differences = compare_counts(result.rows, expected)
@@ -92,35 +104,6 @@ def iemocap_command(root: Path, out: Path, classes: str, expect_standard: bool, 
             )
 
 
-def _recipe(parse, root: Path, out: Path, expect_standard: bool, as_json: bool, **options) -> None:
-    """Run one recipe: warnings, the manifest, its summary, then the check against the published counts."""
-    try:
-        result: RecipeResult = parse(root, **options)
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from err
-    _warn(result.problems)
-    if not result.rows:
-        raise click.ClickException(f"{result.root}: no {result.corpus} recording found; nothing written")
-    write_manifest(result.rows, out)
-    summary = summarize(result.rows, synthetic=False)
-    if as_json:
-        click.echo(json.dumps(summary.to_json() | {
-            "manifest": str(out), "corpus": result.corpus, "root": str(result.root), "standard": result.standard,
-            "differences": result.differences, "dropped": dict(sorted(result.dropped.items())), "problems": result.problems,
-        }, indent=2))
-    else:
-        click.echo(summary.table())
-        note = f"wrote {len(result.rows)} {result.corpus} utterances to {out}"
-        if result.dropped:
-            note += "; left out: " + ", ".join(f"{k} {v}" for k, v in sorted(result.dropped.items()))
-        click.echo(note)
-    if expect_standard:
-        try:
-            result.require_standard()
-        except ManifestError as err:
-            raise click.ClickException(f"{err}\n(the manifest was written to {out} all the same)") from err
-
-
 def _recipe_options(func):
     func = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")(func)
     func = click.option("--expect-standard", is_flag=True, help="Fail unless the corpus matches its published counts (naming what differs).")(func)
@@ -128,71 +111,35 @@ def _recipe_options(func):
     return click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))(func)
 
 
-@cli.command("emodb")
-@_recipe_options
-def emodb_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
-    """Manifest of EmoDB (Berlin) as distributed.
+def recipe_command(recipe: Recipe) -> click.Command:
+    """``manifests NAME ROOT --out FILE [--expect-standard] [--json]`` and the recipe's own choices:
+    warnings, the manifest, its summary, then the check against the published counts."""
 
-    ROOT holds its wav/ folder (or is the folder above it). Speaker, sentence and
-    emotion come from each file name (03a01Fa.wav); the group is the speaker.
-    --expect-standard: 535 clips, 10 speakers, 7 emotions.
-    """
-    _recipe(parse_emodb, root, out, expect_standard, as_json)
+    @domain_errors
+    def run(root: Path, out: Path, expect_standard: bool, as_json: bool, **options: str) -> None:
+        result = recipe.parse(root, **options)
+        summary = _write(result.rows, result.problems, out, synthetic=False, nothing=f"{result.root}: no {result.corpus} recording found")
+        note = f"wrote {len(result.rows)} {result.corpus} utterances to {out}"
+        if result.dropped:
+            note += "; left out: " + ", ".join(f"{k} {v}" for k, v in sorted(result.dropped.items()))
+        _show(summary, as_json, {
+            "manifest": str(out), "corpus": result.corpus, "root": str(result.root), "standard": result.standard,
+            "differences": result.differences, "dropped": dict(sorted(result.dropped.items())), "problems": result.problems,
+        }, note)
+        if expect_standard:
+            try:
+                result.require_standard()
+            except StandardCountError as err:
+                raise click.ClickException(f"{err}\n(the manifest was written to {out} all the same)") from err
 
-
-@cli.command("ravdess")
-@_recipe_options
-def ravdess_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
-    """Manifest of RAVDESS speech as distributed.
-
-    ROOT holds Actor_01 .. Actor_24 (the unpacked audio-only zip, and the
-    audio-video zips when you have them): one row per speech recording, audio from
-    its 03-* WAV, video from its 01-* MP4; song is left out. The group is the actor.
-    --expect-standard: 1440 recordings, 60 per actor.
-    """
-    _recipe(parse_ravdess, root, out, expect_standard, as_json)
-
-
-@cli.command("cremad")
-@_recipe_options
-def cremad_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
-    """Manifest of CREMA-D as distributed.
-
-    ROOT holds AudioWAV/, VideoFlash/ (optional) and VideoDemographics.csv.
-    Sentence and emotion from each clip name (1001_DFA_ANG_XX.wav), gender from
-    the demographics table; the group is the actor. --expect-standard: 7442 clips
-    of 91 actors.
-    """
-    _recipe(parse_cremad, root, out, expect_standard, as_json)
+    for option in reversed(recipe.options):
+        run = click.option(f"--{option.name.replace('_', '-')}", type=click.Choice(option.choices), default=recipe.default(option),
+                           show_default=True, help=option.help)(run)
+    return click.command(recipe.name, help=recipe.help)(_recipe_options(run))
 
 
-@cli.command("meld")
-@_recipe_options
-def meld_command(root: Path, out: Path, expect_standard: bool, as_json: bool) -> None:
-    """Manifest of MELD as distributed, with its own split.
-
-    ROOT is MELD.Raw: the train/dev/test *_sent_emo.csv tables and the clip
-    folders train_splits/, dev_splits_complete/, output_repeated_splits_test/.
-    Rows carry their split; train then trains on train, selects on dev, tests on
-    test. --expect-standard: 9989 / 1109 / 2610 utterances, every clip present.
-    """
-    _recipe(parse_meld, root, out, expect_standard, as_json)
-
-
-@cli.command("msp-podcast")
-@_recipe_options
-@click.option("--classes", type=click.Choice(MSP_CLASS_SETS), default="eight", show_default=True,
-              help="eight: A H S N U F D C; all: also O (other) and X (no agreement).")
-@click.option("--test-set", type=click.Choice(MSP_TEST_SETS), default="Test1", show_default=True,
-              help="The partition that becomes the test split; the other test sets are left out.")
-def msppodcast_command(root: Path, out: Path, expect_standard: bool, as_json: bool, classes: str, test_set: str) -> None:
-    """Manifest of MSP-Podcast as distributed, with its split.
-
-    ROOT holds Labels/labels_consensus.csv and Audios/ (Transcripts/ is read when
-    there). Train, Development and the test set become train, dev and test.
-    --expect-standard: every labelled segment has its audio.
-    """
-    _recipe(parse_msppodcast, root, out, expect_standard, as_json, classes=classes, test_set=test_set)
+for _recipe in RECIPES.values():
+    cli.add_command(recipe_command(_recipe))
 
 
 @cli.command("csv")
@@ -206,6 +153,7 @@ def msppodcast_command(root: Path, out: Path, expect_standard: bool, as_json: bo
 @click.option("--video-col", default=None, help="Column with a video path.")
 @click.option("--corpus", default="custom", show_default=True, help="Corpus name stored in every row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@domain_errors
 def csv_command(
     table: Path, out: Path, id_col: str, audio_col: str, label_col: str, group_col: str,
     text_col: str | None, video_col: str | None, corpus: str, as_json: bool,
@@ -215,20 +163,12 @@ def csv_command(
     TABLE is a CSV file (TSV when it ends in .tsv) with one row per utterance,
     for a corpus without a recipe; the group column is the fold key.
     """
-    try:
-        rows = parse_csv(
-            table, id_col=id_col, audio_col=audio_col, label_col=label_col, group_col=group_col,
-            text_col=text_col, video_col=video_col, corpus=corpus,
-        )
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from err
-    write_manifest(rows, out)
-    summary = summarize(rows, synthetic=False)
-    if as_json:
-        click.echo(json.dumps(summary.to_json() | {"manifest": str(out)}, indent=2))
-    else:
-        click.echo(summary.table())
-        click.echo(f"wrote {len(rows)} utterances to {out}")
+    rows = parse_csv(
+        table, id_col=id_col, audio_col=audio_col, label_col=label_col, group_col=group_col,
+        text_col=text_col, video_col=video_col, corpus=corpus,
+    )
+    summary = _write(rows, [], out, synthetic=False, nothing=f"{table}: no utterance")
+    _show(summary, as_json, {"manifest": str(out)}, f"wrote {len(rows)} utterances to {out}")
 
 
 @cli.command("demo")
@@ -241,6 +181,7 @@ def csv_command(
     help="Processes writing dialogs; the files are the same for any number.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@domain_errors
 def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, workers: int, as_json: bool) -> None:
     """Write the SYNTHETIC IEMOCAP-layout demo corpus.
 
@@ -249,17 +190,12 @@ def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, w
     test bed, never a benchmark.
     """
     reused = (out / "IEMOCAP_full_release").exists()
-    try:
-        root = make_demo_corpus(out, utterances=utterances, seed=seed, progress=not as_json, workers=workers)
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from err
+    root = make_demo_corpus(out, utterances=utterances, seed=seed, progress=not as_json, workers=workers)
     payload: dict = {"root": str(root), "synthetic": True, "utterances": utterances, "seed": seed, "reused": reused}
     summary = None
     if manifest is not None:
         result = parse_iemocap(root, classes="six")
-        _warn(result.problems)
-        write_manifest(result.rows, manifest)
-        summary = summarize(result.rows, synthetic=True)
+        summary = _write(result.rows, result.problems, manifest, synthetic=True, nothing=f"{root}: no six-class utterance")
         payload |= {"manifest": str(manifest), "summary": summary.to_json()}
     if as_json:
         click.echo(json.dumps(payload, indent=2))
@@ -276,14 +212,8 @@ def demo_command(out: Path, utterances: int, seed: int, manifest: Path | None, w
 @cli.command("summary")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@domain_errors
 def summary_command(manifest: Path, as_json: bool) -> None:
     """Counts per class and group of a manifest."""
-    try:
-        rows = read_manifest(manifest)
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from err
-    summary = summarize(rows)
-    if as_json:
-        click.echo(json.dumps(summary.to_json() | {"manifest": str(manifest)}, indent=2))
-    else:
-        click.echo(summary.table())
+    summary = summarize(read_manifest(manifest))
+    _show(summary, as_json, {"manifest": str(manifest)})

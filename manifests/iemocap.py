@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from democorpus.marker import synthetic_root
+
 from .io import ManifestError
 from .schema import FOUR_CLASSES, SIX_CLASSES, Utterance
 
 CORPUS = "iemocap"
-ALL_LABELS = ("hap", "neu", "ang", "exc", "sad", "fru", "sur", "fea", "dis", "oth", "xxx")
 CLASS_SETS = ("six", "four", "all")
 
 # Utterances per session in the usual settings on the real corpus (7,380 and 5,531 in all).
@@ -44,7 +45,6 @@ _SUMMARY = re.compile(
     rf"\s+\[\s*(?P<v>{_NUM})\s*,\s*(?P<a>{_NUM})\s*,\s*(?P<d>{_NUM})\s*\]\s*$"
 )
 _TRANSCRIPT = re.compile(rf"^(?P<utt_id>[^\s\[]+)\s*\[\s*{_NUM}\s*-\s*{_NUM}\s*\]:\s?(?P<text>.*)$")
-SYNTHETIC_MARKER = "SYNTHETIC"
 
 
 @dataclass(frozen=True)
@@ -132,12 +132,6 @@ def _sessions(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def is_synthetic(root: str | os.PathLike) -> bool:
-    """Whether ``root`` is a corpus written by :func:`manifests.demo.make_demo_corpus`."""
-    readme = Path(root) / "README.txt"
-    return readme.is_file() and SYNTHETIC_MARKER in readme.read_text(encoding="utf-8", errors="replace")
-
-
 def _text_files(folder: Path) -> list[Path]:
     """The ``*.txt`` files directly in ``folder``, without macOS ``._*`` companions."""
     if not folder.is_dir():
@@ -175,7 +169,7 @@ def parse_iemocap(root: str | os.PathLike, classes: str = "six") -> ParseResult:
     if classes not in CLASS_SETS:
         raise ValueError(f"unknown class setting {classes!r}; choose one of {', '.join(CLASS_SETS)}")
     root = find_root(root)
-    result = ParseResult(root=root, classes=classes, synthetic=is_synthetic(root))
+    result = ParseResult(root=root, classes=classes, synthetic=synthetic_root(root) is not None)
     seen: set[str] = set()
     for session, folder in _sessions(root):
         for eval_file in _text_files(folder / "dialog" / "EmoEvaluation"):

@@ -1,34 +1,26 @@
 """Reading and writing manifests (JSON Lines, one :class:`Utterance` per line)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from emocache.atomic import write_lines
+from emocache.errors import EmocacheError
 
 from .schema import IDENTITY_FIELDS, Utterance
 
 
-class ManifestError(ValueError):
-    """A manifest file that cannot be read; the message names the file and line."""
+class ManifestError(EmocacheError, ValueError):
+    """A manifest, or a corpus it is made from, that cannot be read; the message names the file (and line) and the fix."""
 
 
 def write_manifest(rows: Iterable[Utterance], path: str | os.PathLike) -> Path:
     """Write ``rows`` to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_lines(path, (json.dumps(row.to_json(), ensure_ascii=False) for row in rows))
 
 
 def read_manifest(path: str | os.PathLike) -> list[Utterance]:
@@ -83,8 +75,6 @@ def _resolve(row: Utterance, base: Path) -> Utterance:
             changes[field] = str(base / value)
     if not changes:
         return row
-    import dataclasses
-
     return dataclasses.replace(row, **changes)
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .iemocap import is_synthetic
+from democorpus.marker import synthetic_root
+
 from .schema import SIX_CLASSES, Utterance
 
 SYNTHETIC_BANNER = "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark"
@@ -79,13 +80,6 @@ def summarize(rows: Sequence[Utterance], synthetic: bool | None = None) -> Summa
 
 
 def rows_are_synthetic(rows: Sequence[Utterance]) -> bool:
-    """Whether the rows' audio lies in a demo corpus (a README.txt marked SYNTHETIC in a folder above it)."""
-    checked: set[Path] = set()
-    for row in rows:
-        for folder in list(Path(row.audio).parents)[:6]:
-            if folder in checked:
-                break
-            checked.add(folder)
-            if is_synthetic(folder):
-                return True
-    return False
+    """Whether the rows' audio lies in a demo corpus (:func:`democorpus.marker.synthetic_root`)."""
+    # One look per folder: a corpus holds thousands of wavs in a few hundred folders.
+    return any(synthetic_root(folder) is not None for folder in {Path(row.audio).parent for row in rows})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from manifests.demo import make_demo_corpus
+from democorpus.corpus import make_demo_corpus
 from manifests.iemocap import parse_iemocap
 from manifests.io import write_manifest
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
+from democorpus.marker import synthetic_root
 from manifests import SIX_CLASSES, Utterance
 from train import metrics
 from train.config import TrainConfig
@@ -26,8 +27,6 @@ from train.folds import groups
 from train.ensemble import Member, run_members
 from train.invocation import invocation
 from train.paths import child_dir, encode_component
-
-_README_MARKER = "SYNTHETIC"
 
 
 class SchedulerError(ValueError):
@@ -39,10 +38,9 @@ def synthetic_note(rows: Sequence[Utterance]) -> str | None:
     corpora = {r.corpus.lower() for r in rows}
     if any("demo" in c or "synthetic" in c for c in corpora):
         return "SYNTHETIC DEMO CORPUS: these figures say nothing about emotion recognition."
-    for parent in list(Path(rows[0].audio).parents)[:8]:
-        readme = parent / "README.txt"
-        if readme.is_file() and readme.read_text(encoding="utf-8", errors="replace").startswith(_README_MARKER):
-            return f"SYNTHETIC DEMO CORPUS ({parent}): these figures say nothing about emotion recognition."
+    root = synthetic_root(rows[0].audio)
+    if root is not None:
+        return f"SYNTHETIC DEMO CORPUS ({root}): these figures say nothing about emotion recognition."
     return None
 
 

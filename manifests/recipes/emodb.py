@@ -11,6 +11,7 @@ from collections import Counter
 
 from ..schema import Utterance
 from .common import RecipeResult, count_differences, locate, tally
+from .registry import register
 
 EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
 # The ten speakers and their genders, as the EmoDB documentation lists them.
@@ -35,6 +36,12 @@ STANDARD = "535 clips, 10 speakers, 7 emotions"
 NAME = re.compile(r"^(?P<speaker>\d{2})(?P<text>[ab]\d{2})(?P<emotion>[A-Z])(?P<version>[a-z])\.wav$")
 
 
+@register("emodb", help="""Manifest of EmoDB (Berlin) as distributed.
+
+    ROOT holds its wav/ folder (or is the folder above it). Speaker, sentence and
+    emotion come from each file name (03a01Fa.wav); the group is the speaker.
+    --expect-standard: 535 clips, 10 speakers, 7 emotions.
+    """)
 def parse_emodb(root: str | os.PathLike) -> RecipeResult:
     """Rows of every ``wav/*.wav`` of an EmoDB folder (the one holding ``wav/``, or the one above it).
 

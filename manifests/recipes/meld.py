@@ -18,6 +18,7 @@ from pathlib import Path
 from ..io import ManifestError
 from ..schema import Utterance
 from .common import RecipeResult, missing_lines
+from .registry import register
 
 PARTS = (("train", "train_sent_emo.csv", "train_splits"), ("dev", "dev_sent_emo.csv", "dev_splits_complete"),
          ("test", "test_sent_emo.csv", "output_repeated_splits_test"))
@@ -59,6 +60,13 @@ def _read_table(path: Path, problems: list[str]) -> list[dict[str, str]]:
     return list(reader)
 
 
+@register("meld", help="""Manifest of MELD as distributed, with its own split.
+
+    ROOT is MELD.Raw: the train/dev/test *_sent_emo.csv tables and the clip
+    folders train_splits/, dev_splits_complete/, output_repeated_splits_test/.
+    Rows carry their split; train then trains on train, selects on dev, tests on
+    test. --expect-standard: 9989 / 1109 / 2610 utterances, every clip present.
+    """)
 def parse_meld(root: str | os.PathLike) -> RecipeResult:
     """Rows of every utterance of MELD's tables whose clip exists; each carries its part as ``split``."""
     base = _corpus_folder(Path(root).expanduser())

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..io import ManifestError
 from ..schema import Utterance
 from .common import RecipeResult, locate, missing_lines
+from .registry import ChoiceOption, register
 
 EMOTIONS = {"A": "anger", "H": "happiness", "S": "sadness", "N": "neutral", "U": "surprise", "F": "fear", "D": "disgust",
             "C": "contempt"}
@@ -37,6 +38,15 @@ def _float(value: str) -> float | None:
         return None
 
 
+@register("msp-podcast", help="""Manifest of MSP-Podcast as distributed, with its split.
+
+    ROOT holds Labels/labels_consensus.csv and Audios/ (Transcripts/ is read when
+    there). Train, Development and the test set become train, dev and test.
+    --expect-standard: every labelled segment has its audio.
+    """, options=(
+    ChoiceOption("classes", CLASS_SETS, "eight: A H S N U F D C; all: also O (other) and X (no agreement)."),
+    ChoiceOption("test_set", TEST_SETS, "The partition that becomes the test split; the other test sets are left out."),
+))
 def parse_msppodcast(root: str | os.PathLike, *, classes: str = "eight", test_set: str = "Test1") -> RecipeResult:
     """Rows of the labelled segments of an MSP-Podcast release whose audio exists.
 

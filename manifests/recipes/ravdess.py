@@ -18,6 +18,7 @@ from pathlib import Path
 from ..io import ManifestError
 from ..schema import Utterance
 from .common import RecipeResult, missing_lines
+from .registry import register
 
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful", "07": "disgust",
             "08": "surprised"}
@@ -42,6 +43,13 @@ def file_name(modality: str, key: tuple[str, ...], ext: str) -> str:
     return "-".join((modality, "01", *key)) + ext
 
 
+@register("ravdess", help="""Manifest of RAVDESS speech as distributed.
+
+    ROOT holds Actor_01 .. Actor_24 (the unpacked audio-only zip, and the
+    audio-video zips when you have them): one row per speech recording, audio from
+    its 03-* WAV, video from its 01-* MP4; song is left out. The group is the actor.
+    --expect-standard: 1440 recordings, 60 per actor.
+    """)
 def parse_ravdess(root: str | os.PathLike) -> RecipeResult:
     """Rows of every speech recording found below ``root`` (the folder holding ``Actor_01`` .. ``Actor_24``)."""
     root = Path(root).expanduser()

@@ -1,24 +1,25 @@
-"""A builder of tiny IEMOCAP trees (text files and short real wavs) with the release's quirks."""
+"""A builder of tiny IEMOCAP trees (text files and short real wavs) with the release's quirks, and
+``run_recipe``, which runs a corpus recipe's command and reads its JSON summary."""
 from __future__ import annotations
 
-import wave
+import itertools
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+
+from democorpus import speech
+from manifests.cli import cli
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
 
 
 def write_wav(path: Path, seconds: float = 0.2) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    samples = (0.1 * np.sin(np.arange(int(16000 * seconds)) * 0.05) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(samples.tobytes())
+    speech.write_wav(path, 0.1 * np.sin(np.arange(int(speech.SAMPLE_RATE * seconds)) * 0.05))
 
 
 def add_dialog(
@@ -65,3 +66,18 @@ def iemocap_tree(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return add
+
+
+@pytest.fixture
+def run_recipe(tmp_path: Path) -> Callable[..., tuple[dict, Path]]:
+    """``run_recipe(COMMAND, ROOT, *OPTIONS)`` runs `manifests COMMAND ROOT --out FILE --json OPTIONS` (FILE a new
+    one in ``tmp_path``), checks that it succeeded, and returns its JSON summary and FILE."""
+    runs = itertools.count()
+
+    def run(command: str, root: Path, *options: str) -> tuple[dict, Path]:
+        out = tmp_path / f"{command}-{next(runs)}.jsonl"
+        result = CliRunner().invoke(cli, [command, str(root), "--out", str(out), "--json", *options])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout), out
+
+    return run

@@ -170,7 +170,7 @@ def test_demo_command_is_deterministic(runner: CliRunner, demo_corpus: Path, tmp
 
 
 def _write_clips(folder: Path, names: list[str]) -> None:
-    from manifests.demo_audio import write_wav
+    from democorpus.speech import write_wav
 
     import numpy as np
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from democorpus.speech import write_wav
 from manifests.cli import cli
-from manifests.demo_audio import write_wav
 from extract.media import ffmpeg_exe
 from manifests.recipes.cremad import EMOTIONS as CREMA_EMOTIONS
 from manifests.recipes.cremad import SENTENCES, STANDARD_EMOTIONS
@@ -41,11 +41,8 @@ def ravdess_release(tmp_path_factory) -> Path:
     return _ravdess(tmp_path_factory.mktemp("ravdess") / "RAVDESS", videos=True)
 
 
-def test_ravdess_release_passes_expect_standard(ravdess_release, tmp_path):
-    out = tmp_path / "r.jsonl"
-    result = CliRunner().invoke(cli, ["ravdess", str(ravdess_release), "--out", str(out), "--expect-standard", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+def test_ravdess_release_passes_expect_standard(ravdess_release, run_recipe):
+    summary, out = run_recipe("ravdess", ravdess_release, "--expect-standard")
     assert summary["total"] == 1440 and len(summary["groups"]) == 24 and len(summary["classes"]) == 8
     assert set(summary["group_totals"].values()) == {60}
     assert summary["dropped"] == {"song": 1, "video-only": 1440}
@@ -121,11 +118,8 @@ def cremad_release(tmp_path_factory) -> Path:
     return _cremad(tmp_path_factory.mktemp("cremad") / "CREMA-D")
 
 
-def test_cremad_release_passes_expect_standard(cremad_release, tmp_path):
-    out = tmp_path / "c.jsonl"
-    result = CliRunner().invoke(cli, ["cremad", str(cremad_release), "--out", str(out), "--expect-standard", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+def test_cremad_release_passes_expect_standard(cremad_release, run_recipe):
+    summary, out = run_recipe("cremad", cremad_release, "--expect-standard")
     assert summary["total"] == 7442 and len(summary["groups"]) == 91 and summary["classes"]["neutral"] == 1087
     row = next(json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["utt_id"].startswith("1001_"))
     sentence, emotion = row["utt_id"].split("_")[1:3]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from democorpus.speech import write_wav
 from manifests.cli import cli
-from manifests.demo_audio import write_wav
 from manifests.recipes import StandardCountError, parse_emodb
 from manifests.recipes.emodb import EMOTIONS, GENDERS, STANDARD_EMOTIONS, STANDARD_SPEAKERS, TEXTS
 
@@ -60,11 +60,8 @@ def emodb_release(tmp_path_factory) -> Path:
     return root
 
 
-def test_full_release_passes_expect_standard(emodb_release, tmp_path):
-    out = tmp_path / "emodb.jsonl"
-    result = CliRunner().invoke(cli, ["emodb", str(emodb_release), "--out", str(out), "--expect-standard", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+def test_full_release_passes_expect_standard(emodb_release, tmp_path, run_recipe):
+    summary, out = run_recipe("emodb", emodb_release, "--expect-standard")
     assert summary["total"] == 535 and len(summary["groups"]) == 10 and len(summary["classes"]) == 7
     assert summary["differences"] == [] and summary["corpus"] == "EmoDB"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -108,12 +105,9 @@ def test_no_wav_folder_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.skipif(_emodb_dev() is None, reason="the real EmoDB subset (../shared/corpora/emodb-dev) is not on this machine")
-def test_real_five_speaker_subset(tmp_path):
+def test_real_five_speaker_subset(tmp_path, run_recipe):
     corpus = _emodb_dev()
-    out = tmp_path / "dev.jsonl"
-    result = CliRunner().invoke(cli, ["emodb", str(corpus), "--out", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    summary, out = run_recipe("emodb", corpus)
     assert summary["total"] == 243 and list(summary["groups"]) == ["03", "08", "09", "10", "11"]
     assert len(summary["classes"]) == 7 and summary["group_totals"] == {"03": 49, "08": 58, "09": 43, "10": 38, "11": 55}
     rows = {json.loads(line)["utt_id"]: json.loads(line) for line in out.read_text().splitlines()}

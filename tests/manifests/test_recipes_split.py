@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from democorpus.speech import write_wav
 from manifests.cli import cli
-from manifests.demo_audio import write_wav
 from manifests.io import read_manifest
 from manifests.recipes import parse_meld
 from train.folds import FIXED_FOLD, groups, split_fold
@@ -51,11 +51,8 @@ def meld_release(tmp_path_factory) -> Path:
     return _meld(tmp_path_factory.mktemp("meld") / "MELD.Raw", {"train": 9989, "dev": 1109, "test": 2610})
 
 
-def test_meld_release_passes_expect_standard(meld_release, tmp_path):
-    out = tmp_path / "meld.jsonl"
-    result = CliRunner().invoke(cli, ["meld", str(meld_release.parent), "--out", str(out), "--expect-standard", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+def test_meld_release_passes_expect_standard(meld_release, run_recipe):
+    summary, out = run_recipe("meld", meld_release.parent, "--expect-standard")
     assert summary["group_totals"] == {"dev": 1108, "test": 2610, "train": 9989} and len(summary["classes"]) == 7
     assert summary["differences"] == []
     assert any(p.endswith("dia110_utt7.mp4; left out (the release ships none)") for p in summary["problems"])
@@ -122,12 +119,9 @@ def _msp(root: Path, *, skip: str | None = None) -> Path:
     return root
 
 
-def test_msp_podcast_partitions_become_the_split(tmp_path):
+def test_msp_podcast_partitions_become_the_split(tmp_path, run_recipe):
     root = _msp(tmp_path / "MSP-PODCAST-Publish-1.11")
-    out = tmp_path / "msp.jsonl"
-    result = CliRunner().invoke(cli, ["msp-podcast", str(tmp_path), "--out", str(out), "--expect-standard", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    summary, out = run_recipe("msp-podcast", tmp_path, "--expect-standard")
     assert summary["group_totals"] == {"dev": 1, "test": 1, "train": 3} and summary["dropped"] == {
         "Test2": 1, "no-agreement": 1, "other": 1}
     rows = {r.utt_id: r for r in read_manifest(out)}
@@ -139,11 +133,9 @@ def test_msp_podcast_partitions_become_the_split(tmp_path):
     assert rows["MSP-PODCAST_0004_0002"].split == "dev" and rows["MSP-PODCAST_0005_0010"].split == "test"
     assert groups(list(rows.values())) == [FIXED_FOLD]
     # Test2 as the test set, every class kept.
-    other = CliRunner().invoke(cli, ["msp-podcast", str(root), "--out", str(tmp_path / "b.jsonl"), "--test-set", "Test2",
-                                     "--classes", "all", "--json"])
-    assert other.exit_code == 0, other.output
-    assert json.loads(other.stdout)["group_totals"] == {"dev": 1, "test": 1, "train": 4}
-    assert {r.label for r in read_manifest(tmp_path / "b.jsonl")} >= {"contempt", "no-agreement"}
+    other, other_out = run_recipe("msp-podcast", root, "--test-set", "Test2", "--classes", "all")
+    assert other["group_totals"] == {"dev": 1, "test": 1, "train": 4}
+    assert {r.label for r in read_manifest(other_out)} >= {"contempt", "no-agreement"}
 
 
 def test_msp_podcast_missing_audio_fails_expect_standard(tmp_path):

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from manifests.demo import EXPRESS, EXPRESSED_FILE, FALLBACK_NEUTRAL, _dialog_plan, _expressed
-from manifests.demo_audio import SAMPLE_RATE, synth_speech
-from manifests.demo_faces import EXPRESSIONS, FPS, HALF, HEIGHT, WIDTH, draw_face, head_sprite
-from manifests.demo_text import PHRASES, make_transcript
+from democorpus.corpus import EXPRESS, EXPRESSED_FILE, FALLBACK_NEUTRAL, _dialog_plan, _expressed
+from democorpus.faces import EXPRESSIONS, FPS, HALF, HEIGHT, WIDTH, draw_face, head_sprite
+from democorpus.speech import SAMPLE_RATE, synth_speech
+from democorpus.transcripts import PHRASES, make_transcript
 from manifests.iemocap import parse_iemocap
 from manifests.io import read_manifest
 from extract.media import ffmpeg_exe
@@ -205,14 +205,14 @@ def test_dialog_plan_covers_the_quirks() -> None:
 
 
 def test_too_few_utterances(tmp_path: Path) -> None:
-    from manifests.demo import make_demo_corpus
+    from democorpus.corpus import make_demo_corpus
 
     with pytest.raises(ValueError, match="the demo needs at least 30"):
         make_demo_corpus(tmp_path, utterances=10)
 
 
 def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
-    from manifests.demo import FORMAT_VERSION, make_demo_corpus
+    from democorpus.corpus import FORMAT_VERSION, make_demo_corpus
     from manifests.io import ManifestError
 
     root = tmp_path / "IEMOCAP_full_release"
