@@ -26,7 +26,7 @@ and a 4-layer 384-d transformer, random weights saved and loaded by path;
 the default video encoder (hog) and timm's tf_efficientnet_b0 (the architecture of
 the paper's face model, random weights saved to a file and loaded with ``weights``)
 when the corpus has video.
-Corpus: the synthetic IEMOCAP-layout demo corpus (``manifests.demo``).
+Corpus: the synthetic IEMOCAP-layout demo corpus (``democorpus.corpus``).
 """
 from __future__ import annotations
 
