@@ -88,6 +88,24 @@ def tiny_roberta(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_timm(tmp_path_factory) -> dict[str, Path]:
+    """timm's small test_efficientnet (160x160 input, 256 features), random weights (seed 0), saved three ways:
+    a state dict with its classifier (``pt``), ``safetensors``, and the whole pickled model (``pickle``)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("timm_weights")
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False).eval()
+    paths = {"pt": folder / "model.pt", "safetensors": folder / "model.safetensors", "pickle": folder / "whole.pt"}
+    torch.save(model.state_dict(), paths["pt"])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths["safetensors"]))
+    torch.save(model, paths["pickle"])
+    return paths
+
+
 def write_tone(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
