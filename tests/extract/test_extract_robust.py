@@ -14,8 +14,6 @@ import soundfile
 from click.testing import CliRunner
 
 import features
-from extract.audio import audio_duration, read_audio
-from extract.base import Encoder
 from extract.cli import cli
 from extract.loop import EncoderBugError
 from extract.pipeline import run_extraction
@@ -164,71 +162,8 @@ def test_one_bad_item_does_not_fail_its_batch(corpus_factory, tmp_path):
 # -- a bug in an encoder is no bad input
 
 
-class RmsEncoder(Encoder):
-    """A real (if plain) encoder: the RMS of each 10 ms of 16 kHz audio, one value per frame."""
-
-    modality = "audio"
-    kind = "rms"
-    accepted_options = frozenset()
-    hop = 160
-
-    def cost(self, utt: Utterance) -> float:
-        return audio_duration(utt)
-
-    def length(self, utt: Utterance) -> int | None:
-        return None
-
-    def load(self, utt: Utterance) -> tuple[str, np.ndarray]:
-        return utt.utt_id, read_audio(utt.utt_id, utt.audio, 16000)
-
-    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        return [self._rms(wave, self.hop) for _, wave in items]
-
-    @staticmethod
-    def _rms(wave: np.ndarray, hop) -> np.ndarray:
-        n = wave.size // hop
-        return np.sqrt((wave[: n * hop].reshape(n, hop) ** 2).mean(axis=1, keepdims=True)).astype(np.float32)
-
-    @property
-    def dim(self) -> int:
-        return 1
-
-    @property
-    def frame_rate(self) -> float:
-        return 100.0
-
-
-class ShortInputBugEncoder(RmsEncoder):
-    """A new encoder with a bug in a branch only utterances under 1.2 s take: a float hop (TypeError when slicing)."""
-
-    kind = "rms-buggy"
-
-    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        return [self._rms(wave, wave.size / 100 if wave.size < 1.2 * 16000 else self.hop) for _, wave in items]
-
-
-class OneOffEncoder(RmsEncoder):
-    """Chokes on one utterance only, the way a library can on one odd file."""
-
-    kind = "rms-one-off"
-
-    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        if any(utt_id == "Ses01F_utt004" for utt_id, _ in items):
-            raise KeyError("tempo")
-        return super().encode(items)
-
-
-@pytest.fixture()
-def registry(monkeypatch):
-    """A copy of the encoder registry for this test: what it registers is gone afterwards."""
-    from extract import base
-
-    monkeypatch.setattr(base, "_REGISTRY", dict(base.registered()))
-    return base
-
-
-def test_the_same_unexpected_error_in_a_row_stops_the_run_keeping_what_was_done(registry, small_corpus, tmp_path, monkeypatch):
-    registry.register(ShortInputBugEncoder)
+def test_the_same_unexpected_error_in_a_row_stops_the_run_keeping_what_was_done(registry, rms_encoders, small_corpus, tmp_path, monkeypatch):
+    registry.register(rms_encoders.ShortInputBug)
     store_path = str(tmp_path / "s.h5")
     # Longest first, one per batch: the 7 utterances of 1.2 s or more are done, then the 5 shorter ones hit the bug.
     with pytest.raises(EncoderBugError) as caught:
@@ -247,13 +182,13 @@ def test_the_same_unexpected_error_in_a_row_stops_the_run_keeping_what_was_done(
         assert set(store["audio"].ids) == long and list(store["audio"].failures()) == []
 
     # Fixed, a rerun does the rest: nothing was recorded as failed.
-    monkeypatch.setattr(ShortInputBugEncoder, "encode", RmsEncoder.encode)
+    monkeypatch.setattr(rms_encoders.ShortInputBug, "encode", rms_encoders.Rms.encode)
     summary = run_extraction(small_corpus, store_path, "audio", encoder="rms-buggy", batch_size=1, progress=False)
     assert (summary.done, summary.skipped, summary.failed) == (5, 7, 0)
 
 
-def test_an_unexpected_error_once_is_that_utterances_failure(registry, small_corpus, tmp_path, caplog):
-    registry.register(OneOffEncoder)
+def test_an_unexpected_error_once_is_that_utterances_failure(registry, rms_encoders, small_corpus, tmp_path, caplog):
+    registry.register(rms_encoders.OneOff)
     summary = run_extraction(small_corpus, str(tmp_path / "s.h5"), "audio", encoder="rms-one-off", batch_size=3, progress=False)
     assert (summary.done, summary.failed, summary.exit_code) == (11, 1, 3)
     assert summary.failures == [("Ses01F_utt004", "encode", "KeyError: 'tempo'")]
