@@ -4,15 +4,23 @@
     summary = run_extraction("iemocap.jsonl", "iemocap.zarr", "audio", encoder="hf:/models/wav2vec2-base")
     summary.done, summary.skipped, summary.failed, summary.failures
 
-``extract.base`` holds the encoder contract and registry, ``extract.pipeline`` the
-loop, ``extract.cluster`` the Dask runner; ``extract.audio``, ``extract.text`` and
-``extract.video`` the encoders. Importing this package loads no model and no torch.
+or, with the options as one object (what ``extract run`` builds from its flags):
+
+    from extract import ExtractOptions, extract_manifest
+    extract_manifest("iemocap.jsonl", "iemocap.zarr", ExtractOptions("audio", encoder="hf:/models/wav2vec2-base"))
+
+``extract.base`` holds the encoder contract, its registry and the compute dtypes,
+``extract.options`` the options, ``extract.pipeline`` a run over a manifest,
+``extract.loop`` the encode loop, ``extract.cluster`` the Dask runner;
+``extract.audio``, ``extract.text`` and ``extract.video`` the encoders. Importing
+this package, ``extract.base``, ``extract.cli`` or an encoder module loads no model
+and no torch.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ExtractSummary", "run_extraction"]
+__all__ = ["ExtractOptions", "ExtractSummary", "extract_manifest", "run_extraction"]
 
 
 def __getattr__(name: str) -> Any:

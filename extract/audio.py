@@ -19,8 +19,8 @@ import numpy as np
 
 from manifests import Utterance
 
-from .base import Encoder, EncoderConfigError, ExtractError, register
-from .hf import HFHiddenStates, quiet_transformers, require_file, resolve_model_dir, torch_dtype
+from .base import Encoder, EncoderConfigError, ExtractError, register, torch_dtype
+from .hf import HFHiddenStates, quiet_transformers, require_file, resolve_model_dir
 
 _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 # What a file header may claim before it is believed: telephone speech is 8 kHz, studio
@@ -178,7 +178,6 @@ class OpenSmileEncoder(Encoder):
             choices = sets + [f"{s}-functionals" for s in sets]
             raise EncoderConfigError(f"unknown openSMILE feature set {self.arg!r}; choose one of {choices}")
         level = opensmile.FeatureLevel.Functionals if self.level == "functionals" else opensmile.FeatureLevel.LowLevelDescriptors
-        self.feature_set = name
         # ComParE's energies and spectral sums reach 1e11, far past float16's 65504.
         self.default_store_dtype = "float32" if name.startswith("ComParE") else "float16"
         self._smile = opensmile.Smile(feature_set=opensmile.FeatureSet[name], feature_level=level)
@@ -240,7 +239,6 @@ class HFAudioEncoder(HFHiddenStates, Encoder):
 
     modality = "audio"
     kind = "hf"
-    needs_weights = True
     accepted_options = frozenset({"layers"})
     batch_cost = 120.0
 

@@ -1,4 +1,4 @@
-"""The encoder contract and its registry.
+"""The encoder contract, its registry, and the compute dtypes.
 
 An encoder turns one manifest row into one array. Extraction is split so the
 GPU never waits on I/O: :meth:`Encoder.load` runs in CPU worker threads
@@ -7,19 +7,47 @@ model on a batch of loaded items in the main thread.
 
 Encoders are registered by the prefix of their spec, e.g. ``hf:facebook/wav2vec2-base``
 is the ``hf`` encoder of its modality with argument ``facebook/wav2vec2-base``.
+
+Adding an encoder is one module plus its registration: subclass :class:`Encoder`
+(set ``modality`` and ``kind``, implement ``cost``, ``length``, ``load``, ``encode``
+and ``dim``; say which ``--`` options it takes in ``accepted_options``), decorate the
+class with :func:`register`, and name the module in ``_ENCODER_MODULES`` below.
+Its ``load`` raises :class:`ExtractError` for bad input; any other exception is
+taken for a bug (the pipeline stops when one repeats). Import torch and the model
+libraries inside the methods, never at the top of the module: listing the encoders
+(``extract encoders``) imports every encoder module. tests/extract/test_encoder_contract.py
+then runs the contract over it without edits when it needs no weights; an encoder
+that loads weights adds a small offline model to that test's ``WEIGHTS`` table.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
+from emocache.errors import EmocacheError
 from manifests import Utterance
 
+#: The dtypes an encoder can compute in (``--dtype``); the stored dtype is a separate choice (``--store-dtype``).
+COMPUTE_DTYPES = ("float16", "bfloat16", "float32")
 
-class ExtractError(Exception):
+
+def check_choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` for ``flag`` unless it is one of ``choices``, naming them."""
+    if value not in choices:
+        raise EncoderConfigError(f"{flag} {value!r}: choose one of {list(choices)}")
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a compute dtype name (torch is imported here, only when a model is built)."""
+    check_choice("--dtype", name, COMPUTE_DTYPES)
+    import torch
+
+    return getattr(torch, name)
+
+
+class ExtractError(EmocacheError):
     """One utterance could not be processed; recorded in the set's failure table.
 
     ``stage`` says where it broke (``"decode"``, ``"encode"``, ``"input"``...).
@@ -32,7 +60,7 @@ class ExtractError(Exception):
         self.message = message
 
 
-class EncoderConfigError(ValueError):
+class EncoderConfigError(EmocacheError, ValueError):
     """An encoder spec or option that cannot work; the message says what would."""
 
 
@@ -45,9 +73,7 @@ class Encoder(ABC):
 
     modality: ClassVar[str]
     kind: ClassVar[str]
-    #: True when a weights file or folder is needed and there is no default.
-    needs_weights: ClassVar[bool] = False
-    #: The option keys (see :data:`OPTION_KEYS`) this encoder understands; any other
+    #: The option keys (the fields of :class:`extract.options.EncoderOptions`) this encoder understands; any other
     #: option given is refused with :class:`EncoderConfigError`. None accepts all.
     accepted_options: ClassVar[frozenset[str] | None] = None
     #: Default total :meth:`cost` per batch when neither a batch cost nor a batch size is given.
@@ -164,8 +190,6 @@ class Encoder(ABC):
         return []
 
 
-#: The encoder options the CLI passes through (``--weights`` -> ``"weights"``...).
-OPTION_KEYS = ("weights", "trust_pickle", "layers", "frames", "max_tokens")
 #: The modalities and the modules whose import registers their encoders.
 MODALITIES = ("audio", "text", "video")
 _ENCODER_MODULES = ("extract.audio", "extract.text", "extract.video")
@@ -218,6 +242,3 @@ def create_encoder(modality: str, spec: str | None = None, **kwargs: Any) -> Enc
         kinds = sorted(k for m, k in _REGISTRY if m == modality)
         raise EncoderConfigError(f"unknown {modality} encoder {kind!r} in {spec!r}; registered: {kinds}")
     return cls(arg or None, **kwargs)
-
-
-EncoderFactory = Callable[[], Encoder]

@@ -5,21 +5,16 @@ import json
 
 import click
 
-from .base import DEFAULTS, MODALITIES, EncoderConfigError
+from emocache.cli import domain_errors
+from emocache.scheduler import SCHEDULER_HELP
+
+from .base import COMPUTE_DTYPES, DEFAULTS, MODALITIES
+from .options import STORE_DTYPES, Batching, EncoderOptions, ExtractOptions
 
 
 @click.group()
 def cli() -> None:
     """Run frozen encoders over a manifest and cache their features in a store."""
-
-
-def _domain_errors() -> tuple[type[BaseException], ...]:
-    from features import StoreError
-    from manifests import ManifestError
-
-    from .cluster import ClusterError
-
-    return (ManifestError, EncoderConfigError, StoreError, ClusterError)
 
 
 @cli.command()
@@ -29,8 +24,8 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
 @click.option("--set", "set_name", default=None, help="Name of the feature set in the store [default: the modality].")
 @click.option("--encoder", default=None, help="Encoder spec, KIND or KIND:ARG (see `extract encoders`) [default: the modality's default].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda or cuda:N.")
-@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default=None, help="Compute dtype on the device [default: float16 on cuda, float32 on cpu].")
-@click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default=None, help="Dtype the features are stored in [default: float16; float32 for encoders whose values exceed float16, e.g. ComParE].")
+@click.option("--dtype", type=click.Choice(COMPUTE_DTYPES), default=None, help="Compute dtype on the device [default: float16 on cuda, float32 on cpu].")
+@click.option("--store-dtype", type=click.Choice(STORE_DTYPES), default=None, help="Dtype the features are stored in [default: float16; float32 for encoders whose values exceed float16, e.g. ComParE].")
 @click.option("--batch-seconds", type=float, default=None, help="Total cost per batch: media seconds (audio, video) or tokens (text) [default: per encoder].")
 @click.option("--batch-size", type=int, default=None, help="Utterances per batch (instead of --batch-seconds).")
 @click.option("--limit", type=int, default=None, help="Extract at most N of the utterances still to do.")
@@ -40,8 +35,9 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
 @click.option("--trust-pickle", is_flag=True, default=None, help="Allow a pickled (.pt/.pth) --weights file: only for files you trust.")
 @click.option("--frames", type=int, default=None, help="Frames sampled per clip (video encoders).")
 @click.option("--max-tokens", type=int, default=None, help="Truncate transcripts to this many tokens (text encoders) [default: the model's maximum].")
-@click.option("--scheduler", default=None, help="Run on Dask: local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler).")
+@click.option("--scheduler", default=None, help=SCHEDULER_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@domain_errors
 def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype, batch_seconds, batch_size, limit,
         retry_failed, layers, weights, trust_pickle, frames, max_tokens, scheduler, as_json) -> None:
     """Extract one modality's features for every utterance of a manifest.
@@ -50,18 +46,15 @@ def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype
     broken file, an empty transcript) is recorded as failed and the run goes on;
     the exit code is then 3 and `--retry-failed` tries those again.
     """
-    from .pipeline import run_extraction
+    from .pipeline import extract_manifest
 
-    options = {"layers": layers, "weights": weights, "trust_pickle": trust_pickle, "frames": frames, "max_tokens": max_tokens}
-    try:
-        summary = run_extraction(
-            manifest, store, modality, set_name=set_name, encoder=encoder, device=device, dtype=dtype,
-            store_dtype=store_dtype, batch_seconds=batch_seconds, batch_size=batch_size, limit=limit,
-            retry_failed=retry_failed, options={k: v for k, v in options.items() if v is not None},
-            scheduler=scheduler, progress=not as_json,
-        )
-    except _domain_errors() as err:
-        raise click.ClickException(str(err)) from err
+    options = ExtractOptions(
+        modality, encoder=encoder, set_name=set_name, device=device, dtype=dtype, store_dtype=store_dtype,
+        batching=Batching(cost=batch_seconds, size=batch_size), limit=limit, retry_failed=retry_failed,
+        encoder_options=EncoderOptions(layers=layers, weights=weights, trust_pickle=trust_pickle, frames=frames, max_tokens=max_tokens),
+        scheduler=scheduler,
+    )
+    summary = extract_manifest(manifest, store, options, progress=not as_json)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
     else:

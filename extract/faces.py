@@ -17,11 +17,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from emocache.errors import EmocacheError
+
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 
 
-class FaceDetectorUnavailable(RuntimeError):
+class FaceDetectorUnavailable(EmocacheError, RuntimeError):
     """OpenCV's Haar cascade file is missing from this install."""
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from features.provenance import sha256_files
 
-from .base import EncoderConfigError
+from .base import EncoderConfigError, torch_dtype
 
 # Files in a model folder that change the values it computes: the weights, and the
 # configs of the model, its feature extractor and its tokenizer.
@@ -191,15 +191,6 @@ def load_model(model_dir: Path, device: str, dtype: str):
             f"(e.g. {', '.join(missing[:3])}); they would be random: use a complete model folder"
         )
     return model.to(device=device, dtype=torch_dtype(dtype)).eval()
-
-
-def torch_dtype(name: str):
-    import torch
-
-    choices = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in choices:
-        raise EncoderConfigError(f"compute dtype {name!r}: choose one of {sorted(choices)}")
-    return choices[name]
 
 
 def quiet_transformers() -> None:

@@ -40,7 +40,6 @@ class HFTextEncoder(HFHiddenStates, Encoder):
 
     modality = "text"
     kind = "hf"
-    needs_weights = True
     accepted_options = frozenset({"layers", "max_tokens"})
     #: Cost is tokens (estimated from words): a batch holds about this many.
     batch_cost = 4096.0
@@ -166,7 +165,6 @@ class MiniLMTextEncoder(HFTextEncoder):
     """
 
     kind = "minilm"
-    needs_weights = False
 
     def __init__(self, arg: str | None, **kwargs: Any):
         Encoder.__init__(self, arg, **kwargs)

@@ -14,8 +14,9 @@ Registered encoders:
   e.g. ``timm:tf_efficientnet_b0`` with HSEmotion's ``enet_b0_8_best_afew.pt``
   (the paper's EfficientNet pre-trained on VGGFace2 and AFEW).
 
-Each encoder counts, over the utterances it encoded, the frames where no face
-was found (see :meth:`FaceVideoEncoder.stats`).
+Each utterance's counts (frames without a face, repeated or clipped spans; see
+:meth:`FaceVideoEncoder.counts`) are stored with its features, and the run's
+notes sum them. torch and timm are imported only when a timm model is built.
 """
 from __future__ import annotations
 
@@ -27,18 +28,15 @@ from typing import Any, ClassVar
 
 import cv2
 import numpy as np
-import torch
 
 from manifests import Utterance
 
-from .base import DEFAULTS, Encoder, EncoderConfigError, ExtractError, register
+from .base import Encoder, EncoderConfigError, ExtractError, register, torch_dtype
 from .faces import FaceCropConfig, FaceCropper, FaceDetectorUnavailable
 from .video_decode import END_TOLERANCE_S, MediaError, decode_frames, probe_video, resolve_span
-from .video_weights import architecture_mismatches, file_sha256, load_strict, read_weights
 
 DEFAULT_FRAMES = 16
 _log = logging.getLogger(__name__)
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -156,11 +154,6 @@ class FaceVideoEncoder(Encoder):
                 for name, value in self.counts(item).items():
                     self._stats[name] += value
 
-    def stats(self) -> dict[str, int]:
-        """Totals of :meth:`counts` over the utterances this encoder has encoded, and their number."""
-        with self._stats_lock:
-            return dict(self._stats)
-
     def notes(self) -> list[str]:
         """What the run summary should say since the last call: frames without a face, clipped or short spans."""
         with self._stats_lock:
@@ -264,14 +257,16 @@ class TimmVideoEncoder(FaceVideoEncoder):
     """
 
     kind = "timm"
-    needs_weights = True
     computes_in_dtype = True
     #: Face images per forward pass, to bound memory on big batches.
     CHUNK = 256
 
     def _setup(self) -> None:
         import timm
+        import torch
         from timm.data import resolve_data_config
+
+        from .video_weights import architecture_mismatches, file_sha256, load_strict, read_weights
 
         name = self.arg
         if not name:
@@ -281,8 +276,7 @@ class TimmVideoEncoder(FaceVideoEncoder):
             raise EncoderConfigError(f"timm has no model {name!r}" + (f"; close names: {close}" if close else "; see timm.list_models()"))
         if "weights" not in self.options:
             raise EncoderConfigError(WEIGHTS_HELP.format(name=name))
-        if self.dtype not in TORCH_DTYPES:
-            raise EncoderConfigError(f"dtype {self.dtype!r} is not one of {sorted(TORCH_DTYPES)}")
+        self._torch_dtype = torch_dtype(self.dtype)
         self.weights_path = Path(self.options["weights"])
         if not self.weights_path.is_file():
             raise EncoderConfigError(f"weights file {self.weights_path} does not exist; " + WEIGHTS_HELP.format(name=name))
@@ -311,7 +305,6 @@ class TimmVideoEncoder(FaceVideoEncoder):
             self._pending_notes.append(f"{self.spec}: dropped the classifier head ({', '.join(dropped)}) of {self.weights_path}")
             _log.info(self._pending_notes[-1])
         self._sha256 = file_sha256(self.weights_path)
-        self._torch_dtype = TORCH_DTYPES[self.dtype]
         self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=self._torch_dtype)
         self._mean = torch.tensor(self._data_config["mean"], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self._data_config["std"], device=self.device).view(1, 3, 1, 1)
@@ -331,6 +324,8 @@ class TimmVideoEncoder(FaceVideoEncoder):
         return self._sha256
 
     def encode(self, items: list[VideoItem]) -> list[np.ndarray]:
+        import torch
+
         faces = np.concatenate([item.faces for item in items])  # (B*T, S, S, 3)
         outputs = []
         with torch.inference_mode():
@@ -354,7 +349,3 @@ class TimmVideoEncoder(FaceVideoEncoder):
             "scale": "1/255",
             **self._data_config,
         }
-
-
-if "video" not in DEFAULTS:
-    DEFAULTS["video"] = "hog"

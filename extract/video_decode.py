@@ -15,6 +15,7 @@ import cv2
 import ffmpeg
 import numpy as np
 
+from emocache.errors import EmocacheError
 from extract.media import ffmpeg_exe
 
 SIDES = ("left", "right")
@@ -23,7 +24,7 @@ SIDES = ("left", "right")
 END_TOLERANCE_S = 1.0
 
 
-class MediaError(Exception):
+class MediaError(EmocacheError):
     """A video that cannot give frames. ``stage`` is ``"input"`` or ``"decode"``."""
 
     def __init__(self, stage: str, message: str):

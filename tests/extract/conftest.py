@@ -1,12 +1,16 @@
-"""Tiny real models (built from configs, saved with save_pretrained) and small corpora for the extract tests."""
+"""Tiny real models (built from configs, saved with save_pretrained), small corpora, and small real encoders
+with bugs (registered by the tests that use them, never at import) for the extract tests."""
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from extract.audio import audio_duration, read_audio
+from extract.base import Encoder
 from manifests import Utterance, write_manifest
 
 SENTENCES = [
@@ -88,6 +92,24 @@ def tiny_roberta(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_timm(tmp_path_factory) -> dict[str, Path]:
+    """timm's small test_efficientnet (160x160 input, 256 features), random weights (seed 0), saved three ways:
+    a state dict with its classifier (``pt``), ``safetensors``, and the whole pickled model (``pickle``)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("timm_weights")
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False).eval()
+    paths = {"pt": folder / "model.pt", "safetensors": folder / "model.safetensors", "pickle": folder / "whole.pt"}
+    torch.save(model.state_dict(), paths["pt"])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths["safetensors"]))
+    torch.save(model, paths["pickle"])
+    return paths
+
+
 def write_tone(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
@@ -128,6 +150,110 @@ def wav_writer():
 def corpus_factory():
     """``make_corpus(root, n=12)``: a small corpus with transcripts; returns its manifest path."""
     return make_corpus
+
+
+# -- encoders with bugs
+
+
+class RmsEncoder(Encoder):
+    """A real (if plain) encoder: the RMS of each 10 ms of 16 kHz audio, one value per frame."""
+
+    modality = "audio"
+    kind = "rms"
+    accepted_options = frozenset()
+    hop = 160
+
+    def cost(self, utt: Utterance) -> float:
+        return audio_duration(utt)
+
+    def length(self, utt: Utterance) -> int | None:
+        return None
+
+    def load(self, utt: Utterance) -> tuple[str, np.ndarray]:
+        return utt.utt_id, read_audio(utt.utt_id, utt.audio, 16000)
+
+    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        return [self._rms(wave, self.hop) for _, wave in items]
+
+    @staticmethod
+    def _rms(wave: np.ndarray, hop) -> np.ndarray:
+        n = wave.size // hop
+        return np.sqrt((wave[: n * hop].reshape(n, hop) ** 2).mean(axis=1, keepdims=True)).astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    @property
+    def frame_rate(self) -> float:
+        return 100.0
+
+
+class ShortInputBugEncoder(RmsEncoder):
+    """A new encoder with a bug in a branch only utterances under 1.2 s take: a float hop (TypeError when slicing)."""
+
+    kind = "rms-buggy"
+
+    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        return [self._rms(wave, wave.size / 100 if wave.size < 1.2 * 16000 else self.hop) for _, wave in items]
+
+
+class OneOffEncoder(RmsEncoder):
+    """Chokes on one utterance only, the way a library can on one odd file."""
+
+    kind = "rms-one-off"
+
+    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        if any(utt_id == "Ses01F_utt004" for utt_id, _ in items):
+            raise KeyError("tempo")
+        return super().encode(items)
+
+
+
+
+class ShardBugEncoder(RmsEncoder):
+    """Chokes on every utterance of one Dask shard (the three whose ids it names), like a worker missing a library."""
+
+    kind = "rms-shard-bug"
+    broken = ("Ses01F_utt005", "Ses01F_utt003", "Ses01F_utt001")
+
+    def encode(self, items: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        if any(utt_id in self.broken for utt_id, _ in items):
+            raise ImportError("libfoo.so.1: cannot open shared object file")
+        return super().encode(items)
+
+
+def _register_here(cls: type[Encoder]) -> None:
+    """Run on each Dask worker (``client.run``): the worker's own registry gets ``cls``."""
+    from extract.base import register, registered
+
+    if (cls.modality, cls.kind) not in registered():
+        register(cls)
+
+
+@pytest.fixture()
+def registry(monkeypatch):
+    """:mod:`extract.base` with a copy of the encoder registry: what the test registers is gone afterwards."""
+    from extract import base
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base.registered()))
+    return base
+
+
+@pytest.fixture(scope="session")
+def rms_encoders() -> types.SimpleNamespace:
+    """The encoders above; ``register_on(client, cls)`` registers one on every Dask worker of ``client``."""
+    import sys
+
+    import cloudpickle
+
+    def register_on(client, cls: type[Encoder]) -> None:
+        # Test modules are not importable on a worker: send this module's classes by value.
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        client.run(_register_here, cls)
+
+    return types.SimpleNamespace(Rms=RmsEncoder, ShortInputBug=ShortInputBugEncoder, OneOff=OneOffEncoder,
+                                 ShardBug=ShardBugEncoder, register_on=register_on)
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,11 @@
-"""Extraction on a real Dask LocalCluster gives the same store as one process."""
+"""Extraction on a real Dask LocalCluster gives the same store as one process; a failed shard keeps the others'."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import features
+from extract.cluster import ClusterError
 from extract.pipeline import run_extraction
 from features import open_store
 from manifests import read_manifest
@@ -34,3 +35,29 @@ def test_local_cluster_equals_single_process(small_corpus, corpus_factory, tmp_p
 
     again = run_extraction(manifest, parallel, "audio", scheduler="local:2", progress=False)
     assert again.already_complete and again.skipped == 20
+
+
+@pytest.mark.slow
+def test_a_failed_shard_is_reported_after_the_others_finish_and_theirs_is_kept(small_corpus, registry, rms_encoders, monkeypatch, tmp_path):
+    from distributed import Client, LocalCluster
+
+    registry.register(rms_encoders.ShardBug)
+    store_path = str(tmp_path / "s.zarr")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        rms_encoders.register_on(client, rms_encoders.ShardBug)
+        # 2 workers, 4 shards dealt longest first: utt005, utt003 and utt001 make one, and each raises there.
+        with pytest.raises(ClusterError) as caught:
+            run_extraction(small_corpus, store_path, "audio", encoder="rms-shard-bug", batch_size=1,
+                           scheduler=cluster.scheduler_address, progress=False)
+    message = str(caught.value)
+    assert message.startswith("1 of 4 shard(s) failed; what they committed is kept, rerun to finish: extract-")
+    assert "EncoderBugError: the audio encoder 'rms-shard-bug' raised ImportError on 3 utterances in a row" in message
+    with open_store(store_path) as store:
+        assert sorted(store["audio"].ids) == sorted(set(r.utt_id for r in read_manifest(small_corpus)) - set(rms_encoders.ShardBug.broken))
+
+    # Fixed, a rerun (here, in one process) does the shard's three and finishes the store.
+    monkeypatch.setattr(rms_encoders.ShardBug, "broken", ())
+    summary = run_extraction(small_corpus, store_path, "audio", encoder="rms-shard-bug", batch_size=1, progress=False)
+    assert (summary.done, summary.skipped, summary.failed) == (3, 9, 0)
+    assert features.verify(store_path).ok

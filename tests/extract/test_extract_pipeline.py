@@ -176,7 +176,7 @@ def test_load_threads_run_below_the_encoders_priority():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from extract.pipeline import LOAD_NICENESS, _lower_priority
+    from extract.loop import LOAD_NICENESS, _lower_priority
 
     def nice() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

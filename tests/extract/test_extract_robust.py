@@ -1,4 +1,4 @@
-"""Bad input never stops a run; a killed run loses nothing committed and a rerun finishes it."""
+"""Bad input never stops a run, a repeating bug does; a killed run loses nothing committed and a rerun finishes it."""
 from __future__ import annotations
 
 import os
@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 import features
 from extract.cli import cli
+from extract.loop import EncoderBugError
 from extract.pipeline import run_extraction
 from features import open_store
 from manifests import Utterance, read_manifest, write_manifest
@@ -155,3 +157,41 @@ def test_one_bad_item_does_not_fail_its_batch(corpus_factory, tmp_path):
     summary = run_extraction(manifest, str(tmp_path / "s.h5"), "audio", batch_size=4, progress=False)
     assert (summary.done, summary.failed) == (3, 1)
     assert summary.failures[0][:2] == ("blip", "encode")
+
+
+# -- a bug in an encoder is no bad input
+
+
+def test_the_same_unexpected_error_in_a_row_stops_the_run_keeping_what_was_done(registry, rms_encoders, small_corpus, tmp_path, monkeypatch):
+    registry.register(rms_encoders.ShortInputBug)
+    store_path = str(tmp_path / "s.h5")
+    # Longest first, one per batch: the 7 utterances of 1.2 s or more are done, then the 5 shorter ones hit the bug.
+    with pytest.raises(EncoderBugError) as caught:
+        run_extraction(small_corpus, store_path, "audio", encoder="rms-buggy", batch_size=1, progress=False)
+    message = str(caught.value)
+    assert message.startswith("the audio encoder 'rms-buggy' raised TypeError on 3 utterances in a row (Ses01F_utt")
+    assert "a bug in the encoder or a library it calls, not bad input, so the run stops" in message
+    assert message.endswith("Last error: slice indices must be integers or None or have an __index__ method")
+    cause = caught.value.__cause__
+    assert isinstance(cause, TypeError)
+    frames = [frame.name for frame in traceback.extract_tb(cause.__traceback__)]
+    assert "encode" in frames and frames[-1] == "_rms"  # where the bug is
+    long = {r.utt_id for r in read_manifest(small_corpus) if soundfile.info(r.audio).duration >= 1.2}
+    assert len(long) == 7
+    with open_store(store_path) as store:
+        assert set(store["audio"].ids) == long and list(store["audio"].failures()) == []
+
+    # Fixed, a rerun does the rest: nothing was recorded as failed.
+    monkeypatch.setattr(rms_encoders.ShortInputBug, "encode", rms_encoders.Rms.encode)
+    summary = run_extraction(small_corpus, store_path, "audio", encoder="rms-buggy", batch_size=1, progress=False)
+    assert (summary.done, summary.skipped, summary.failed) == (5, 7, 0)
+
+
+def test_an_unexpected_error_once_is_that_utterances_failure(registry, rms_encoders, small_corpus, tmp_path, caplog):
+    registry.register(rms_encoders.OneOff)
+    summary = run_extraction(small_corpus, str(tmp_path / "s.h5"), "audio", encoder="rms-one-off", batch_size=3, progress=False)
+    assert (summary.done, summary.failed, summary.exit_code) == (11, 1, 3)
+    assert summary.failures == [("Ses01F_utt004", "encode", "KeyError: 'tempo'")]
+    # The traceback is kept in the log, for the one who reads it.
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING" and "Ses01F_utt004" in r.getMessage()]
+    assert record.exc_info[0] is KeyError

@@ -28,15 +28,9 @@ def random_model(name: str = MODEL, **kwargs) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same random test_efficientnet as a state dict (.pt, with its classifier), safetensors, and a whole pickled model."""
-    folder = tmp_path_factory.mktemp("timm_weights")
-    model = random_model()
-    paths = {"pt": folder / "model.pt", "safetensors": folder / "model.safetensors", "pickle": folder / "whole.pt"}
-    torch.save(model.state_dict(), paths["pt"])
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths["safetensors"]))
-    torch.save(model, paths["pickle"])
-    return paths
+def weights(tiny_timm: dict[str, Path]) -> dict[str, Path]:
+    """:func:`random_model` as a state dict (.pt, with its classifier), safetensors, and a whole pickled model."""
+    return tiny_timm
 
 
 @pytest.fixture(scope="module")
