@@ -41,14 +41,17 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
 @click.option("--frames", type=int, default=None, help="Frames sampled per clip (video encoders).")
 @click.option("--max-tokens", type=int, default=None, help="Truncate transcripts to this many tokens (text encoders) [default: the model's maximum].")
 @click.option("--scheduler", default=None, help="Run on Dask: local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler).")
+@click.option("--staging", type=click.Path(file_okay=False), default=None, help="Folder of the local staging copy of an s3:// --store (shared by all workers of a tcp:// scheduler) [default: ~/.cache/emocache/staging].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype, batch_seconds, batch_size, limit,
-        retry_failed, layers, weights, trust_pickle, frames, max_tokens, scheduler, as_json) -> None:
+        retry_failed, layers, weights, trust_pickle, frames, max_tokens, scheduler, staging, as_json) -> None:
     """Extract one modality's features for every utterance of a manifest.
 
     Resumes: utterances already in the set are skipped. Bad input (a missing or
     broken file, an empty transcript) is recorded as failed and the run goes on;
-    the exit code is then 3 and `--retry-failed` tries those again.
+    the exit code is then 3 and `--retry-failed` tries those again. An s3://
+    store is extracted into a local staging copy and published when the set is
+    complete (features/SHARING.md).
     """
     from .pipeline import run_extraction
 
@@ -58,7 +61,7 @@ def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype
             manifest, store, modality, set_name=set_name, encoder=encoder, device=device, dtype=dtype,
             store_dtype=store_dtype, batch_seconds=batch_seconds, batch_size=batch_size, limit=limit,
             retry_failed=retry_failed, options={k: v for k, v in options.items() if v is not None},
-            scheduler=scheduler, progress=not as_json,
+            scheduler=scheduler, progress=not as_json, staging=staging,
         )
     except _domain_errors() as err:
         raise click.ClickException(str(err)) from err
@@ -86,6 +89,8 @@ def _print_summary(summary, store: str) -> None:
             + (f", {summary.failed_before} failed earlier" if summary.failed_before else "")
             + ")"
         )
+    if summary.publish is not None:
+        click.echo(summary.publish.describe())
     for note in summary.notes:
         click.echo(f"warning: {note}")
     if summary.failures:

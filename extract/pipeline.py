@@ -30,6 +30,7 @@ from manifests import Utterance, manifest_hash, read_manifest
 
 from .base import Encoder, EncoderConfigError, ExtractError, create_encoder
 from .batching import check_batching, plan_batches
+from .staged import Publication, publish_when_complete, remote_complete, staged_target
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class ExtractSummary:
     media_seconds: float = 0.0
     encode_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    publish: Publication | None = None  # a run into an s3:// store: published, or why not yet
 
     @property
     def exit_code(self) -> int:
@@ -138,6 +140,7 @@ def run_extraction(
     threads: int | None = None,
     commit_every: int = 4,
     progress: bool = True,
+    staging: str | os.PathLike | None = None,
 ) -> ExtractSummary:
     """Extract ``modality`` features for every utterance of a manifest into ``set_name`` of a store.
 
@@ -150,7 +153,9 @@ def run_extraction(
     ``trust_pickle``, ``layers``, ``frames``, ``max_tokens``). ``scheduler``
     (``local:N`` or ``tcp://host:port``) runs the work on a Dask cluster.
     Resumes: utterances already in the set are skipped, and so are earlier
-    failures unless ``retry_failed``.
+    failures unless ``retry_failed``. An ``s3://`` store is written through a local
+    staging copy (in folder ``staging``) and published when the set is complete
+    (``extract/staged.py``).
     """
     from features import open_store
 
@@ -171,6 +176,7 @@ def run_extraction(
 
         if not torch.cuda.is_available():
             raise EncoderConfigError(f"--device {device}: torch sees no CUDA device on this machine; use --device cpu")
+    staged = staged_target(store_path, staging, scheduler)  # None: a local store, written in place
     rows = read_manifest(manifest_path)
     set_name = set_name or modality
     # A distributed run builds its encoders on the workers; this one only describes the set.
@@ -179,6 +185,11 @@ def run_extraction(
     )
     store_dtype = store_dtype or enc.default_store_dtype
     prov = build_provenance(enc, manifest_hash(rows), store_dtype, dtype, device=device)
+    if staged is not None:
+        nothing_to_do = remote_complete(staged, set_name, prov, rows, retry_failed, started)
+        if nothing_to_do is not None:
+            return nothing_to_do
+        store_path = staged.prepare()
 
     with open_store(store_path, mode="a") as store:
         with store.writer(set_name, prov, frame_rate=enc.frame_rate, layers=enc.num_layers) as writer:
@@ -215,7 +226,7 @@ def run_extraction(
     for note in tally.notes:
         log.warning(note)
     in_manifest = {r.utt_id for r in rows}
-    return ExtractSummary(
+    summary = ExtractSummary(
         set_name=set_name,
         identity=prov.identity(),
         encoder=prov.encoder,
@@ -230,6 +241,7 @@ def run_extraction(
         encode_seconds=tally.encode_seconds,
         notes=tally.notes,
     )
+    return summary if staged is None else publish_when_complete(staged, summary, rows)
 
 
 class _WriteBehind:
