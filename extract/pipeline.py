@@ -74,6 +74,8 @@ class ExtractSummary:
         data = dataclasses.asdict(self)
         data["failures"] = [{"utt_id": u, "stage": s, "message": m} for u, s, m in self.failures]
         data["exit_code"] = self.exit_code
+        if self.publish is None:  # runs into a path print what they always did
+            del data["publish"]
         return data
 
 

@@ -2,7 +2,7 @@
 the run writes a local staging copy and publishes it when the set is complete."""
 from __future__ import annotations
 
-import json
+import sys
 
 import numpy as np
 import pytest
@@ -62,6 +62,17 @@ def test_extract_into_s3_reads_back_equal_to_a_local_extraction(demo_manifest, l
     assert group["audio/data"][:].tobytes() == expected.data.tobytes()
 
 
+@pytest.mark.slow
+def test_a_dask_run_into_s3_stages_locally_and_publishes_once(demo_manifest, local_extraction, tmp_path, s3):
+    """local:N workers write parts of the staging copy; the run finishes it and publishes it once."""
+    url = s3.url("lab.zarr")
+    result = _extract(demo_manifest, url, "--staging", str(tmp_path / "staging"), "--scheduler", "local:2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith(f"extracted 40 utterances into set 'audio' of {url} in ")
+    with open_store(url) as remote, open_store(str(local_extraction)) as here:
+        _same_set(remote["audio"], here["audio"])
+
+
 def test_a_rerun_against_a_complete_remote_does_nothing_even_without_staging(demo_manifest, tmp_path, s3):
     url, staging = s3.url("lab.zarr"), tmp_path / "staging"
     assert _extract(demo_manifest, url, "--staging", str(staging)).exit_code == 0
@@ -92,6 +103,7 @@ def test_an_interrupted_run_resumes_from_staging_and_publishes_the_whole_set(dem
         _same_set(remote["audio"], here["audio"])
 
 
+@pytest.mark.slow
 def test_a_partial_remote_without_staging_is_fetched_then_resumed(demo_manifest, local_extraction, tmp_path, s3):
     """The remote holds part of the set (uploaded from elsewhere): the run fetches it, extracts the rest, publishes."""
     partial = tmp_path / "partial.zarr"
@@ -105,6 +117,7 @@ def test_a_partial_remote_without_staging_is_fetched_then_resumed(demo_manifest,
         _same_set(remote["audio"], here["audio"])
 
 
+@pytest.mark.slow
 def test_a_second_set_keeps_the_first_and_a_stale_mirror_is_refreshed(demo_manifest, tmp_path, s3):
     """Runs from two machines (two staging folders) add sets to one URL in turn; each publish keeps
     the other's sets, and a staging copy left behind by an older publish is fetched anew."""
@@ -118,6 +131,7 @@ def test_a_second_set_keeps_the_first_and_a_stale_mirror_is_refreshed(demo_manif
         assert all(len(remote[name].ids) == 40 for name in remote.set_names())
 
 
+@pytest.mark.slow
 def test_unpublished_work_over_a_changed_remote_is_refused(demo_manifest, tmp_path, s3):
     """Two writers of one URL: the one that publishes second would replace the other's work, so it is refused."""
     url, mine = s3.url("lab.zarr"), tmp_path / "mine"
@@ -137,6 +151,11 @@ def test_unpublished_work_over_a_changed_remote_is_refused(demo_manifest, tmp_pa
 
 def test_refusals_before_anything_is_written(demo_manifest, tmp_path, s3, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with monkeypatch.context() as without:
+        without.setitem(sys.modules, "s3fs", None)  # as if it were not installed: importing it fails
+        result = _extract(demo_manifest, s3.url("lab.zarr"))
+    assert result.exit_code == 1
+    assert result.stderr == f'Error: {s3.url("lab.zarr")}: reading s3:// stores needs the package s3fs: pip install "emocache[s3]"\n'
     result = _extract(demo_manifest, "http://127.0.0.1:9/lab.zarr")
     assert result.exit_code == 1
     assert result.stderr == ("Error: http://127.0.0.1:9/lab.zarr: http:// stores are read-only (a web server takes no writes); "
@@ -165,4 +184,4 @@ def test_the_default_staging_copy_is_derived_from_the_url(tmp_path, monkeypatch)
     assert a == StagedStore.for_url("s3://bucket/lab.zarr/")
     assert a.local.parent == tmp_path / "emocache" / "staging" and a.local.name.endswith("-lab.zarr")
     assert StagedStore.for_url("s3://other/lab.zarr").local != a.local
-    assert json.dumps(a.url) == '"s3://bucket/lab.zarr"'
+    assert StagedStore.for_url("s3://bucket/lab.zarr", tmp_path / "mine").local == tmp_path / "mine" / a.local.name
