@@ -113,11 +113,24 @@ class StagedStore:
                 f"delete {self.local} and {self.state_path}; or publish the copy elsewhere (`features upload {self.local} URL`)"
             )
         if current is None:
+            self._check_bucket()
             self.local.parent.mkdir(parents=True, exist_ok=True)
             self._write_state(StagingState(self.url, None))
         else:
             self._fetch(current)
         return self.local
+
+    def _check_bucket(self) -> None:
+        """Refuse a missing bucket now, not after the whole extraction, at its upload."""
+        fs, root = remote_fs(self.url)
+        bucket = root.split("/", 1)[0]
+        try:
+            found = fs.exists(bucket)
+        except OSError as e:
+            raise StoreError(f"cannot read {self.url} ({type(e).__name__}: {e}); fix the bucket or credentials") from None
+        if not found:
+            raise StoreError(f"{self.url}: there is no bucket {bucket!r} (or these credentials cannot see it); "
+                             "create it, or fix the endpoint or credentials (features/SHARING.md)")
 
     def publish(self) -> UploadResult:
         """Upload the copy to the URL, unless another run published there since the copy was taken."""

@@ -137,7 +137,8 @@ def _upload_finished(local: Path, url: str, expect: Collection[str | None] | Non
             current = remote_version(fs, root)
             if expect is not None and current not in expect:
                 raise RemoteChangedError(
-                    f"{url} changed since {local} was taken from it (another run published to it): not uploaded"
+                    f"{url} changed since {local} was taken from it (another run published to it meanwhile): "
+                    f"not uploaded; the work stays in {local}, and running again tells how to go on"
                 )
             if on_start is not None:
                 on_start(version)

@@ -185,3 +185,11 @@ def test_the_default_staging_copy_is_derived_from_the_url(tmp_path, monkeypatch)
     assert a.local.parent == tmp_path / "emocache" / "staging" and a.local.name.endswith("-lab.zarr")
     assert StagedStore.for_url("s3://other/lab.zarr").local != a.local
     assert StagedStore.for_url("s3://bucket/lab.zarr", tmp_path / "mine").local == tmp_path / "mine" / a.local.name
+
+
+def test_a_missing_bucket_is_refused_before_extracting(demo_manifest, tmp_path, s3):
+    result = _extract(demo_manifest, "s3://no-such-bucket/lab.zarr", "--staging", str(tmp_path / "staging"))
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: s3://no-such-bucket/lab.zarr: there is no bucket 'no-such-bucket' (or these credentials "
+                             "cannot see it); create it, or fix the endpoint or credentials (features/SHARING.md)\n")
+    assert not (tmp_path / "staging").exists()
