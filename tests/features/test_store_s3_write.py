@@ -2,6 +2,7 @@
 the run writes a local staging copy and publishes it when the set is complete."""
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -110,9 +111,12 @@ def test_a_partial_remote_without_staging_is_fetched_then_resumed(demo_manifest,
     assert _extract(demo_manifest, partial, "--limit", "10").exit_code == 0
     url = s3.url("lab.zarr")
     assert CliRunner().invoke(features_cli, ["upload", str(partial), url]).exit_code == 0
-    result = _extract(demo_manifest, url, "--staging", str(tmp_path / "staging"))
+    result = _extract(demo_manifest, url, "--staging", str(tmp_path / "staging"), "--json")
     assert result.exit_code == 0, result.output
-    assert "(10 already present, 0 failed)" in result.stdout.splitlines()[0]
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["skipped"]) == (30, 10)
+    publish = summary["publish"]
+    assert publish["url"] == url and publish["reason"] == "" and publish["upload"]["files"] == len(s3.files("lab.zarr"))
     with open_store(url) as remote, open_store(str(local_extraction)) as here:
         _same_set(remote["audio"], here["audio"])
 
