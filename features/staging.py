@@ -28,9 +28,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from emocache.atomic import write_json
 from features.base import StoreError
@@ -43,6 +44,7 @@ from features.upload import (
 from features.urls import url_scheme
 
 STAGING_ENV = "XDG_CACHE_HOME"
+T = TypeVar("T")
 
 
 def default_staging_dir() -> Path:
@@ -91,9 +93,13 @@ class StagedStore:
 
     def remote_version(self) -> str | None:
         """The version of the remote store now; None when there is none."""
+        return self._ask(remote_version)
+
+    def _ask(self, question: Callable[[Any, str], T]) -> T:
+        """``question(fs, root)`` of the remote store; an S3 error (s3fs raises OSError) names the URL."""
         fs, root = remote_fs(self.url)
         try:
-            return remote_version(fs, root)
+            return question(fs, root)
         except OSError as e:
             raise StoreError(f"cannot read {self.url} ({type(e).__name__}: {e}); fix the bucket or credentials") from None
 
@@ -122,13 +128,8 @@ class StagedStore:
 
     def _check_bucket(self) -> None:
         """Refuse a missing bucket now, not after the whole extraction, at its upload."""
-        fs, root = remote_fs(self.url)
-        bucket = root.split("/", 1)[0]
-        try:
-            found = fs.exists(bucket)
-        except OSError as e:
-            raise StoreError(f"cannot read {self.url} ({type(e).__name__}: {e}); fix the bucket or credentials") from None
-        if not found:
+        bucket = self.url[len("s3://"):].split("/", 1)[0]
+        if not self._ask(lambda fs, _: fs.exists(bucket)):
             raise StoreError(f"{self.url}: there is no bucket {bucket!r} (or these credentials cannot see it); "
                              "create it, or fix the endpoint or credentials (features/SHARING.md)")
 
