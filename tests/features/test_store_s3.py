@@ -97,6 +97,13 @@ def test_upload_errors_are_messages(tmp_path, s3, small_store):
     result = runner.invoke(features_cli, ["upload", str(tmp_path / "lab.zarr"), "s3://no-such-bucket/lab.zarr"])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: uploading {tmp_path / 'lab.zarr'} to s3://no-such-bucket/lab.zarr failed after 0 bytes (")
+    with open_store(str(tmp_path / "lab.zarr"), "a") as store:
+        with store.writer("audio", store["audio"].info.provenance):  # a writer at work: its files would change under the upload
+            result = runner.invoke(features_cli, ["upload", str(tmp_path / "lab.zarr"), s3.url("lab.zarr")])
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {tmp_path / 'lab.zarr'} has writers open (lock file {tmp_path / 'lab.zarr' / '.writers.lock'}); "
+                             "upload it once they have closed\n")
+    assert s3.files("lab.zarr") == []
 
 
 def test_two_uploads_to_one_url_exclude_each_other(tmp_path, s3, small_store):

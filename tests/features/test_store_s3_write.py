@@ -14,6 +14,7 @@ from extract.cli import cli as extract_cli
 from features import open_store
 from features.cli import cli as features_cli
 from features.staging import StagedStore, default_staging_dir
+from features.upload import RemoteChangedError, upload_store
 
 ENCODER = "opensmile:eGeMAPSv02"
 
@@ -197,3 +198,17 @@ def test_a_missing_bucket_is_refused_before_extracting(demo_manifest, tmp_path, 
     assert result.stderr == ("Error: s3://no-such-bucket/lab.zarr: there is no bucket 'no-such-bucket' (or these credentials "
                              "cannot see it); create it, or fix the endpoint or credentials (features/SHARING.md)\n")
     assert not (tmp_path / "staging").exists()
+
+
+def test_a_publish_over_a_remote_changed_meanwhile_is_refused(tmp_path, s3, small_store):
+    """The check under the upload's lock: another run published between this copy's start and its publish."""
+    url = s3.url("lab.zarr")
+    staged = StagedStore.for_url(url, tmp_path / "staging")
+    assert staged.prepare() == staged.local  # no remote store: the copy starts empty
+    small_store(staged.local)
+    small_store(tmp_path / "other.zarr")
+    upload_store(tmp_path / "other.zarr", url)
+    theirs = s3.listing("lab.zarr")
+    with pytest.raises(RemoteChangedError, match=rf"^{url} changed since {staged.local} was taken from it "):
+        staged.publish()
+    assert s3.listing("lab.zarr") == theirs
