@@ -36,15 +36,18 @@ def cli() -> None:
 @click.option("--frames", type=int, default=None, help="Frames sampled per clip (video encoders).")
 @click.option("--max-tokens", type=int, default=None, help="Truncate transcripts to this many tokens (text encoders) [default: the model's maximum].")
 @click.option("--scheduler", default=None, help=SCHEDULER_HELP)
+@click.option("--staging", type=click.Path(file_okay=False), default=None, help="Folder of the local staging copy of an s3:// --store (shared by all workers of a tcp:// scheduler) [default: ~/.cache/emocache/staging].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @domain_errors
 def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype, batch_seconds, batch_size, limit,
-        retry_failed, layers, weights, trust_pickle, frames, max_tokens, scheduler, as_json) -> None:
+        retry_failed, layers, weights, trust_pickle, frames, max_tokens, scheduler, staging, as_json) -> None:
     """Extract one modality's features for every utterance of a manifest.
 
     Resumes: utterances already in the set are skipped. Bad input (a missing or
     broken file, an empty transcript) is recorded as failed and the run goes on;
-    the exit code is then 3 and `--retry-failed` tries those again.
+    the exit code is then 3 and `--retry-failed` tries those again. An s3://
+    store is extracted into a local staging copy and published when the set is
+    complete (features/SHARING.md).
     """
     from .pipeline import extract_manifest
 
@@ -54,7 +57,7 @@ def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype
         encoder_options=EncoderOptions(layers=layers, weights=weights, trust_pickle=trust_pickle, frames=frames, max_tokens=max_tokens),
         scheduler=scheduler,
     )
-    summary = extract_manifest(manifest, store, options, progress=not as_json)
+    summary = extract_manifest(manifest, store, options, progress=not as_json, staging=staging)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
     else:
@@ -79,6 +82,8 @@ def _print_summary(summary, store: str) -> None:
             + (f", {summary.failed_before} failed earlier" if summary.failed_before else "")
             + ")"
         )
+    if summary.publish is not None:
+        click.echo(summary.publish.describe())
     for note in summary.notes:
         click.echo(f"warning: {note}")
     if summary.failures:

@@ -23,6 +23,7 @@ from .base import Encoder, EncoderConfigError, check_choice
 # default_load_threads: bench/extract.py imports it from here with extract_rows.
 from .loop import Tally, default_load_threads, extract_rows  # noqa: F401
 from .options import STORE_DTYPES, Batching, EncoderOptions, ExtractOptions
+from .staged import Publication, publish_when_complete, remote_complete, staged_target
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ExtractSummary:
     media_seconds: float = 0.0
     encode_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    publish: Publication | None = None  # a run into an s3:// store: published, or why not yet
 
     @property
     def exit_code(self) -> int:
@@ -61,6 +63,8 @@ class ExtractSummary:
         data = dataclasses.asdict(self)
         data["failures"] = [{"utt_id": u, "stage": s, "message": m} for u, s, m in self.failures]
         data["exit_code"] = self.exit_code
+        if self.publish is None:  # runs into a path print what they always did
+            del data["publish"]
         return data
 
 
@@ -90,13 +94,16 @@ def build_provenance(encoder: Encoder, manifest_hash_: str, store_dtype: str, co
 
 
 def extract_manifest(
-    manifest_path: str | os.PathLike, store_path: str | os.PathLike, options: ExtractOptions, *, progress: bool = True
+    manifest_path: str | os.PathLike, store_path: str | os.PathLike, options: ExtractOptions, *, progress: bool = True,
+    staging: str | os.PathLike | None = None,
 ) -> ExtractSummary:
     """Extract ``options.modality`` features for every utterance of a manifest into ``options.set_name`` of a store.
 
     Resumes: utterances already in the set are skipped, and so are earlier failures
     unless ``options.retry_failed``. With ``options.scheduler`` the pending utterances
-    run on a Dask cluster (:mod:`extract.cluster`).
+    run on a Dask cluster (:mod:`extract.cluster`). An ``s3://`` store is written through a
+    local staging copy (in folder ``staging``) and published when the set is complete
+    (:mod:`extract.staged`).
     """
     from features import open_store
 
@@ -106,12 +113,18 @@ def extract_manifest(
 
         if not torch.cuda.is_available():
             raise EncoderConfigError(f"--device {options.device}: torch sees no CUDA device on this machine; use --device cpu")
+    staged = staged_target(store_path, staging, options.scheduler)  # None: a local store, written in place
     rows = read_manifest(manifest_path)
     set_name = options.set_name
     # A distributed run builds its encoders on the workers; this one only describes the set.
     enc = options.create_encoder(describe_only=options.scheduler is not None)
     store_dtype = options.store_dtype or enc.default_store_dtype
     prov = build_provenance(enc, manifest_hash(rows), store_dtype, options.dtype, device=options.device)
+    if staged is not None:
+        nothing_to_do = remote_complete(staged, set_name, prov, rows, options.retry_failed, started)
+        if nothing_to_do is not None:
+            return nothing_to_do
+        store_path = staged.prepare()
 
     with open_store(store_path, mode="a") as store:
         with store.writer(set_name, prov, frame_rate=enc.frame_rate, layers=enc.num_layers) as writer:
@@ -141,7 +154,7 @@ def extract_manifest(
     for note in tally.notes:
         log.warning(note)
     in_manifest = {r.utt_id for r in rows}
-    return ExtractSummary(
+    summary = ExtractSummary(
         set_name=set_name,
         identity=prov.identity(),
         encoder=prov.encoder,
@@ -156,6 +169,7 @@ def extract_manifest(
         encode_seconds=tally.encode_seconds,
         notes=tally.notes,
     )
+    return summary if staged is None else publish_when_complete(staged, summary, rows)
 
 
 def run_extraction(
@@ -175,6 +189,7 @@ def run_extraction(
     options: dict[str, Any] | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    staging: str | os.PathLike | None = None,
 ) -> ExtractSummary:
     """:func:`extract_manifest` with the options as keywords, named as ``extract run``'s flags are.
 
@@ -188,4 +203,4 @@ def run_extraction(
         batching=Batching(cost=batch_seconds, size=batch_size), limit=limit, retry_failed=retry_failed,
         encoder_options=EncoderOptions.from_dict(options), scheduler=scheduler,
     )
-    return extract_manifest(manifest_path, store_path, extract_options, progress=progress)
+    return extract_manifest(manifest_path, store_path, extract_options, progress=progress, staging=staging)

@@ -5,7 +5,8 @@ An explicit allow-list, not "anything fsspec can open": fsspec also opens ``memo
 ``filecache::file://`` (which write copies to disk), ``reference://`` and remote
 shells (``sftp://``) that this project has never tested. Each allowed scheme has a
 test against a real server on localhost (``tests/features/test_store_http.py``,
-``tests/features/test_store_s3.py``).
+``tests/features/test_store_s3.py``). Of them only ``s3://`` is also written, through
+a local staging copy (``features/staging.py``); ``http(s)://`` stores are read-only.
 
 Options for the fsspec file system of a scheme (an S3 endpoint, credentials profile,
 anonymous access...) come from the environment variable ``EMOCACHE_STORAGE_OPTIONS``,

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from features import StoreError, open_store
-from features.provenance import Provenance
 
 
 @pytest.fixture
@@ -41,21 +40,9 @@ def served(tmp_path):
         proc.wait(timeout=10)
 
 
-def test_zarr_store_reads_over_http(tmp_path, served):
+def test_zarr_store_reads_over_http(tmp_path, served, small_store):
     path = str(tmp_path / "lab.zarr")
-    rng = np.random.default_rng(3)
-    values = {}
-    with open_store(path, "a") as store:
-        for name, dim, layers in (("audio", 6, None), ("video", 4, 3)):
-            p = Provenance.now(encoder=f"test:{name}", manifest_hash="c" * 64, dtype="float16", dim=dim)
-            with store.writer(name, p, frame_rate=50.0, layers=layers, part="w0") as w:
-                for i in range(7):
-                    shape = (int(rng.integers(1, 30)), dim) if layers is None else (layers, int(rng.integers(1, 30)), dim)
-                    values[name, f"{name}{i}"] = rng.standard_normal(shape).astype(np.float16)
-                    w.write(f"{name}{i}", values[name, f"{name}{i}"])
-                    if i == 3:
-                        w.commit()
-                w.fail(f"{name}_bad", "encode", "boom")
+    values = small_store(path)
     with open_store(f"{served}/lab.zarr") as remote, open_store(path) as local:
         assert remote.set_names() == ["audio", "video"]
         for name in ("audio", "video"):
