@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from emocache.errors import EmocacheError
 from features.provenance import Provenance
 
 STORE_FORMAT = "emocache-features"
@@ -30,7 +31,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class StoreError(Exception):
+class StoreError(EmocacheError):
     """A feature store cannot do what was asked; the message says why and what to do."""
 
 

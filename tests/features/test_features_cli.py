@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from emocache.errors import ExitCode
 from features import open_store
-from features.cli import EXIT_PROBLEMS, cli
+from features.cli import cli
 from features.provenance import Provenance
 
 PROV = Provenance(encoder="test:cli", manifest_hash="d" * 64, dtype="float16", dim=4, host="h", created="2026-01-01T00:00:00+00:00")
@@ -72,7 +73,7 @@ def test_verify_ok_then_names_the_corrupt_utterance(store):
     blob[blob.index(needle) + 5] ^= 0xFF
     hits[0].write_bytes(bytes(blob))
     result = invoke("verify", store)
-    assert result.exit_code == EXIT_PROBLEMS
+    assert result.exit_code == ExitCode.INCOMPLETE
     assert result.stdout.startswith("audio\tu1\tcorrupt\tsha256 ") and result.stdout.count("\n") == 1
     assert result.stderr.splitlines()[-1] == f"FAILED: 1 problems in {store}"
     report = json.loads(invoke("verify", "--json", store).stdout)

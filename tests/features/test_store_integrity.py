@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from emocache.errors import ExitCode
 import features
 from features import StoreError, open_store
-from features.cli import EXIT_PROBLEMS, cli
+from features.cli import cli
 from features.convert import merge
 from features.lock import StaleLockWarning
 from features.provenance import Provenance
@@ -70,7 +71,7 @@ def test_a_damaged_set_record_is_a_store_error_naming_the_file_and_verify_fails(
         with pytest.raises(StoreError, match=rf"{record}.*damaged"):
             store["audio"]
     result = CliRunner().invoke(cli, ["verify", path])
-    assert result.exit_code == EXIT_PROBLEMS
+    assert result.exit_code == ExitCode.INCOMPLETE
     assert result.stdout.startswith("audio\t\tunreadable\t") and "ok:" not in result.output
     result = CliRunner().invoke(cli, ["info", path])
     assert result.exit_code == 1 and str(record) in result.output
@@ -121,7 +122,7 @@ def test_verify_with_a_manifest_names_its_absent_utterances(tmp_path, suffix):
     manifest = tmp_path / "m.jsonl"
     write_manifest([Utterance(u, "neu", "1", str(tmp_path / "a.wav")) for u in ("u0", "u1", "u2", "u7", "u9")], manifest)
     result = CliRunner().invoke(cli, ["verify", path, "--manifest", str(manifest)])
-    assert result.exit_code == EXIT_PROBLEMS
+    assert result.exit_code == ExitCode.INCOMPLETE
     assert result.stdout.splitlines() == [
         f"audio\tu7\tabsent\tin {manifest} but not in the set (never extracted)",
         f"audio\tu9\tabsent\tin {manifest} but not in the set (failed at load: cannot decode u9.wav)",
