@@ -1,6 +1,7 @@
 """Damage, leftovers and the wrong kind of path: each refused with a StoreError naming the file, nothing lost."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -141,9 +142,9 @@ def test_a_covers_list_that_would_lose_data_is_refused_not_obeyed(tmp_path, suff
         meta = backend.read_set_meta("audio")
         (b,) = [s for s in backend.segments("audio") if s.ids == ("b",)]
         # A well-formed segment (its digest matches) that claims to cover segment 1 but holds only 'b'.
-        index = b.index_json() | {"covers": [1, 2]}
+        index = dataclasses.replace(b.index, covers=(1, 2))
         block = np.ones((2, 4), dtype=np.float16)
-        backend.write_segment("audio", meta, "main", 3, index, [block], 2)
+        backend.write_segment("audio", meta, "main", 3, index, [block])
         with pytest.raises(StoreError, match=r"says it covers segment .* but lacks 1 of its utterances \('a'\.\.\.\); refusing to delete"):
             store.writer("audio", PROV)
     with open_store(path) as store:
