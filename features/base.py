@@ -34,7 +34,10 @@ failed utterances are retried) the order of utterances within a part differ.
 A back-end (``hdf5``, ``zarr``) only says how segments, set records and
 finished sets are laid out in its container; everything else (writers, locks,
 readers, finishing, verification) is shared code in ``features.store``,
-``features.reader``, ``features.writer`` and ``features.finish``.
+``features.reader``, ``features.writer`` and ``features.finish``. A new back-end
+is one module with a ``@register``-ed ``Backend`` subclass, imported by
+``features/__init__.py``, and one test class that subclasses
+``features.testing.StoreSuite``.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ from features.records import (  # noqa: F401 - re-exported: the records are part
     FINISHED_PART,
     STORE_FORMAT,
     STORE_FORMAT_VERSION,
+    STORE_DTYPES,
     Failure,
     Segment,
     SegmentIndex,
@@ -198,9 +202,6 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release open handles."""
-
-    def describe(self) -> str:
-        return f"{self.name} store {self.location}"
 
 
 @dataclass(frozen=True)

@@ -46,21 +46,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from features.base import (
-    FINISHED_PART,
-    Backend,
-    Segment,
-    SegmentIndex,
-    SetMeta,
-    SetPlan,
-    StoreError,
-    register,
-    relist_while_compacting,
-)
 from emocache.atomic import write_text
+from features.base import Backend, SetPlan, register, relist_while_compacting
 from features.durable import fresh_file, fsync_dir, fsync_file, publish
 from features.lock import drop_stale_lock
-from features.records import lengths_from_offsets, parse_json, root_record, root_sets
+from features.records import (
+    FINISHED_PART, Segment, SegmentIndex, SetMeta, StoreError, lengths_from_offsets, parse_json, root_record, root_sets,
+)
 
 _SEGMENT = re.compile(r"^(\d{8})\.h5$")
 # What h5py raises on a damaged file (it maps HDF5's errors onto these).

@@ -22,7 +22,6 @@ from features.store import FeatureSet, open_store
 #   conflict  two parts committed it with different values (the first is the one read)
 #   unreadable a whole set cannot be opened, or the store's list of sets cannot (utt_id is "")
 #   absent    an utterance of the manifest given is not committed to the set
-KINDS = ("corrupt", "missing", "conflict", "unreadable", "absent")
 
 
 @dataclass

@@ -64,21 +64,13 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from features.base import (
-    FINISHED_PART,
-    Backend,
-    Segment,
-    SegmentIndex,
-    SetMeta,
-    SetPlan,
-    StoreError,
-    register,
-    relist_while_compacting,
-)
 from emocache.atomic import write_text
+from features.base import Backend, SetPlan, register, relist_while_compacting
 from features.durable import fresh_dir, fsync_dir, fsync_file, fsync_tree, publish, remove_tree
 from features.lock import drop_stale_lock
-from features.records import lengths_from_offsets, parse_json, root_record, root_sets
+from features.records import (
+    FINISHED_PART, Segment, SegmentIndex, SetMeta, StoreError, lengths_from_offsets, parse_json, root_record, root_sets,
+)
 from features.urls import is_remote, storage_options
 from features.zarrchunks import raw_chunks, read_raw, write_data
 from features.zarrswap import exchange_or_swap, repair_swaps
