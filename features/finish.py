@@ -20,6 +20,7 @@ from features.records import FINISHED_PART, SegmentIndex, SetMeta, StoreLockedEr
 if TYPE_CHECKING:
     from features.store import Store
 
+
 def _lock(store: "Store") -> WriterLock:
     return WriterLock(store.backend.writers_lock_path(), f"{store.location} (open writers)")
 

@@ -240,7 +240,7 @@ class HDF5Backend(Backend):
             raise StoreError(f"{where} is damaged: 'data' is not a 2- or 3-dimensional dataset")
         return data
 
-    def _index_of(self, where: str, group: h5py.Group, finished: bool) -> dict[str, Any]:
+    def _read_index(self, where: str, group: h5py.Group, finished: bool) -> dict[str, Any]:
         """The index's JSON as read from ``group`` (a segment file or a finished set; see :func:`_write_index`)."""
         def ints(key: str) -> list:
             values = group[key][()]
@@ -268,7 +268,7 @@ class HDF5Backend(Backend):
 
     def _load(self, part: str, seq: int, where: str, group: h5py.Group, handle: Any, meta: SetMeta | None) -> Segment:
         try:
-            index = self._index_of(where, group, finished=part == FINISHED_PART)
+            index = self._read_index(where, group, finished=part == FINISHED_PART)
             recorded = _text(group.attrs["index_sha256"])
             data = self._data(where, group)
             shape, dtype = data.shape, data.dtype
@@ -414,7 +414,7 @@ def _write_data(group: h5py.Group, meta: SetMeta, blocks: Iterable[np.ndarray], 
 
 
 def _write_index(group: h5py.Group, index: SegmentIndex, *, finished: bool) -> None:
-    """Lay ``index`` out in ``group`` as FORMAT.md says (read back by ``HDF5Backend._index_of``).
+    """Lay ``index`` out in ``group`` as FORMAT.md says (read back by ``HDF5Backend._read_index``).
 
     A finished set keeps ``offsets`` and one ``counts/<name>`` array per count, as plain h5py
     readers want them; a segment keeps ``lengths``, ``covers`` and its counts as JSON text.
