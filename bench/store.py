@@ -116,11 +116,7 @@ def measure_store(work: Workload, suffix: str) -> dict:
             w.commit()
             commits_s = time.perf_counter() - t
     write_s = time.perf_counter() - t
-    disk, files = du(path)
-    parts = Path(str(path) + ".parts")
-    if parts.exists():
-        more, more_files = du(parts)
-        disk, files = disk + more, files + more_files
+    disk, files = du(path)  # the writer's close finished the store: it is this one file or tree
     with features.open_store(str(path)) as store:
         fs = store["audio"]
         got = fs.read_all()

@@ -13,7 +13,7 @@ compact``) is one standard HDF5 file or Zarr tree that plain h5py or zarr read:
 crash-safe meanwhile, ``features.store`` for the API, and ``features/SHARING.md``
 for publishing a store to a lab.
 """
-from features.base import Failure, SetInfo, StoreError, StoreLockedError, backends, register
+from features.base import STORE_DTYPES, Failure, SetInfo, StoreError, StoreLockedError, backends, register
 from features.ragged import Ragged
 from features.store import FeatureSet, Store, Writer, open_store
 from features.verify import VerifyReport, verify
@@ -23,6 +23,7 @@ from features import hdf5 as _hdf5  # noqa: E402,F401
 from features import zarrstore as _zarrstore  # noqa: E402,F401
 
 __all__ = [
+    "STORE_DTYPES",
     "Failure",
     "FeatureSet",
     "Ragged",

@@ -34,7 +34,10 @@ failed utterances are retried) the order of utterances within a part differ.
 A back-end (``hdf5``, ``zarr``) only says how segments, set records and
 finished sets are laid out in its container; everything else (writers, locks,
 readers, finishing, verification) is shared code in ``features.store``,
-``features.reader``, ``features.writer`` and ``features.finish``.
+``features.reader``, ``features.writer`` and ``features.finish``. A new back-end
+is one module with a ``@register``-ed ``Backend`` subclass, imported by
+``features/__init__.py``, and one test class that subclasses
+``features.testing.StoreSuite``.
 """
 from __future__ import annotations
 
@@ -51,8 +54,10 @@ from features.records import (  # noqa: F401 - re-exported: the records are part
     FINISHED_PART,
     STORE_FORMAT,
     STORE_FORMAT_VERSION,
+    STORE_DTYPES,
     Failure,
     Segment,
+    SegmentIndex,
     SetInfo,
     SetMeta,
     StoreError,
@@ -92,7 +97,7 @@ class Backend(ABC):
     * ``segments`` lists every committed segment of a set, covered ones
       included (the reader drops those), in no particular order, the finished
       data (part ``FINISHED_PART``) included. Every index is validated as it is
-      listed (``records.check_index``): damage raises StoreError naming the file.
+      listed (``SegmentIndex.from_json``): damage raises StoreError naming the file.
     * ``set_names`` lists every set the store's record or its tree holds;
       ``read_set_meta`` raises StoreError for a listed set whose record is
       missing or damaged, so a set never vanishes silently.
@@ -150,20 +155,11 @@ class Backend(ABC):
         """Every committed segment of set ``name`` (see class docstring)."""
 
     @abstractmethod
-    def write_segment(
-        self,
-        name: str,
-        meta: SetMeta,
-        part: str,
-        seq: int,
-        index: dict[str, Any],
-        blocks: Iterable[np.ndarray],
-        frames: int,
-    ) -> None:
+    def write_segment(self, name: str, meta: SetMeta, part: str, seq: int, index: SegmentIndex, blocks: Iterable[np.ndarray]) -> None:
         """Write one segment atomically and durably.
 
-        ``index`` is ``Segment.index_json()`` for it; ``blocks`` yields arrays of
-        ``meta.frame_shape(n)`` whose frames concatenate (axis -2) to ``frames``.
+        ``blocks`` yields arrays of ``meta.frame_shape(n)`` whose frames
+        concatenate (axis -2) to the ``index.frames`` that ``index`` cuts.
         """
 
     @abstractmethod
@@ -207,38 +203,22 @@ class Backend(ABC):
     def close(self) -> None:
         """Release open handles."""
 
-    def describe(self) -> str:
-        return f"{self.name} store {self.location}"
-
 
 @dataclass(frozen=True)
 class SetPlan:
     """One set as ``write_finished`` lays it out.
 
-    ``blocks()`` yields the frames of ``ids`` in order, as arrays of
+    ``index`` holds its committed utterances in reading order (no covers);
+    ``blocks()`` yields their frames in that order, as arrays of
     ``meta.frame_shape(n)``; ``unchanged`` says the set is already finished and
     nothing was added (a back-end may copy or keep it as it is).
     """
 
     name: str
     meta: SetMeta
-    ids: list[str]
-    lengths: list[int]
-    sha256: list[str]
-    failures: list[Failure]
-    counts: dict[str, list[int]]
+    index: SegmentIndex
     blocks: Callable[[], Iterable[np.ndarray]]
     unchanged: bool
-
-    def index_json(self) -> dict[str, Any]:
-        return {
-            "ids": list(self.ids),
-            "lengths": [int(n) for n in self.lengths],
-            "sha256": list(self.sha256),
-            "failures": [f.to_json() for f in self.failures],
-            "covers": [],
-            "counts": {k: [int(x) for x in v] for k, v in self.counts.items()},
-        }
 
 
 _BACKENDS: dict[str, type[Backend]] = {}

@@ -1,7 +1,8 @@
 """``features``: inspect, verify, convert and merge feature stores.
 
 Each command parses, makes one library call, and prints; errors of the store
-become ``click.ClickException`` (exit 1).
+(``emocache.errors.EmocacheError``) become one-line messages (exit 1) through
+``emocache.cli.domain_errors``; anything else keeps its traceback.
 """
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import json
 import click
 from tqdm import tqdm
 
-from features.base import FINISHED_PART, StoreError, backends
+from emocache.cli import domain_errors
+from emocache.errors import ExitCode
+from features.base import FINISHED_PART, backends
 from features.convert import convert as convert_store
 from features.convert import merge as merge_stores
 from features.store import open_store
 from features.verify import verify as verify_store
-
-EXIT_PROBLEMS = 3
 
 
 @click.group()
@@ -31,19 +32,13 @@ def cli() -> None:
     """
 
 
-def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
-
-
 @cli.command("ls")
 @click.argument("store")
+@domain_errors
 def ls(store: str) -> None:
     """List the feature sets of STORE with their utterance counts."""
-    try:
-        with open_store(store) as s:
-            rows = [(name, s[name].info) for name in s.set_names()]
-    except StoreError as e:
-        raise _fail(e) from None
+    with open_store(store) as s:
+        rows = [(name, s[name].info) for name in s.set_names()]
     for name, info in rows:
         layers = "" if info.layers is None else f" x {info.layers} layers"
         click.echo(f"{name}\t{info.count} utterances\t{info.dim} dims{layers}\t{info.dtype}\t{info.failed} failed")
@@ -67,6 +62,7 @@ def store_info(store: str) -> dict:
 @cli.command("info")
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"sets\": {NAME: {\"count\", \"dim\", \"failed\", ...}}}.")
+@domain_errors
 def info(store: str, as_json: bool) -> None:
     """Show each set of STORE, its failures and provenance.
 
@@ -76,10 +72,7 @@ def info(store: str, as_json: bool) -> None:
     (e.g. video frames without a face), and every standing failure (id, stage,
     time, error).
     """
-    try:
-        data = store_info(store)
-    except StoreError as e:
-        raise _fail(e) from None
+    data = store_info(store)
     if as_json:
         click.echo(json.dumps(data, indent=1, sort_keys=True))
         return
@@ -112,6 +105,7 @@ def info(store: str, as_json: bool) -> None:
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--manifest", type=click.Path(dir_okay=False), help="Also check that every utterance of this manifest is in every set.")
+@domain_errors
 def verify(store: str, as_json: bool, manifest: str | None) -> None:
     """Recompute every utterance's checksum and check the store's structure.
 
@@ -120,11 +114,8 @@ def verify(store: str, as_json: bool, manifest: str | None) -> None:
     absent utterance, or unreadable set (set, id, kind, detail), and exits 3
     if there is any.
     """
-    try:
-        with tqdm(desc="verify", unit="utt", disable=as_json, leave=False) as bar:
-            report = verify_store(store, progress=bar.update, manifest=manifest)
-    except StoreError as e:
-        raise _fail(e) from None
+    with tqdm(desc="verify", unit="utt", disable=as_json, leave=False) as bar:
+        report = verify_store(store, progress=bar.update, manifest=manifest)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1, sort_keys=True))
     else:
@@ -136,23 +127,21 @@ def verify(store: str, as_json: bool, manifest: str | None) -> None:
         else:
             click.echo(f"FAILED: {len(report.problems)} problems in {report.location}", err=True)
     if not report.ok:
-        raise SystemExit(EXIT_PROBLEMS)
+        raise SystemExit(ExitCode.INCOMPLETE)
 
 
 @cli.command("convert")
 @click.argument("src")
 @click.argument("dst")
+@domain_errors
 def convert(src: str, dst: str) -> None:
     """Copy store SRC into a new store DST (HDF5 <-> Zarr).
 
     DST's suffix picks its format. Values, ids, failures and provenance are
     copied bit for bit; each utterance's checksum is checked on the way.
     """
-    try:
-        with tqdm(desc="convert", unit="utt", leave=False) as bar:
-            report = convert_store(src, dst, progress=bar.update)
-    except StoreError as e:
-        raise _fail(e) from None
+    with tqdm(desc="convert", unit="utt", leave=False) as bar:
+        report = convert_store(src, dst, progress=bar.update)
     for name, n in report.copied.items():
         click.echo(f"{name}: {n} utterances copied, {report.failures[name]} failures carried")
 
@@ -162,17 +151,15 @@ def convert(src: str, dst: str) -> None:
 @click.argument("srcs", nargs=-1, required=True)
 @click.option("--set", "sets", multiple=True, help="Merge only this set (repeatable; default all).")
 @click.option("--part", default="main", show_default=True, help="The part of DST to write into.")
+@domain_errors
 def merge(dst: str, srcs: tuple[str, ...], sets: tuple[str, ...], part: str) -> None:
     """Copy the sets of stores (or parts) SRCS into DST.
 
     DST is created if absent. Utterances DST already has are skipped; a set
     whose identity differs between DST and a source is refused, naming both.
     """
-    try:
-        with tqdm(desc="merge", unit="utt", leave=False) as bar:
-            report = merge_stores(dst, srcs, sets=sets or None, part=part, progress=bar.update)
-    except StoreError as e:
-        raise _fail(e) from None
+    with tqdm(desc="merge", unit="utt", leave=False) as bar:
+        report = merge_stores(dst, srcs, sets=sets or None, part=part, progress=bar.update)
     for name, n in report.copied.items():
         click.echo(f"{name}: {n} utterances copied, {report.skipped[name]} already there, {report.failures[name]} failures carried")
 
@@ -180,53 +167,43 @@ def merge(dst: str, srcs: tuple[str, ...], sets: tuple[str, ...], part: str) -> 
 @cli.command("rm")
 @click.argument("store")
 @click.argument("name")
+@domain_errors
 def rm(store: str, name: str) -> None:
     """Delete feature set NAME from STORE, all its parts included.
 
     Refused while any writer holds one of its parts.
     """
-    try:
-        with open_store(store, "a") as s:
-            s.delete_set(name)
-    except StoreError as e:
-        raise _fail(e) from None
+    with open_store(store, "a") as s:
+        s.delete_set(name)
     click.echo(f"deleted set {name!r} from {store}")
 
 
 @cli.command("compact")
 @click.argument("store")
+@domain_errors
 def compact(store: str) -> None:
     """Finish STORE: lay every set out as one standard group (features/FORMAT.md).
 
     The last writer to close does this itself; run it after parallel parts,
     or after a writer was killed. An HDF5 store becomes one self-contained
     file; a Zarr store gets fresh consolidated metadata for URL readers.
-    Refused while any writer of STORE is open.
+    Refused while any writer of STORE is open. `features consolidate STORE`
+    is the same command under its name from before stores were finished.
     """
-    try:
-        with open_store(store, "a") as s:
-            s.finish()
-    except StoreError as e:
-        raise _fail(e) from None
-    click.echo(f"finished {store}")
+    with open_store(store, "a") as s:
+        s.finish()
+    done = "consolidated" if click.get_current_context().info_name == "consolidate" else "finished"
+    click.echo(f"{done} {store}")
 
 
-@cli.command("consolidate")
-@click.argument("store")
-def consolidate(store: str) -> None:
-    """The same as `features compact STORE` (its name before stores were finished)."""
-    try:
-        with open_store(store, "a") as s:
-            s.finish()
-    except StoreError as e:
-        raise _fail(e) from None
-    click.echo(f"consolidated {store}")
+cli.add_command(compact, "consolidate")
 
 
 @cli.command("upload")
 @click.argument("store")
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@domain_errors
 def upload(store: str, url: str, as_json: bool) -> None:
     """Publish the local Zarr STORE to URL (s3://bucket/key.zarr).
 
@@ -236,10 +213,7 @@ def upload(store: str, url: str, as_json: bool) -> None:
     """
     from features.upload import upload_store
 
-    try:
-        result = upload_store(store, url)
-    except StoreError as e:
-        raise _fail(e) from None
+    result = upload_store(store, url)
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
@@ -252,7 +226,6 @@ def formats() -> None:
     """List the store back-ends and the suffixes that select them."""
     for name, cls in sorted(backends().items()):
         click.echo(f"{name}\t{' '.join(cls.suffixes)}")
-
 
 
 if __name__ == "__main__":

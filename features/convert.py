@@ -13,10 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from features.base import DEFAULT_PART, StoreError, backend_for, check_name
-from features.store import COPY_BYTES, FeatureSet, Store, open_store
+from features.store import FeatureSet, Store, open_store
 
 
 @dataclass
@@ -95,11 +93,11 @@ def _merge_set(
             if not any(wanted):
                 skipped += len(segment.ids)
                 continue
-            for position, (utt_id, keep, array, recorded) in enumerate(_segment_utterances(fs, segment, wanted)):
-                if not keep:
+            for position, (utt_id, array) in enumerate(fs.utterances(segment, wanted)):
+                if array is None:
                     skipped += 1
                     continue
-                if w.write(utt_id, array, segment.utterance_counts(position)) != recorded:
+                if w.write(utt_id, array, segment.utterance_counts(position)) != segment.sha256[position]:
                     raise StoreError(
                         f"utterance {utt_id!r} of set {name!r} in {source.location} does not match its checksum; "
                         f"run `features verify {source.location}` and repair the source before merging"
@@ -117,32 +115,8 @@ def _merge_set(
     report.failures[name] = report.failures.get(name, 0) + carried
 
 
-def _segment_utterances(fs: FeatureSet, segment, wanted: list[bool]):
-    """Yield (utt_id, wanted, array, recorded sha256) for a segment, reading runs of whole utterances."""
-    meta = fs.meta
-    per_frame = meta.frame_bytes
-    lengths = [int(n) for n in segment.lengths]
-    i = start = 0
-    while i < len(lengths):
-        j, stop = i, start
-        while j < len(lengths) and (j == i or (stop - start + lengths[j]) * per_frame <= COPY_BYTES):
-            stop += lengths[j]
-            j += 1
-        if any(wanted[i:j]):
-            block = np.empty(meta.frame_shape(stop - start), dtype=meta.dtype)
-            fs.store.backend.read_frames(segment, start, stop, block)
-        at = 0
-        for k in range(i, j):
-            n = lengths[k]
-            array = block[..., at : at + n, :] if wanted[k] else None
-            yield segment.ids[k], wanted[k], array, segment.sha256[k]
-            at += n
-        i, start = j, stop
-
-
 def convert(source: str, destination: str, *, progress: Callable[[int], None] | None = None) -> MergeReport:
     """Copy a whole store into a new one of the other (or same) format: values and provenance bit for bit."""
-    backend_for(str(destination))
     if backend_for(str(destination)).exists(str(destination)) or Path(str(destination)).exists():
         raise StoreError(f"{destination} already exists; convert writes a new store (use `features merge` to add to one)")
     return merge(destination, [source], progress=progress)

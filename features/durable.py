@@ -1,4 +1,8 @@
-"""Making writes durable: fsync of files, trees and directories, and atomic renames.
+"""Making writes durable: fsync of files, trees and directories, and atomic renames of segments.
+
+A whole small file (a set's record, a zarr.json) is written with ``emocache.atomic``
+(``durable=True``); what is here is what segments need besides: fsync of a tree,
+publishing it by rename, and temporaries that are never opened through a symlink.
 
 ``kill -9`` loses nothing the kernel has accepted, but a power cut loses what is
 only in the page cache; a segment is committed by a rename, so everything it
@@ -71,18 +75,6 @@ def fresh_dir(path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkdir(path)
     return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary name, durably (never through a symlink)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _clear(tmp)
-    with os.fdopen(open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    publish(tmp, path)
 
 
 def remove_tree(parent: str | os.PathLike, name: str) -> None:

@@ -14,14 +14,11 @@ import numpy as np
 
 from features.base import Backend, SetPlan
 from features.lock import WriterLock
-from features.reader import SetIndex
-from features.records import FINISHED_PART, SetMeta, StoreLockedError
+from features.reader import SetIndex, frame_blocks
+from features.records import FINISHED_PART, SegmentIndex, SetMeta, StoreLockedError, index_counts
 
 if TYPE_CHECKING:
     from features.store import Store
-
-# Finishing, compaction, verify and merge copy frames in slices of at most this many bytes.
-COPY_BYTES = 256 << 20
 
 
 def _lock(store: "Store") -> WriterLock:
@@ -76,28 +73,21 @@ def finish_locked(backend: Backend, removed: list[str]) -> None:
 def plan_set(backend: Backend, name: str, meta: SetMeta) -> SetPlan:
     """One set's finished layout: its committed utterances in reading order, each once."""
     index = SetIndex(backend.segments(name))
-    lengths, sha = [], []
-    per_utterance: list[dict[str, int]] = []
-    positions = [{u: i for i, u in enumerate(s.ids)} if s.counts else {} for s in index.segments]
-    for utt_id in index.ids:
-        position, start, stop, digest = index.where[utt_id]
-        segment = index.segments[position]
-        lengths.append(stop - start)
-        sha.append(digest)
-        per_utterance.append(segment.utterance_counts(positions[position][utt_id]) if segment.counts else {})
-    names = sorted({k for c in per_utterance for k in c})
-    counts = {k: [int(c.get(k, 0)) for c in per_utterance] for k in names}
+    spans = [index.where[utt_id] for utt_id in index.ids]
+    plan = SegmentIndex(
+        index.ids,
+        [stop - start for _, start, stop, _ in spans],
+        [sha for _, _, _, sha in spans],
+        index.failures,
+        counts=index_counts(index.utterance_counts),
+    )
     # Already finished, nothing added since (empty parts left by writers that wrote nothing do not count).
     unchanged = bool(index.segments) and all(s.part == FINISHED_PART for s in index.segments)
-    return SetPlan(
-        name, meta, list(index.ids), lengths, sha, list(index.failures), counts,
-        blocks=lambda: _blocks(backend, meta, index), unchanged=unchanged,
-    )
+    return SetPlan(name, meta, plan, blocks=lambda: _blocks(backend, meta, index), unchanged=unchanged)
 
 
 def _blocks(backend: Backend, meta: SetMeta, index: SetIndex) -> Iterator[np.ndarray]:
     """The frames of ``index.ids`` in order, read as runs that are contiguous on disk, in bounded slices."""
-    step = max(1, COPY_BYTES // meta.frame_bytes)
     runs: list[list[int]] = []  # segment position, first frame, end frame
     for utt_id in index.ids:
         position, start, stop, _ = index.where[utt_id]
@@ -106,9 +96,4 @@ def _blocks(backend: Backend, meta: SetMeta, index: SetIndex) -> Iterator[np.nda
         else:
             runs.append([position, start, stop])
     for position, start, stop in runs:
-        segment = index.segments[position]
-        for lo in range(start, stop, step):
-            hi = min(stop, lo + step)
-            block = np.empty(meta.frame_shape(hi - lo), dtype=meta.dtype)
-            backend.read_frames(segment, lo, hi, block)
-            yield block
+        yield from frame_blocks(backend, meta, index.segments[position], start, stop)

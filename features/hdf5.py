@@ -46,19 +46,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from features.base import (
-    FINISHED_PART,
-    Backend,
-    Segment,
-    SetMeta,
-    SetPlan,
-    StoreError,
-    register,
-    relist_while_compacting,
-)
-from features.durable import fresh_file, fsync_dir, fsync_file, publish, write_text_atomic
+from emocache.atomic import write_text
+from features.base import Backend, SetPlan, register, relist_while_compacting
+from features.durable import fresh_file, fsync_dir, fsync_file, publish
 from features.lock import drop_stale_lock
-from features.records import index_digest, parse_json, root_record, root_sets
+from features.records import (
+    FINISHED_PART, Segment, SegmentIndex, SetMeta, StoreError, lengths_from_offsets, parse_json, root_record, root_sets,
+)
 
 _SEGMENT = re.compile(r"^(\d{8})\.h5$")
 # What h5py raises on a damaged file (it maps HDF5's errors onto these).
@@ -196,7 +190,7 @@ class HDF5Backend(Backend):
 
     def write_set_meta(self, name: str, meta: SetMeta) -> None:
         (self.parts / name).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.parts / name / "set.json", json.dumps(meta.to_json(), indent=1, sort_keys=True))
+        write_text(self.parts / name / "set.json", json.dumps(meta.to_json(), indent=1, sort_keys=True), durable=True)
 
     def segments(self, name: str) -> list[Segment]:
         # The parts first (their files stay readable once open), then the main file as it is
@@ -246,8 +240,8 @@ class HDF5Backend(Backend):
             raise StoreError(f"{where} is damaged: 'data' is not a 2- or 3-dimensional dataset")
         return data
 
-    def _index_of(self, where: str, group: h5py.Group, finished: bool) -> dict[str, Any]:
-        """The index fields as JSON values, read from ``group`` (a segment file or a finished set)."""
+    def _read_index(self, where: str, group: h5py.Group, finished: bool) -> dict[str, Any]:
+        """The index's JSON as read from ``group`` (a segment file or a finished set; see :func:`_write_index`)."""
         def ints(key: str) -> list:
             values = group[key][()]
             if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "iu":
@@ -255,25 +249,26 @@ class HDF5Backend(Backend):
             return values.tolist()
 
         ids = [_text(u) for u in np.atleast_1d(group["ids"][()]).tolist()]
-        sha = [_text(h) for h in np.atleast_1d(group["sha256"][()]).tolist()]
-        failures = parse_json(group["failures"][()], f"{where}: failures")
+        index = {
+            "ids": ids,
+            "sha256": [_text(h) for h in np.atleast_1d(group["sha256"][()]).tolist()],
+            "failures": parse_json(group["failures"][()], f"{where}: failures"),
+        }
         if finished:
-            offsets = ints("offsets")
-            if len(offsets) != len(ids) + 1 or offsets[0] != 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
-                raise StoreError(f"{where} is damaged: offsets must be {len(ids) + 1} non-decreasing integers from 0")
-            lengths = [b - a for a, b in zip(offsets, offsets[1:])]
-            counts_group = group["counts"]
-            counts = {str(k): ints(f"counts/{k}") for k in counts_group}
-            covers: list = []
-        else:
-            lengths = ints("lengths")
-            covers = ints("covers")
-            counts = parse_json(group["counts"][()], f"{where}: counts")
-        return {"ids": ids, "lengths": lengths, "sha256": sha, "failures": failures, "covers": covers, "counts": counts}
+            return index | {
+                "lengths": lengths_from_offsets(ints("offsets"), len(ids), where),
+                "covers": [],
+                "counts": {str(k): ints(f"counts/{k}") for k in group["counts"]},
+            }
+        return index | {
+            "lengths": ints("lengths"),
+            "covers": ints("covers"),
+            "counts": parse_json(group["counts"][()], f"{where}: counts"),
+        }
 
     def _load(self, part: str, seq: int, where: str, group: h5py.Group, handle: Any, meta: SetMeta | None) -> Segment:
         try:
-            index = self._index_of(where, group, finished=part == FINISHED_PART)
+            index = self._read_index(where, group, finished=part == FINISHED_PART)
             recorded = _text(group.attrs["index_sha256"])
             data = self._data(where, group)
             shape, dtype = data.shape, data.dtype
@@ -287,7 +282,7 @@ class HDF5Backend(Backend):
                 raise StoreError(f"{where} is damaged: its data is {dtype} {shape}; the set stores {meta.dtype} {meta.frame_shape(0)}")
             return int(shape[-2])
 
-        return Segment.from_index_json(part, seq, index, handle, where=where, recorded=recorded, frames=frames)
+        return Segment(part, seq, SegmentIndex.from_json(index, where, recorded, frames), handle)
 
     def _finished_segment(self, name: str) -> Segment:
         meta = self.read_set_meta(name)
@@ -299,28 +294,13 @@ class HDF5Backend(Backend):
         meta = self.read_set_meta(name)
         return self._load(part, seq, f"segment {path}", f, (path, None), meta)
 
-    def write_segment(
-        self,
-        name: str,
-        meta: SetMeta,
-        part: str,
-        seq: int,
-        index: dict[str, Any],
-        blocks: Iterable[np.ndarray],
-        frames: int,
-    ) -> None:
+    def write_segment(self, name: str, meta: SetMeta, part: str, seq: int, index: SegmentIndex, blocks: Iterable[np.ndarray]) -> None:
         part_dir = self.parts / name / part
         part_dir.mkdir(parents=True, exist_ok=True)
         tmp = fresh_file(part_dir / f".tmp-{seq:08d}-{os.getpid()}.h5")
         with h5py.File(tmp, "w", locking=False) as f:
-            _write_data(f, meta, blocks, frames, f"segment {seq} of {name}/{part}")
-            f.create_dataset("ids", data=np.array(index["ids"], dtype=object), dtype=h5py.string_dtype())
-            f.create_dataset("lengths", data=np.asarray(index["lengths"], dtype=np.int64).reshape(-1))
-            f.create_dataset("sha256", data=np.array([h.encode("ascii") for h in index["sha256"]], dtype="S64").reshape(-1))
-            f.create_dataset("failures", data=json.dumps(index["failures"]), dtype=h5py.string_dtype())
-            f.create_dataset("covers", data=np.asarray(index["covers"], dtype=np.int64).reshape(-1))
-            f.create_dataset("counts", data=json.dumps(index["counts"]), dtype=h5py.string_dtype())
-            f.attrs["index_sha256"] = index_digest(index)
+            _write_data(f, meta, blocks, index.frames, f"segment {seq} of {name}/{part}")
+            _write_index(f, index, finished=False)
         fsync_file(tmp)
         publish(tmp, part_dir / f"{seq:08d}.h5")
 
@@ -378,7 +358,8 @@ class HDF5Backend(Backend):
                 shutil.rmtree(leftover, ignore_errors=True)
             for set_dir in self.parts.iterdir():
                 if set_dir.is_dir() and not set_dir.name.startswith("."):
-                    for leftover in set_dir.glob(".set.json.tmp-*"):
+                    # emocache.atomic's temporaries, and those of emocache before it.
+                    for leftover in [*set_dir.glob(".set.json.*.partial"), *set_dir.glob(".set.json.tmp-*")]:
                         leftover.unlink(missing_ok=True)
 
     def write_finished(self, plans: list[SetPlan], removed: list[str]) -> None:
@@ -394,17 +375,9 @@ class HDF5Backend(Backend):
                     main.copy(main[plan.name], out, name=plan.name)
                     continue
                 group = out.create_group(plan.name)
-                frames = int(sum(plan.lengths))
-                _write_data(group, plan.meta, plan.blocks(), frames, f"set {plan.name}")
-                group.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(plan.lengths, dtype=np.int64)]).astype(np.int64))
-                group.create_dataset("ids", data=np.array(plan.ids, dtype=object).reshape(-1), dtype=h5py.string_dtype())
-                group.create_dataset("sha256", data=np.array([h.encode("ascii") for h in plan.sha256], dtype="S64").reshape(-1))
-                group.create_dataset("failures", data=json.dumps([f.to_json() for f in plan.failures]), dtype=h5py.string_dtype())
-                counts = group.create_group("counts")
-                for key, values in plan.counts.items():
-                    counts.create_dataset(key, data=np.asarray(values, dtype=np.int64).reshape(-1))
+                _write_data(group, plan.meta, plan.blocks(), plan.index.frames, f"set {plan.name}")
+                _write_index(group, plan.index, finished=True)
                 group.attrs["emocache"] = json.dumps(plan.meta.to_json(), sort_keys=True)
-                group.attrs["index_sha256"] = index_digest(plan.index_json())
         fsync_file(tmp)
         self.close()
         publish(tmp, self.path)
@@ -439,3 +412,23 @@ def _write_data(group: h5py.Group, meta: SetMeta, blocks: Iterable[np.ndarray], 
     if at != frames:
         raise StoreError(f"internal: {what} got {at} frames, expected {frames}")
 
+
+def _write_index(group: h5py.Group, index: SegmentIndex, *, finished: bool) -> None:
+    """Lay ``index`` out in ``group`` as FORMAT.md says (read back by ``HDF5Backend._read_index``).
+
+    A finished set keeps ``offsets`` and one ``counts/<name>`` array per count, as plain h5py
+    readers want them; a segment keeps ``lengths``, ``covers`` and its counts as JSON text.
+    """
+    group.create_dataset("ids", data=np.array(index.ids, dtype=object).reshape(-1), dtype=h5py.string_dtype())
+    group.create_dataset("sha256", data=np.array([h.encode("ascii") for h in index.sha256], dtype="S64").reshape(-1))
+    group.create_dataset("failures", data=json.dumps([f.to_json() for f in index.failures]), dtype=h5py.string_dtype())
+    if finished:
+        group.create_dataset("offsets", data=index.offsets())
+        counts = group.create_group("counts")
+        for key, values in index.counts.items():
+            counts.create_dataset(key, data=np.asarray(values, dtype=np.int64).reshape(-1))
+    else:
+        group.create_dataset("lengths", data=np.asarray(index.lengths, dtype=np.int64).reshape(-1))
+        group.create_dataset("covers", data=np.asarray(index.covers, dtype=np.int64).reshape(-1))
+        group.create_dataset("counts", data=json.dumps(index.to_json()["counts"]), dtype=h5py.string_dtype())
+    group.attrs["index_sha256"] = index.digest

@@ -139,7 +139,7 @@ class WriterLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.release()
 
 

@@ -6,7 +6,7 @@ committed when it was opened (finished data and in-progress segments alike).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +15,36 @@ from features.records import Failure, Segment, SetInfo, SetMeta, StoreError
 from features.ragged import Ragged
 
 if TYPE_CHECKING:
+    from features.base import Backend
     from features.store import Store
+
+# Finishing, compaction, verify and merge copy frames in slices of at most this many bytes.
+COPY_BYTES = 256 << 20
+# What a back-end's read_frames raises on data that is damaged or gone.
+READ_ERRORS = (OSError, ValueError, KeyError, StoreError)
+
+
+def frame_blocks(backend: Backend, meta: SetMeta, segment: Segment, start: int, stop: int) -> Iterator[np.ndarray]:
+    """Frames ``[start, stop)`` of ``segment``, read in blocks of at most ``COPY_BYTES`` (at least one frame)."""
+    step = max(1, COPY_BYTES // meta.frame_bytes)
+    for lo in range(start, stop, step):
+        hi = min(stop, lo + step)
+        block = np.empty(meta.frame_shape(hi - lo), dtype=meta.dtype)
+        backend.read_frames(segment, lo, hi, block)
+        yield block
+
+
+def _runs(lengths: Sequence[int], frame_bytes: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(i, j, start, stop)``: utterances ``i..j-1`` hold frames ``[start, stop)``, at most
+    ``COPY_BYTES`` of them (or one longer utterance alone)."""
+    i = start = 0
+    while i < len(lengths):
+        j, stop = i, start
+        while j < len(lengths) and (j == i or (stop - start + lengths[j]) * frame_bytes <= COPY_BYTES):
+            stop += lengths[j]
+            j += 1
+        yield i, j, start, stop
+        i, start = j, stop
 
 
 def live_segments(segments: Iterable[Segment]) -> list[Segment]:
@@ -36,7 +65,8 @@ class SetIndex:
         # A second copy of an id (two parts wrote it): kept for verify, never read.
         self.duplicates: list[tuple[str, Segment, int, int, str]] = []
         latest: dict[str, Failure] = {}
-        self.counts: Counter[str] = Counter()
+        # What the encoder counted, per committed utterance in the order of ids.
+        self.utterance_counts: list[dict[str, int]] = []
         for position, segment in enumerate(self.segments):
             start = 0
             for i, (utt_id, length, sha) in enumerate(zip(segment.ids, segment.lengths, segment.sha256)):
@@ -46,14 +76,17 @@ class SetIndex:
                 else:
                     self.where[utt_id] = (position, start, stop, sha)
                     self.ids.append(utt_id)
-                    # Zeros included, so a name whose total is 0 still shows.
-                    self.counts.update(segment.utterance_counts(i))
+                    self.utterance_counts.append(segment.utterance_counts(i))
                 start = stop
             for failure in segment.failures:
                 if _not_older(latest.get(failure.utt_id), failure):
                     latest[failure.utt_id] = failure
         self.failures = [f for u, f in sorted(latest.items()) if u not in self.where]
         self.frames = sum(stop - start for _, start, stop, _ in self.where.values())
+        # Zeros included, so a name whose total is 0 still shows.
+        self.counts: Counter[str] = Counter()
+        for counts in self.utterance_counts:
+            self.counts.update(counts)
 
 
 def _not_older(current: Failure | None, candidate: Failure) -> bool:
@@ -153,11 +186,11 @@ class FeatureSet:
         extraction), each part that contributes at least half its frames is
         still read whole, once, and its utterances copied into place.
         """
-        ids = None if ids is None else list(ids)
-        return self._reading(lambda: self._read_all(ids))
+        # The ids as of now: a read that lists the set again (see _reading) reads these, not newer commits.
+        chosen = list(self._index.ids if ids is None else ids)
+        return self._reading(lambda: self._read_all(chosen))
 
-    def _read_all(self, ids: list[str] | None) -> Ragged:
-        chosen = self._index.ids if ids is None else list(ids)
+    def _read_all(self, chosen: list[str]) -> Ragged:
         segments = self._index.segments
         spans = np.empty((len(chosen), 3), dtype=np.int64)  # segment position, first frame, end frame
         for i, utt_id in enumerate(chosen):
@@ -192,6 +225,71 @@ class FeatureSet:
                 for _, start, stop, at in its_runs:
                     backend.read_frames(segment, start, stop, data[..., at : at + stop - start, :])
         return Ragged(list(chosen), offsets, data)
+
+    def utterances(
+        self,
+        segment: Segment,
+        wanted: Sequence[bool] | None = None,
+        on_error: Callable[[str, Exception], None] | None = None,
+    ) -> Iterator[tuple[str, np.ndarray | None]]:
+        """``(utt_id, frames)`` for every utterance ``segment`` holds (one of :attr:`segments`), in stored order.
+
+        Runs of whole utterances are read at once, up to ``COPY_BYTES`` (a longer utterance
+        alone), so a whole set streams through bounded memory; ``frames`` is a view into the
+        run, in the stored dtype. An utterance whose ``wanted`` entry is False yields None
+        and a run of only those is not read. With ``on_error``, a run that cannot be read
+        (``READ_ERRORS``) is read again one utterance at a time, and each utterance that
+        still cannot be read goes to ``on_error(utt_id, error)`` and yields None; without
+        it, the error propagates. A second copy of an utterance that another part also
+        committed (see :meth:`duplicates`) is read here like any other.
+        """
+        meta = self.meta
+        ids, lengths = segment.ids, segment.lengths
+        wanted = [True] * len(ids) if wanted is None else list(wanted)
+        for i, j, start, stop in _runs(lengths, meta.frame_bytes):
+            block, unreadable = None, set()
+            if any(wanted[i:j]):
+                block = np.empty(meta.frame_shape(stop - start), dtype=meta.dtype)
+                try:
+                    self.store.backend.read_frames(segment, start, stop, block)
+                except READ_ERRORS:
+                    if on_error is None:
+                        raise
+                    unreadable = self._read_each(segment, i, j, start, block, wanted, on_error)
+            at = 0
+            for k in range(i, j):
+                keep = block is not None and wanted[k] and k not in unreadable
+                yield ids[k], (block[..., at : at + lengths[k], :] if keep else None)
+                at += lengths[k]
+
+    def _read_each(
+        self, segment: Segment, i: int, j: int, start: int, block: np.ndarray, wanted: list[bool],
+        on_error: Callable[[str, Exception], None],
+    ) -> set[int]:
+        """Read utterances ``i..j-1`` of ``segment`` into their places in ``block`` one by one; the positions that fail."""
+        failed = set()
+        at = start
+        for k in range(i, j):
+            n = segment.lengths[k]
+            if wanted[k]:
+                try:
+                    self.store.backend.read_frames(segment, at, at + n, block[..., at - start : at - start + n, :])
+                except READ_ERRORS as e:
+                    on_error(segment.ids[k], e)
+                    failed.add(k)
+            at += n
+        return failed
+
+    def duplicates(self) -> list[tuple[str, Segment, str]]:
+        """``(utt_id, segment, sha256)`` of each further copy of an utterance that two parts committed.
+
+        Reads return the first copy (:meth:`segment_of`); the others are kept for ``features verify``.
+        """
+        return [(utt_id, segment, sha) for utt_id, segment, _, _, sha in self._index.duplicates]
+
+    def segment_of(self, utt_id: str) -> Segment:
+        """The segment that ``read(utt_id)`` reads from."""
+        return self._index.segments[self._locate(utt_id)[0]]
 
     def failures(self) -> list[Failure]:
         """Utterances whose latest attempt failed and that no part has committed since, by id."""

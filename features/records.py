@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from emocache.errors import EmocacheError
 from features.provenance import Provenance
 
 STORE_FORMAT = "emocache-features"
@@ -30,7 +31,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class StoreError(Exception):
+class StoreError(EmocacheError):
     """A feature store cannot do what was asked; the message says why and what to do."""
 
 
@@ -147,7 +148,8 @@ class SetInfo:
         }
 
 
-DTYPES = ("float16", "float32")
+#: The dtypes a store keeps frames in (the choices of ``extract run --store-dtype``).
+STORE_DTYPES = ("float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -197,109 +199,159 @@ class SetMeta:
             provenance = Provenance.from_json(prov)
         except TypeError as e:
             raise _fail(where, f"provenance: {e}") from None
-        if provenance.dtype not in DTYPES or type(provenance.dim) is not int or provenance.dim < 1:
-            raise _fail(where, f"provenance dtype {provenance.dtype!r} / dim {provenance.dim!r} (dtype one of {DTYPES}, dim a positive integer)")
+        if provenance.dtype not in STORE_DTYPES or type(provenance.dim) is not int or provenance.dim < 1:
+            raise _fail(where, f"provenance dtype {provenance.dtype!r} / dim {provenance.dim!r} (dtype one of {STORE_DTYPES}, dim a positive integer)")
         if prov.get("identity") != provenance.identity():
             raise _fail(where, "the recorded identity does not match the provenance")
         return cls(provenance, None if rate is None else float(rate), layers)
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One immutable segment as listed by a back-end. ``handle`` is the back-end's own locator.
+#: The fields of an index, which its digest covers.
+_INDEX_KEYS = ("ids", "lengths", "sha256", "failures", "covers", "counts")
 
-    ``counts`` maps a count's name to one whole number per id (what the encoder
-    reported for that utterance, e.g. video frames without a face); a name an
-    utterance did not report counts 0 for it. A set's finished data is listed
-    as one segment of part ``FINISHED_PART`` (``""``), sequence 0.
+
+@dataclass(frozen=True)
+class SegmentIndex:
+    """What cuts a segment's (or a finished set's) frames into utterances, and what it records with them.
+
+    ``lengths[i]`` frames of ``ids[i]``, in order, with the sha256 of their bytes;
+    the failures recorded since the previous segment; the segment numbers a
+    compaction ``covers``; ``counts`` maps a count's name to one whole number per
+    id (what the encoder reported for that utterance, e.g. video frames without a
+    face; a name an utterance did not report counts 0 for it). Its JSON
+    (:meth:`to_json`) is the one every back-end stores and digests; values are
+    kept as Python ints and strings, so the digest of a store written before
+    is the digest recomputed now.
     """
 
-    part: str
-    seq: int
     ids: tuple[str, ...]
-    lengths: np.ndarray
+    lengths: tuple[int, ...]
     sha256: tuple[str, ...]
-    failures: tuple[Failure, ...]
-    covers: tuple[int, ...]
-    handle: Any
+    failures: tuple[Failure, ...] = ()
+    covers: tuple[int, ...] = ()
     counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    def utterance_counts(self, position: int) -> dict[str, int]:
-        """The counts of the utterance at ``position`` in :attr:`ids`: every name this segment records."""
-        return {name: values[position] for name, values in self.counts.items()}
+    def __post_init__(self) -> None:
+        # numpy integers and lists in, Python ints and tuples out: the JSON and its digest depend on it.
+        set_ = object.__setattr__
+        set_(self, "ids", tuple(self.ids))
+        set_(self, "lengths", tuple(int(n) for n in self.lengths))
+        set_(self, "sha256", tuple(self.sha256))
+        set_(self, "failures", tuple(self.failures))
+        set_(self, "covers", tuple(int(c) for c in self.covers))
+        set_(self, "counts", {name: tuple(int(x) for x in values) for name, values in sorted(self.counts.items())})
 
     @property
     def frames(self) -> int:
-        return int(self.lengths.sum())
+        return sum(self.lengths)
 
-    def index_json(self) -> dict[str, Any]:
+    def offsets(self) -> np.ndarray:
+        """int64 ``(n + 1,)``: utterance ``i`` is frames ``offsets[i]:offsets[i+1]`` (the finished layout's array)."""
+        return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype(np.int64)
+
+    def utterance_counts(self, position: int) -> dict[str, int]:
+        """The counts of the utterance at ``position`` in :attr:`ids`: every name this index records."""
+        return {name: values[position] for name, values in self.counts.items()}
+
+    def to_json(self) -> dict[str, Any]:
         return {
             "ids": list(self.ids),
-            "lengths": [int(n) for n in self.lengths],
+            "lengths": list(self.lengths),
             "sha256": list(self.sha256),
             "failures": [f.to_json() for f in self.failures],
             "covers": list(self.covers),
             "counts": {name: list(values) for name, values in self.counts.items()},
         }
 
+    @property
+    def digest(self) -> str:
+        """The sha256 the index is stored with (``index_sha256``)."""
+        return digest(self.to_json())
+
     @classmethod
-    def from_index_json(
-        cls, part: str, seq: int, data: Any, handle: Any, *, where: str, recorded: Any, frames: Callable[[], int]
-    ) -> "Segment":
-        """Validate an index (see :func:`check_index`) and build the segment."""
-        ids, lengths, sha, failures, covers, counts = check_index(data, where, recorded, frames)
-        return cls(part, seq, ids, lengths, sha, failures, covers, handle, counts)
+    def from_json(cls, data: Any, where: str, recorded: Any, frames: Callable[[], int]) -> "SegmentIndex":
+        """An index as read, validated: its digest equals ``recorded``, the types are right, the
+        lengths are non-negative and sum to ``frames()`` (the frames the data array holds).
+        """
+        if not isinstance(data, dict) or any(k not in data for k in _INDEX_KEYS):
+            raise _fail(where, f"its index must hold {', '.join(_INDEX_KEYS)}")
+        try:
+            # Over exactly the six fields, as written: a digest of what was read, not of a copy.
+            actual = digest({k: data[k] for k in _INDEX_KEYS})
+        except (TypeError, ValueError) as e:
+            raise _fail(where, f"its index holds values that are not JSON ({e})") from None
+        if actual != recorded:
+            raise _fail(where, "its index (ids, lengths, checksums, failures, counts) does not match the sha256 recorded with it")
+        ids, lengths, sha, failures, covers, counts = (data[k] for k in _INDEX_KEYS)
+        if not isinstance(ids, list) or not all(isinstance(u, str) and u for u in ids) or len(set(ids)) != len(ids):
+            raise _fail(where, "ids must be distinct non-empty strings")
+        if not isinstance(lengths, list) or len(lengths) != len(ids) or not all(type(n) is int and n >= 0 for n in lengths):
+            raise _fail(where, f"lengths must be {len(ids)} non-negative integers, one per id")
+        if not isinstance(sha, list) or len(sha) != len(ids) or not all(isinstance(h, str) and _HEX64.match(h) for h in sha):
+            raise _fail(where, f"sha256 must be {len(ids)} hex digests, one per id")
+        if not isinstance(covers, list) or not all(type(c) is int and c >= 0 for c in covers):
+            raise _fail(where, "covers must be a list of segment numbers")
+        if not isinstance(failures, list):
+            raise _fail(where, "failures must be a list")
+        if not isinstance(counts, dict) or not all(
+            isinstance(name, str) and _NAME.match(name) and isinstance(v, list) and len(v) == len(ids)
+            and all(type(x) is int for x in v)
+            for name, v in counts.items()
+        ):
+            raise _fail(where, f"counts must map names to {len(ids)} integers each")
+        total = sum(lengths)
+        present = frames()
+        if total != present:
+            raise _fail(where, f"its lengths sum to {total} frames but its data holds {present}")
+        return cls(ids, lengths, sha, tuple(Failure.from_json(f, where) for f in failures), covers, counts)
 
 
-def index_digest(index: dict[str, Any]) -> str:
-    """The digest a segment's index is stored with (over exactly the six index fields)."""
-    return digest({k: index[k] for k in ("ids", "lengths", "sha256", "failures", "covers", "counts")})
+def lengths_from_offsets(offsets: list[int], n: int, where: str) -> list[int]:
+    """Frames per utterance from a finished set's ``offsets``, once they are ``n + 1`` non-decreasing integers from 0."""
+    if len(offsets) != n + 1 or offsets[0] != 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
+        raise StoreError(f"{where} is damaged: offsets must be {n + 1} non-decreasing integers from 0")
+    return [b - a for a, b in zip(offsets, offsets[1:])]
 
 
-def check_index(data: Any, where: str, recorded: Any, frames: Callable[[], int]):
-    """Every field of an index, validated: its digest equals ``recorded``, the types are right,
-    the lengths are non-negative and sum to ``frames()`` (the frames the data array holds).
-
-    Returns ``(ids, lengths, sha256, failures, covers, counts)``.
+@dataclass(frozen=True)
+class Segment:
+    """One immutable segment as listed by a back-end: where it belongs, its index, and ``handle``,
+    the back-end's own locator. A set's finished data is listed as one segment of part
+    ``FINISHED_PART`` (``""``), sequence 0.
     """
-    keys = ("ids", "lengths", "sha256", "failures", "covers", "counts")
-    if not isinstance(data, dict) or any(k not in data for k in keys):
-        raise _fail(where, f"its index must hold {', '.join(keys)}")
-    try:
-        actual = index_digest(data)
-    except (TypeError, ValueError) as e:
-        raise _fail(where, f"its index holds values that are not JSON ({e})") from None
-    if actual != recorded:
-        raise _fail(where, "its index (ids, lengths, checksums, failures, counts) does not match the sha256 recorded with it")
-    ids, lengths, sha, failures, covers, counts = (data[k] for k in keys)
-    if not isinstance(ids, list) or not all(isinstance(u, str) and u for u in ids) or len(set(ids)) != len(ids):
-        raise _fail(where, "ids must be distinct non-empty strings")
-    if not isinstance(lengths, list) or len(lengths) != len(ids) or not all(type(n) is int and n >= 0 for n in lengths):
-        raise _fail(where, f"lengths must be {len(ids)} non-negative integers, one per id")
-    if not isinstance(sha, list) or len(sha) != len(ids) or not all(isinstance(h, str) and _HEX64.match(h) for h in sha):
-        raise _fail(where, f"sha256 must be {len(ids)} hex digests, one per id")
-    if not isinstance(covers, list) or not all(type(c) is int and c >= 0 for c in covers):
-        raise _fail(where, "covers must be a list of segment numbers")
-    if not isinstance(failures, list):
-        raise _fail(where, "failures must be a list")
-    if not isinstance(counts, dict) or not all(
-        isinstance(name, str) and _NAME.match(name) and isinstance(v, list) and len(v) == len(ids)
-        and all(type(x) is int for x in v)
-        for name, v in counts.items()
-    ):
-        raise _fail(where, f"counts must map names to {len(ids)} integers each")
-    total = sum(lengths)
-    present = frames()
-    if total != present:
-        raise _fail(where, f"its lengths sum to {total} frames but its data holds {present}")
-    return (
-        tuple(ids),
-        np.asarray(lengths, dtype=np.int64),
-        tuple(sha),
-        tuple(Failure.from_json(f, where) for f in failures),
-        tuple(covers),
-        {name: tuple(values) for name, values in counts.items()},
-    )
+
+    part: str
+    seq: int
+    index: SegmentIndex
+    handle: Any
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.index.ids
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return self.index.lengths
+
+    @property
+    def sha256(self) -> tuple[str, ...]:
+        return self.index.sha256
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        return self.index.failures
+
+    @property
+    def covers(self) -> tuple[int, ...]:
+        return self.index.covers
+
+    @property
+    def frames(self) -> int:
+        return self.index.frames
+
+    def utterance_counts(self, position: int) -> dict[str, int]:
+        """The counts of the utterance at ``position`` in :attr:`ids`: every name this segment records."""
+        return self.index.utterance_counts(position)
 
 
 def index_counts(per_utterance: list[dict[str, int]]) -> dict[str, list[int]]:

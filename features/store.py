@@ -16,10 +16,10 @@ from features.base import Backend, backend_for
 from features.finish import finish_now
 from features.lock import WriterLock
 from features.provenance import Provenance
-from features.reader import FeatureSet, SetIndex, live_segments  # noqa: F401 - public names of this module since v1
+from features.reader import COPY_BYTES, FeatureSet, SetIndex, live_segments  # noqa: F401 - public names of this module since v1
 from features.records import StoreError, StoreLockedError
 from features.urls import is_remote
-from features.writer import COPY_BYTES, MAX_BUFFER_BYTES, Writer  # noqa: F401 - public names of this module since v1
+from features.writer import MAX_BUFFER_BYTES, Writer  # noqa: F401 - public names of this module since v1
 
 
 def check_location(cls: type[Backend], location: str, mode: str) -> None:
@@ -216,7 +216,7 @@ class Store:
     def __enter__(self) -> "Store":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.base import Segment, StoreError
-from features.store import COPY_BYTES, FeatureSet, open_store
+from features.base import StoreError
+from features.store import FeatureSet, open_store
 
 # What can be wrong with an utterance:
 #   corrupt   its bytes no longer match the checksum recorded when it was written
@@ -22,7 +22,6 @@ from features.store import COPY_BYTES, FeatureSet, open_store
 #   conflict  two parts committed it with different values (the first is the one read)
 #   unreadable a whole set cannot be opened, or the store's list of sets cannot (utt_id is "")
 #   absent    an utterance of the manifest given is not committed to the set
-KINDS = ("corrupt", "missing", "conflict", "unreadable", "absent")
 
 
 @dataclass
@@ -87,72 +86,28 @@ def verify(
 
 
 def _verify_set(fs: FeatureSet, report: VerifyReport, progress: Callable[[int], None] | None) -> int:
-    index = fs._index
     checked = 0
-    for segment in index.segments:
-        try:
-            digests = segment_digests(fs, segment)
-        except (OSError, ValueError, KeyError, StoreError):
-            # Name exactly the utterances that cannot be read: retry them one by one.
-            digests = _digests_one_by_one(fs, segment, report)
-        for utt_id, expected, digest in zip(segment.ids, segment.sha256, digests):
-            if digest is not None and digest != expected:
-                report.problems.append(
-                    (fs.name, utt_id, "corrupt", f"sha256 {digest[:16]}... != recorded {expected[:16]}... "
-                     f"(segment {segment.part}/{segment.seq})")
-                )
+    for segment in fs.segments:
+        where = f"segment {segment.part}/{segment.seq}"
+        missing: list[tuple[str, str, str, str]] = []
+
+        def unreadable(utt_id: str, e: Exception) -> None:
+            missing.append((fs.name, utt_id, "missing", f"{where}: {type(e).__name__}: {e}"))
+
+        corrupt = []
+        for (utt_id, frames), expected in zip(fs.utterances(segment, on_error=unreadable), segment.sha256):
+            if frames is not None:
+                digest = hashlib.sha256(np.ascontiguousarray(frames, dtype=frames.dtype.newbyteorder("<")).tobytes()).hexdigest()
+                if digest != expected:
+                    corrupt.append((fs.name, utt_id, "corrupt", f"sha256 {digest[:16]}... != recorded {expected[:16]}... ({where})"))
             checked += 1
+        report.problems += missing + corrupt
         if progress:
             progress(len(segment.ids))
-    for utt_id, segment, start, _, sha in index.duplicates:
-        first = index.where[utt_id][3]
-        if first != sha:
+    for utt_id, segment, sha in fs.duplicates():
+        if fs.checksum(utt_id) != sha:
             report.problems.append(
-                (fs.name, utt_id, "conflict", f"parts {index.segments[index.where[utt_id][0]].part!r} and "
-                 f"{segment.part!r} both committed it, with different values")
+                (fs.name, utt_id, "conflict", f"parts {fs.segment_of(utt_id).part!r} and {segment.part!r} both "
+                 "committed it, with different values")
             )
     return checked
-
-
-def _digests_one_by_one(fs: FeatureSet, segment: Segment, report: VerifyReport) -> list[str | None]:
-    meta = fs.meta
-    digests: list[str | None] = []
-    start = 0
-    for utt_id, length in zip(segment.ids, segment.lengths):
-        stop = start + int(length)
-        block = np.empty(meta.frame_shape(stop - start), dtype=meta.dtype)
-        try:
-            fs.store.backend.read_frames(segment, start, stop, block)
-        except (OSError, ValueError, KeyError, StoreError) as e:
-            report.problems.append(
-                (fs.name, utt_id, "missing", f"segment {segment.part}/{segment.seq}: {type(e).__name__}: {e}")
-            )
-            digests.append(None)
-        else:
-            digests.append(hashlib.sha256(block.astype(block.dtype.newbyteorder("<")).tobytes()).hexdigest())
-        start = stop
-    return digests
-
-
-def segment_digests(fs: FeatureSet, segment: Segment) -> list[str]:
-    """sha256 of each utterance of ``segment`` as stored, reading it in slices of whole utterances."""
-    meta = fs.meta
-    per_frame = meta.frame_bytes
-    digests: list[str] = []
-    lengths = [int(n) for n in segment.lengths]
-    i = 0
-    start = 0
-    while i < len(lengths):
-        j, stop = i, start
-        while j < len(lengths) and (j == i or (stop - start + lengths[j]) * per_frame <= COPY_BYTES):
-            stop += lengths[j]
-            j += 1
-        block = np.empty(meta.frame_shape(stop - start), dtype=meta.dtype)
-        fs.store.backend.read_frames(segment, start, stop, block)
-        at = 0
-        for n in lengths[i:j]:
-            piece = np.ascontiguousarray(block[..., at : at + n, :], dtype=np.dtype(meta.dtype).newbyteorder("<"))
-            digests.append(hashlib.sha256(piece.tobytes()).hexdigest())
-            at += n
-        i, start = j, stop
-    return digests

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features.finish import COPY_BYTES, finish_when_last
+from features.finish import finish_when_last
 from features.lock import WriterLock
 from features.provenance import Provenance
-from features.reader import SetIndex, live_segments
-from features.records import DEFAULT_PART, DTYPES, Failure, Segment, SetMeta, StoreError, check_name, index_counts
+from features.reader import SetIndex, frame_blocks, live_segments
+from features.records import DEFAULT_PART, STORE_DTYPES, Failure, Segment, SegmentIndex, SetMeta, StoreError, check_name, index_counts
 
 if TYPE_CHECKING:
     from features.store import Store
@@ -55,8 +55,8 @@ class Writer:
         part = check_name("part", DEFAULT_PART if part is None else part)
         if not isinstance(provenance, Provenance):
             raise StoreError(f"writer for set {name!r}: provenance must be a features.provenance.Provenance")
-        if provenance.dtype not in DTYPES:
-            raise StoreError(f"set {name!r}: dtype {provenance.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        if provenance.dtype not in STORE_DTYPES:
+            raise StoreError(f"set {name!r}: dtype {provenance.dtype!r} is not supported; use one of {', '.join(STORE_DTYPES)}")
         if not isinstance(provenance.dim, int) or provenance.dim < 1:
             raise StoreError(f"set {name!r}: provenance.dim must be a positive int, got {provenance.dim!r}")
         if layers is not None and (not isinstance(layers, int) or layers < 1):
@@ -238,18 +238,14 @@ class Writer:
             return
         ids = list(self._pending)
         arrays = [self._pending[u][0] for u in ids]
-        lengths = np.array([a.shape[-2] for a in arrays], dtype=np.int64)
-        index = {
-            "ids": ids,
-            "lengths": [int(n) for n in lengths],
-            "sha256": [self._pending[u][1] for u in ids],
-            "failures": [f.to_json() for f in self._pending_failures],
-            "covers": [],
-            "counts": index_counts([self._pending[u][2] for u in ids]),
-        }
-        self.store.backend.write_segment(
-            self.name, self.meta, self.part, self._seq, index, arrays, int(lengths.sum())
+        index = SegmentIndex(
+            ids,
+            [a.shape[-2] for a in arrays],
+            [self._pending[u][1] for u in ids],
+            self._pending_failures,
+            counts=index_counts([self._pending[u][2] for u in ids]),
         )
+        self.store.backend.write_segment(self.name, self.meta, self.part, self._seq, index, arrays)
         self._seq += 1
         self._done.update(ids)
         self._pending.clear()
@@ -267,30 +263,22 @@ class Writer:
             return
         ids = [u for s in live for u in s.ids]
         committed = set(ids)
-        index = {
-            "ids": ids,
-            "lengths": [int(n) for s in live for n in s.lengths],
-            "sha256": [h for s in live for h in s.sha256],
-            "failures": [f.to_json() for s in live for f in s.failures if f.utt_id not in committed],
-            "covers": sorted(s.seq for s in mine),
-            "counts": index_counts([s.utterance_counts(i) for s in live for i in range(len(s.ids))]),
-        }
-        frames = sum(s.frames for s in live)
-        backend.write_segment(self.name, self.meta, self.part, self._seq, index, self._copy_blocks(live), frames)
+        index = SegmentIndex(
+            ids,
+            [n for s in live for n in s.lengths],
+            [h for s in live for h in s.sha256],
+            [f for s in live for f in s.failures if f.utt_id not in committed],
+            sorted(s.seq for s in mine),
+            index_counts([s.utterance_counts(i) for s in live for i in range(len(s.ids))]),
+        )
+        backend.write_segment(self.name, self.meta, self.part, self._seq, index, self._copy_blocks(live))
         self._seq += 1
         for segment in mine:
             backend.delete_segment(self.name, segment)
 
     def _copy_blocks(self, segments: list[Segment]) -> Iterator[np.ndarray]:
-        meta = self.meta
-        per_frame = meta.frame_bytes
-        step = max(1, COPY_BYTES // per_frame)
         for segment in segments:
-            for start in range(0, segment.frames, step):
-                stop = min(segment.frames, start + step)
-                block = np.empty(meta.frame_shape(stop - start), dtype=meta.dtype)
-                self.store.backend.read_frames(segment, start, stop, block)
-                yield block
+            yield from frame_blocks(self.store.backend, self.meta, segment, 0, segment.frames)
 
     def close(self) -> None:
         """Commit, compact the part, release the locks; the store's last open writer then finishes it."""
@@ -309,7 +297,7 @@ class Writer:
     def __enter__(self) -> "Writer":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -50,6 +50,7 @@ the consolidated metadata, which finishing refreshes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -63,26 +64,21 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from features.base import (
-    FINISHED_PART,
-    Backend,
-    Segment,
-    SetMeta,
-    SetPlan,
-    StoreError,
-    register,
-    relist_while_compacting,
-)
-from features.durable import fresh_dir, fsync_dir, fsync_file, fsync_tree, publish, remove_tree, write_text_atomic
+from emocache.atomic import write_text
+from features.base import Backend, SetPlan, register, relist_while_compacting
+from features.durable import fresh_dir, fsync_dir, fsync_file, fsync_tree, publish, remove_tree
 from features.lock import drop_stale_lock
-from features.records import index_digest, parse_json, root_record, root_sets
+from features.records import (
+    FINISHED_PART, Segment, SegmentIndex, SetMeta, StoreError, lengths_from_offsets, parse_json, root_record, root_sets,
+)
 from features.urls import is_remote, storage_options
 from features.zarrchunks import raw_chunks, read_raw, write_data
 from features.zarrswap import exchange_or_swap, repair_swaps
 
 _SEGMENT = re.compile(r"^\d{8}$")
 # Our own files in a store's root folder, which zarr does not know.
-_OURS = re.compile(r"^(\.create\.lock|\.writers\.lock|\.zarr\.json\.tmp-\d+|zarr\.json\.[0-9a-f]+\.partial)$")
+# Temporaries: ours (emocache.atomic's .NAME.*.partial, .NAME.tmp-PID before it) and zarr's NAME.<hex>.partial.
+_OURS = re.compile(r"^(\.create\.lock|\.writers\.lock|\.zarr\.json\.(tmp-\d+|\w+\.partial)|zarr\.json\.[0-9a-f]+\.partial)$")
 # What zarr and numcodecs raise on damaged metadata or chunks.
 ZARR_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, UnicodeError)
 
@@ -230,7 +226,7 @@ class ZarrBackend(Backend):
         """Rewrite the root zarr.json with ``sets`` in its record (the caller holds the creation lock)."""
         node = self._node("")
         node.setdefault("attributes", {})["emocache"] = root_record(sets)
-        write_text_atomic(self.root_path / "zarr.json", json.dumps(node, indent=2))
+        write_text(self.root_path / "zarr.json", json.dumps(node, indent=2), durable=True)
         self._root = None
 
     def _inode(self, name: str) -> int | None:
@@ -297,12 +293,9 @@ class ZarrBackend(Backend):
             raise StoreError(f"{where} is damaged ({type(e).__name__}: {e}); run `features verify`") from None
         if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or any(v.ndim != 1 or v.dtype.kind not in "iu" for v in counts.values()):
             raise StoreError(f"{where} is damaged: offsets and counts must be 1-D integer arrays")
-        offsets = offsets.tolist()
-        if len(offsets) != len(ids) + 1 or offsets[0] != 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
-            raise StoreError(f"{where} is damaged: offsets must be {len(ids) + 1} non-decreasing integers from 0")
         index = {
             "ids": ids,
-            "lengths": [b - a for a, b in zip(offsets, offsets[1:])],
+            "lengths": lengths_from_offsets(offsets.tolist(), len(ids), where),
             "sha256": sha,
             "failures": attrs.get("failures"),
             "covers": [],
@@ -310,9 +303,8 @@ class ZarrBackend(Backend):
         }
         if not self.remote:
             self._listed[name] = self._inode(name)
-        return Segment.from_index_json(
-            FINISHED_PART, 0, index, name, where=where, recorded=attrs.get("index_sha256"), frames=lambda: self._frames(name, meta)
-        )
+        frames = functools.partial(self._frames, name, meta)
+        return Segment(FINISHED_PART, 0, SegmentIndex.from_json(index, where, attrs.get("index_sha256"), frames), name)
 
     def _part_segments(self, part_path: str) -> list[Segment]:
         """The segments of one part; FileNotFoundError when one vanished after the listing."""
@@ -330,29 +322,20 @@ class ZarrBackend(Backend):
             where = f"segment {self.location}/{path}"
             if "emocache_segment" not in attrs:
                 raise StoreError(f"{where} has no index (attribute 'emocache_segment'); run `features verify`")
-            out.append(Segment.from_index_json(
-                part, int(seq), attrs["emocache_segment"], path, where=where, recorded=attrs.get("index_sha256"),
-                frames=lambda path=path: self._frames(path, meta),
-            ))
+            frames = functools.partial(self._frames, path, meta)
+            index = SegmentIndex.from_json(attrs["emocache_segment"], where, attrs.get("index_sha256"), frames)
+            out.append(Segment(part, int(seq), index, path))
         return out
 
-    def write_segment(
-        self,
-        name: str,
-        meta: SetMeta,
-        part: str,
-        seq: int,
-        index: dict[str, Any],
-        blocks: Iterable[np.ndarray],
-        frames: int,
-    ) -> None:
+    def write_segment(self, name: str, meta: SetMeta, part: str, seq: int, index: SegmentIndex, blocks: Iterable[np.ndarray]) -> None:
         part_dir = self.root_path / name / "parts" / part
         for group in (f"{name}/parts", f"{name}/parts/{part}"):  # parts/ too: a crash may have cut set creation short
             if not (self.root_path / group / "zarr.json").is_file():
                 zarr.create_group(store=LocalStore(self.root_path), path=group)
         tmp = fresh_dir(part_dir / f".tmp-{seq:08d}-{os.getpid()}")
-        group = zarr.create_group(store=LocalStore(tmp), attributes={"emocache_segment": index, "index_sha256": index_digest(index)})
-        write_data(group, meta, blocks, frames, f"segment {seq} of {name}/{part}")
+        attributes = {"emocache_segment": index.to_json(), "index_sha256": index.digest}
+        group = zarr.create_group(store=LocalStore(tmp), attributes=attributes)
+        write_data(group, meta, blocks, index.frames, f"segment {seq} of {name}/{part}")
         fsync_tree(tmp)
         publish(tmp, part_dir / f"{seq:08d}")
 
@@ -460,24 +443,24 @@ class ZarrBackend(Backend):
         build = fresh_dir(self.root_path / f".{plan.name}.finishing-{os.getpid()}")
         store = LocalStore(build)
         group = zarr.create_group(store=store)
-        write_data(group, plan.meta, plan.blocks(), int(sum(plan.lengths)), f"set {plan.name}")
-        offsets = np.concatenate([[0], np.cumsum(plan.lengths, dtype=np.int64)]).astype(np.int64)
-        group.create_array("offsets", data=offsets, compressors=None)
-        for key, values in (("ids", plan.ids), ("sha256", plan.sha256)):
+        index = plan.index
+        write_data(group, plan.meta, plan.blocks(), index.frames, f"set {plan.name}")
+        group.create_array("offsets", data=index.offsets(), compressors=None)
+        for key, values in (("ids", index.ids), ("sha256", index.sha256)):
             strings = group.create_array(key, shape=(len(values),), dtype=str, chunks=(max(1, len(values)),))
             if values:
                 strings[:] = np.array(values, dtype=object)
         counts = group.create_group("counts")
-        for key, values in plan.counts.items():
+        for key, values in index.counts.items():
             counts.create_array(key, data=np.asarray(values, dtype=np.int64).reshape(-1), compressors=None)
         # The set's record last: a build folder whose zarr.json has it is complete.
         node = json.loads((build / "zarr.json").read_text(encoding="utf-8"))
         node["attributes"] = {
             "emocache": plan.meta.to_json(),
-            "index_sha256": index_digest(plan.index_json()),
-            "failures": [f.to_json() for f in plan.failures],
+            "index_sha256": index.digest,
+            "failures": [f.to_json() for f in index.failures],
         }
-        write_text_atomic(build / "zarr.json", json.dumps(node, indent=2))
+        write_text(build / "zarr.json", json.dumps(node, indent=2), durable=True)
         fsync_tree(build)
         exchange_or_swap(self.root_path, plan.name, build)
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from emocache.errors import ExitCode
 from features import open_store
-from features.cli import EXIT_PROBLEMS, cli
+from features.cli import cli
 from features.provenance import Provenance
 
 PROV = Provenance(encoder="test:cli", manifest_hash="d" * 64, dtype="float16", dim=4, host="h", created="2026-01-01T00:00:00+00:00")
@@ -72,7 +73,7 @@ def test_verify_ok_then_names_the_corrupt_utterance(store):
     blob[blob.index(needle) + 5] ^= 0xFF
     hits[0].write_bytes(bytes(blob))
     result = invoke("verify", store)
-    assert result.exit_code == EXIT_PROBLEMS
+    assert result.exit_code == ExitCode.INCOMPLETE
     assert result.stdout.startswith("audio\tu1\tcorrupt\tsha256 ") and result.stdout.count("\n") == 1
     assert result.stderr.splitlines()[-1] == f"FAILED: 1 problems in {store}"
     report = json.loads(invoke("verify", "--json", store).stdout)
@@ -117,3 +118,46 @@ def test_missing_store_and_unknown_suffix(tmp_path):
 def test_formats_lists_the_registry():
     result = invoke("formats")
     assert result.output == "hdf5\t.h5 .hdf5\nzarr\t.zarr\n"
+
+
+def test_rm_deletes_a_set_and_names_what_it_refuses(store):
+    result = invoke("rm", store, "text")
+    assert (result.exit_code, result.output) == (0, f"deleted set 'text' from {store}\n")
+    assert invoke("ls", store).output == "audio\t3 utterances\t4 dims\tfloat16\t1 failed\n"
+    result = invoke("rm", store, "text")
+    assert (result.exit_code, result.output) == (1, f"Error: no feature set 'text' in {store}; sets there: ['audio']\n")
+    with open_store(store, "a") as s, s.writer("audio", PROV, part="w1"):
+        lock = s.backend.lock_path("audio", "w1")
+        record = json.loads(lock.read_text())
+        result = invoke("rm", store, "audio")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: set 'audio' part 'w1' of {store} is locked by another writer: host {record['host']}, pid {record['pid']}, "
+        f"since {record['since']} (lock file {lock}). Wait for it to finish, or give this writer another part.\n"
+    )
+    with open_store(store) as s:  # refused: nothing was deleted
+        assert s.set_names() == ["audio"] and s["audio"].ids == ["u0", "u1", "u2"]
+
+
+@pytest.mark.parametrize("command, said", [("compact", "finished"), ("consolidate", "consolidated")])
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_compact_and_its_old_name_consolidate_finish_a_store(tmp_path, suffix, command, said):
+    path = str(tmp_path / f"s{suffix}")
+    with open_store(path, "a") as s:
+        for part in ("w0", "w1"):  # parallel parts, as a Dask run leaves them for one finish
+            with s.writer("audio", PROV, frame_rate=50.0, part=part, finish=False) as w:
+                w.write(f"{part}-a", np.full((2, 4), 1, dtype=np.float32))
+    assert json.loads(invoke("info", "--json", path).stdout)["sets"]["audio"]["parts"] == ["w0", "w1"]
+    with open_store(path, "a") as s, s.writer("audio", PROV, part="w2"):
+        lock = s.backend.writers_lock_path()
+        result = invoke(command, path)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {path} has writers open (lock file {lock}); run `features compact {path}` once they have closed\n"
+    )
+    result = invoke(command, path)
+    assert (result.exit_code, result.output) == (0, f"{said} {path}\n")
+    audio = json.loads(invoke("info", "--json", path).stdout)["sets"]["audio"]
+    assert (audio["finished"], audio["parts"], audio["count"]) == (True, [], 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(path).name]
+    assert invoke("verify", path).stdout == "ok: 2 utterances in 1 sets match their checksums\n"

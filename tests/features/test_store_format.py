@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import features
-from features import StoreLockedError, open_store
+from features import Failure, StoreError, StoreLockedError, open_store
 from features.provenance import Provenance
+from features.records import SegmentIndex
 
 FORMAT = Path(features.__file__).resolve().parent / "FORMAT.md"
 UTT = "Ses01F_impro01_F000"
@@ -95,3 +96,16 @@ def test_adding_to_a_finished_store_reads_both_then_refinishes(tmp_path, suffix)
         assert store.set_names() == ["audio"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [Path(path).name]
     assert features.verify(path).ok
+
+
+def test_an_index_digests_to_what_format_version_2_recorded():
+    # The digest emocache wrote for this index before the index became one dataclass: a change in
+    # to_json's keys, value types or nesting would make every existing store read as damaged.
+    index = SegmentIndex(
+        ["a", "b"], np.array([3, 0]), ["0" * 64, "f" * 64],
+        [Failure("c", "load", "no wav", "2026-01-01T00:00:00+00:00")], [1, 2], {"faces": [1, 0], "clips": np.array([0, 2])},
+    )
+    assert index.digest == "4ec81f06f6f79183f2252c3924bb50263a9e7695e274190152ec4ef6bdc91db8"
+    assert SegmentIndex.from_json(index.to_json(), "here", index.digest, lambda: 3) == index
+    with pytest.raises(StoreError, match=r"^here is damaged: its lengths sum to 3 frames but its data holds 4; run `features verify`"):
+        SegmentIndex.from_json(index.to_json(), "here", index.digest, lambda: 4)

@@ -1,6 +1,7 @@
 """Damage, leftovers and the wrong kind of path: each refused with a StoreError naming the file, nothing lost."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from emocache.errors import ExitCode
 import features
 from features import StoreError, open_store
-from features.cli import EXIT_PROBLEMS, cli
+from features.cli import cli
 from features.convert import merge
 from features.lock import StaleLockWarning
 from features.provenance import Provenance
@@ -70,7 +72,7 @@ def test_a_damaged_set_record_is_a_store_error_naming_the_file_and_verify_fails(
         with pytest.raises(StoreError, match=rf"{record}.*damaged"):
             store["audio"]
     result = CliRunner().invoke(cli, ["verify", path])
-    assert result.exit_code == EXIT_PROBLEMS
+    assert result.exit_code == ExitCode.INCOMPLETE
     assert result.stdout.startswith("audio\t\tunreadable\t") and "ok:" not in result.output
     result = CliRunner().invoke(cli, ["info", path])
     assert result.exit_code == 1 and str(record) in result.output
@@ -121,7 +123,7 @@ def test_verify_with_a_manifest_names_its_absent_utterances(tmp_path, suffix):
     manifest = tmp_path / "m.jsonl"
     write_manifest([Utterance(u, "neu", "1", str(tmp_path / "a.wav")) for u in ("u0", "u1", "u2", "u7", "u9")], manifest)
     result = CliRunner().invoke(cli, ["verify", path, "--manifest", str(manifest)])
-    assert result.exit_code == EXIT_PROBLEMS
+    assert result.exit_code == ExitCode.INCOMPLETE
     assert result.stdout.splitlines() == [
         f"audio\tu7\tabsent\tin {manifest} but not in the set (never extracted)",
         f"audio\tu9\tabsent\tin {manifest} but not in the set (failed at load: cannot decode u9.wav)",
@@ -140,9 +142,9 @@ def test_a_covers_list_that_would_lose_data_is_refused_not_obeyed(tmp_path, suff
         meta = backend.read_set_meta("audio")
         (b,) = [s for s in backend.segments("audio") if s.ids == ("b",)]
         # A well-formed segment (its digest matches) that claims to cover segment 1 but holds only 'b'.
-        index = b.index_json() | {"covers": [1, 2]}
+        index = dataclasses.replace(b.index, covers=(1, 2))
         block = np.ones((2, 4), dtype=np.float16)
-        backend.write_segment("audio", meta, "main", 3, index, [block], 2)
+        backend.write_segment("audio", meta, "main", 3, index, [block])
         with pytest.raises(StoreError, match=r"says it covers segment .* but lacks 1 of its utterances \('a'\.\.\.\); refusing to delete"):
             store.writer("audio", PROV)
     with open_store(path) as store:
