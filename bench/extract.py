@@ -10,7 +10,7 @@ For each encoder it builds the encoder once, plans the batches the pipeline
 plans, then alternates ``--repeats`` times between
   forward: every item loaded beforehand, ``encode`` timed batch by batch under
            ``torch.inference_mode()`` (the sum of those times), and
-  pipeline: ``extract.pipeline.extract_rows`` from the manifest rows into a
+  pipeline: ``extract.loop.extract_rows`` from the manifest rows into a
            fresh HDF5 store (wall time, load and write included),
 and prints the best of each and their ratio. Model loading is outside both.
 "load s" is the time to load every item in one thread, for scale: where it
@@ -45,7 +45,8 @@ import torch  # noqa: E402
 
 from extract.base import create_encoder  # noqa: E402
 from extract.batching import plan_batches  # noqa: E402
-from extract.pipeline import build_provenance, default_load_threads, extract_rows  # noqa: E402
+from extract.loop import default_load_threads, extract_rows  # noqa: E402
+from extract.pipeline import build_provenance  # noqa: E402
 from features import open_store  # noqa: E402
 from manifests import manifest_hash  # noqa: E402
 

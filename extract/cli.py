@@ -7,9 +7,10 @@ import click
 
 from emocache.cli import domain_errors
 from emocache.scheduler import SCHEDULER_HELP
+from features import STORE_DTYPES
 
 from .base import COMPUTE_DTYPES, DEFAULTS, MODALITIES
-from .options import STORE_DTYPES, Batching, EncoderOptions, ExtractOptions
+from .options import Batching, EncoderOptions, ExtractOptions
 
 
 @click.group()

@@ -13,12 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from emocache.scheduler import check_scheduler
+from features import STORE_DTYPES
 
 from .base import COMPUTE_DTYPES, DEFAULTS, MODALITIES, Encoder, EncoderConfigError, check_choice, create_encoder
-
-#: The dtypes a set can be stored in (``--store-dtype``): the feature store's own list.
-STORE_DTYPES = ("float16", "float32")
-
 
 @dataclass(frozen=True)
 class EncoderOptions:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emocache.errors import ExitCode
+from features import STORE_DTYPES
 from features.provenance import Provenance
 from manifests import manifest_hash, read_manifest
 
 from .base import Encoder, EncoderConfigError, check_choice
-# default_load_threads: bench/extract.py imports it from here with extract_rows.
-from .loop import Tally, default_load_threads, extract_rows  # noqa: F401
-from .options import STORE_DTYPES, Batching, EncoderOptions, ExtractOptions
+from .loop import Tally, extract_rows
+from .options import Batching, EncoderOptions, ExtractOptions
 from .staged import Publication, publish_when_complete, remote_complete, staged_target
 
 log = logging.getLogger(__name__)

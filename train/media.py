@@ -231,7 +231,7 @@ def content_key(modality: str, row: Utterance, memo: dict[str, str]) -> str | Me
 
 def _extract(trained: TrainedSet, encoder, made: Provenance, store_path: Path, rows: list[Utterance],
              progress: bool) -> list[tuple[str, str, str]]:
-    from extract.pipeline import extract_rows
+    from extract.loop import extract_rows
     from features import open_store
 
     with open_store(str(store_path), mode="a") as store:
