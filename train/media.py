@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emocache.errors import EmocacheError
 from features.provenance import Provenance
 from manifests import Utterance
 from train.data import DataError, ModalityData, load_set
@@ -34,7 +35,7 @@ DEFAULT_CACHE = "predict-cache"
 CACHE_STORE = "features.h5"
 
 
-class MediaError(DataError):
+class MediaError(DataError, EmocacheError):
     """A checkpoint's features cannot be made again here; the message names the modality, the encoder and the fix."""
 
 

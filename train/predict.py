@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from emocache.atomic import write_json
 from manifests import Utterance
 from train.config import TrainConfig
 from train.data import DataError, FeatureData, as_rows, find_sets, iter_batches, load_features, load_set, open_stores
 from train.media import DEFAULT_CACHE, EncoderSource, MediaFailure
 from train.model import ModelConfig, build_model
-from train.report import CHECKPOINT, CHECKPOINT_CONFIG, write_csv, write_json
+from train.report import CHECKPOINT, CHECKPOINT_CONFIG, write_csv
 
 # Provenance fields that change feature values, apart from the manifest they came from.
 FEATURE_FIELDS = ("encoder", "weights_sha256", "layers", "preprocessing", "dtype", "dim")
