@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from emocache.scheduler import dask_client
+from emocache.scheduler import check_scheduler, dask_client
 from train.baseline import BaselineSpec, baselines, run_probe
 from train.baseline import summarise as summarise_probe
 from train.config import ConfigError, TrainConfig, normalise_modalities
@@ -62,6 +62,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     Each row carries the setting's cross-validation with its ``baseline``, and paired differences over
     folds against the reference setting (:func:`reference`) and the classical probe.
     ``sequential``: every fold one after another instead of batched ensembles."""
+    check_scheduler(scheduler)
     rows = as_rows(manifest)
     runs = plan(settings, lambdas)
     note = join_notes(synthetic_note(rows), note)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # SchedulerError: train.ensemble.run_members imports it from here (until it moves to emocache.scheduler's run_tasks).
-from emocache.scheduler import SchedulerError, dask_client  # noqa: F401
+from emocache.scheduler import SchedulerError, check_scheduler, dask_client  # noqa: F401
 from manifests import SIX_CLASSES, Utterance
 from train.baseline import BaselineSpec, baselines
 from train.config import TrainConfig
@@ -104,6 +104,7 @@ def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None 
     ``classical``: the probe over those sets too); with ``out_dir`` also the per-fold outputs and the
     cv tables and plots. ``client``: a Dask client already open (instead of ``scheduler``).
     ``sequential``: the folds one after another, not as one batched ensemble."""
+    check_scheduler(scheduler)
     rows = as_rows(manifest)
     out = Path(out_dir) if out_dir is not None else None
     with nullcontext(client) if client is not None else dask_client(scheduler) as client:

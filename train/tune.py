@@ -32,7 +32,7 @@ import numpy as np
 
 from emocache.atomic import write_json
 from emocache.errors import EmocacheError
-from emocache.scheduler import dask_client
+from emocache.scheduler import check_scheduler, dask_client
 from train.config import TrainConfig
 from train.data import as_rows
 from train.folds import groups
@@ -260,6 +260,7 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
     from train.cv import run_cv
     from train.report import write_tune
 
+    check_scheduler(scheduler)
     if base.val == "none":
         raise TuneError("tuning needs validation data: the base config has val='none'; use --val dialog")
     trials = plan_trials(base, space, n_trials)
