@@ -294,15 +294,16 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
     utterances went to each class. Exit code 3 when some recordings could not be labelled."""
     from collections import Counter
 
+    from train.checkpoint import Checkpoint
     from train.media import encoder_sources, trained_sets
-    from train.predict import load_checkpoint, predict as run_predict, predict_media, write_predictions
+    from train.predict import predict as run_predict, predict_media, write_predictions
 
     one = audio is not None or video is not None or text is not None
     if one and (store or manifest):
         raise click.ClickException("--audio/--video/--text label one recording: leave out --store and --manifest")
     sources = None
     if encoders or weights or trust_pickle:
-        sources = encoder_sources(trained_sets(load_checkpoint(checkpoint)[0], checkpoint), encoders, weights, trust_pickle)
+        sources = encoder_sources(trained_sets(Checkpoint.load(checkpoint)), encoders, weights, trust_pickle)
     common = {"cache": cache, "sources": sources, "batch_size": batch_size, "device": device}
     if one:
         result = predict_media(checkpoint, audio=audio, video=video, text=text, progress=True, **common)
