@@ -14,8 +14,6 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
-
 # SchedulerError: train.ensemble.run_members imports it from here (until it moves to emocache.scheduler's run_tasks).
 from emocache.scheduler import SchedulerError, check_scheduler, dask_client  # noqa: F401
 from manifests import SIX_CLASSES, Utterance
@@ -24,10 +22,10 @@ from train.config import TrainConfig
 from train.data import FeatureData, as_rows, load_features
 from train.ensemble import Member, run_members
 from train.folds import groups
-from train.invocation import invocation
+from train.invocation import Invocation, invocation
 from train.loop import FoldResult
 from train.paths import child_dir, encode_component
-from train.results import CVReport, Summary
+from train.results import CVReport, ProbeReport, Setting, Summary
 
 _README_MARKER = "SYNTHETIC"
 
@@ -73,11 +71,13 @@ def join_notes(*notes: str | None) -> str | None:
     return " ".join(n for n in notes if n) or None
 
 
-def cv_report(folds: Sequence[FoldResult], cfg: TrainConfig, note: str | None, **extra: Any) -> CVReport:
-    """The folds with mean and std over them; ``extra``: the report's other fields (setting, baseline...)."""
-    fold_json = [f.to_json() for f in folds]
-    return CVReport(classes=tuple(folds[0].classes), summary=Summary.of(fold_json), folds=tuple(folds), config=cfg,
-                    improvised=Summary.improvised([f.improvised for f in folds]), note=note, **extra)
+def cv_report(folds: Sequence[FoldResult], cfg: TrainConfig, note: str | None, *, baseline: ProbeReport,
+              classical: ProbeReport | None = None, setting: Setting | None = None,
+              run: Invocation | None = None) -> CVReport:
+    """The folds with mean and std over them, beside the probes."""
+    return CVReport(classes=tuple(folds[0].classes), summary=Summary.of([f.to_json() for f in folds]),
+                    folds=tuple(folds), config=cfg, improvised=Summary.improvised([f.improvised for f in folds]),
+                    note=note, setting=setting, baseline=baseline, classical=classical, run=run)
 
 
 def local_features(client, rows: Sequence[Utterance], store, sets: dict[str, str],

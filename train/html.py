@@ -23,7 +23,6 @@ from train.report import (BASELINE_TEXT, CHECKPOINT_CONFIG, LAYER_WEIGHTS_TEXT, 
                           fold_table, interval, layer_weight_tables, layers_fold_table, layers_table, pct, tune_table)
 
 REPORT = "report.html"
-KINDS = ("cv", "ablate", "tune", "layers")
 TITLES = {"cv": "cross-validation", "ablate": "ablation", "tune": "settings search", "layers": "layer analysis"}
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -288,8 +287,8 @@ PAGES = {"cv": cv_page, "ablate": ablation_page, "tune": tune_page, "layers": la
 
 
 def write_html(out_dir: str | os.PathLike, kind: str, report: dict[str, Any]) -> Path:
-    """Write ``out_dir/report.html`` for a run of ``kind`` (one of :data:`KINDS`), after its other files."""
+    """Write ``out_dir/report.html`` for a run of ``kind`` (a key of :data:`PAGES`), after its other files."""
     if kind not in PAGES:
-        raise ValueError(f"no report.html for a run of kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise ValueError(f"no report.html for a run of kind {kind!r}; kinds: {', '.join(PAGES)}")
     out_dir = Path(out_dir)
     return write_text(out_dir / REPORT, PAGES[kind](out_dir, report))
