@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from train import metrics
+from train.metrics import PairedDifference
 from train.config import TrainConfig, normalise_modalities
 from train.invocation import Invocation
 
@@ -74,7 +75,7 @@ class ProbeReport:
     summary: Summary
     folds: tuple[ProbeFold, ...]
     improvised: Summary | None = None
-    diff: Mapping[str, Any] | None = None
+    diff: PairedDifference | None = None
 
     def fold_json(self) -> list[dict[str, Any]]:
         return [f.to_json() for f in self.folds]
@@ -86,7 +87,7 @@ class ProbeReport:
         if self.improvised is not None:
             out["improvised"] = self.improvised.short_json()
         if self.diff is not None:
-            out["diff"] = self.diff
+            out["diff"] = self.diff.to_json()
         return out
 
 
@@ -183,8 +184,8 @@ class AblationRow:
 
     cv: CVReport
     paper: tuple[float, float] | None
-    vs_reference: Mapping[str, Any]
-    vs_classical: Mapping[str, Any] | None = None
+    vs_reference: PairedDifference
+    vs_classical: PairedDifference | None = None
 
     def to_json(self) -> dict[str, Any]:
         cv = self.cv
@@ -192,9 +193,9 @@ class AblationRow:
                "mean": dict(cv.mean), "std": dict(cv.std),
                "improvised": None if cv.improvised is None else cv.improvised.short_json(),
                "paper": self.paper, "folds": cv.fold_json(), "baseline": cv.baseline.to_json(),
-               "vs_baseline": cv.baseline.diff, "vs_reference": self.vs_reference}
+               "vs_baseline": cv.baseline.diff.to_json(), "vs_reference": self.vs_reference.to_json()}
         if self.vs_classical is not None:
-            out["vs_classical"] = self.vs_classical
+            out["vs_classical"] = self.vs_classical.to_json()
         return out
 
 

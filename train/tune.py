@@ -247,7 +247,7 @@ class TuneReport:
 
 
 def _probe_figures(probe) -> dict[str, Any]:
-    return {"mean": dict(probe.summary.mean), "std": dict(probe.summary.std), "diff": probe.diff}
+    return {"mean": dict(probe.summary.mean), "std": dict(probe.summary.std), "diff": probe.diff.to_json()}
 
 
 def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, space: dict[str, Any] | None = None,

@@ -89,11 +89,12 @@ def test_paired_difference_is_the_paired_t_interval():
     diff = metrics.paired_difference(a, b)
     by = {f["group"]: f for f in b}
     ci = stats.ttest_rel([f["wf1"] for f in a], [by[f["group"]]["wf1"] for f in a]).confidence_interval(0.95)
-    assert diff["wf1"]["low"] == pytest.approx(ci.low) and diff["wf1"]["high"] == pytest.approx(ci.high)
-    assert diff["wf1"]["mean"] == pytest.approx(np.mean([f["wf1"] - by[f["group"]]["wf1"] for f in a]))
-    assert diff["n_folds"] == 5 and diff["method"] == "paired t interval over folds, 95%"
+    assert diff["wf1"].low == pytest.approx(ci.low) and diff["wf1"].high == pytest.approx(ci.high)
+    assert diff["wf1"].mean == pytest.approx(np.mean([f["wf1"] - by[f["group"]]["wf1"] for f in a]))
+    assert diff.n_folds == 5 and diff.method == "paired t interval over folds, 95%"
+    assert diff.to_json()["wf1"] == {"mean": diff["wf1"].mean, "low": diff["wf1"].low, "high": diff["wf1"].high}
     one = metrics.paired_difference(a[:1], [by["0"]])
-    assert one["acc"]["low"] is None and one["acc"]["mean"] == pytest.approx(a[0]["acc"] - by["0"]["acc"])
+    assert one["acc"].low is None and one["acc"].mean == pytest.approx(a[0]["acc"] - by["0"]["acc"])
     with pytest.raises(ValueError, match="same folds on both sides"):
         metrics.paired_difference(a, b[:3])
 
@@ -158,16 +159,16 @@ def test_ablation_rows_carry_baseline_reference_and_classical_intervals(small_co
     assert report.reference == Setting(("a", "t")) and report.classes == ("hap", "neu", "ang", "sad")
     a, at = report.rows
     assert a.cv.baseline.sets == {"a": "audio"} and at.cv.baseline.sets == {"a": "audio", "t": "text"}
-    assert at.vs_reference["wf1"]["mean"] == 0.0
-    assert a.vs_reference["wf1"]["mean"] == pytest.approx(a.cv.mean["wf1"] - at.cv.mean["wf1"])
-    assert a.vs_classical["acc"]["mean"] == pytest.approx(a.cv.mean["acc"] - report.classical.summary.mean["acc"])
-    assert a.to_json()["vs_baseline"] == a.cv.baseline.diff
+    assert at.vs_reference["wf1"].mean == 0.0
+    assert a.vs_reference["wf1"].mean == pytest.approx(a.cv.mean["wf1"] - at.cv.mean["wf1"])
+    assert a.vs_classical["acc"].mean == pytest.approx(a.cv.mean["acc"] - report.classical.summary.mean["acc"])
+    assert a.to_json()["vs_baseline"] == a.cv.baseline.diff.to_json()
     assert json.loads((tmp_path / "ablation.json").read_text()) == json.loads(json.dumps(report.to_json()))
     md = (tmp_path / "ablation.md").read_text()
     assert ("| setting | ACC | WF1 | WF1 improvised | baseline WF1 | WF1 - baseline | WF1 - classical | WF1 - A+T "
             "| paper ACC | paper WF1 |") in md
     d = a.vs_reference["wf1"]
-    assert f"| {100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] |" in md
+    assert f"| {100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}] |" in md
     assert "95% paired t interval over the folds" in md and "classical: the same probe over a=functionals" in md
     header = (tmp_path / "ablation.csv").read_text().splitlines()[0]
     assert header == "setting,ACC,WF1,WF1 improvised,baseline WF1,WF1 - baseline,WF1 - classical,WF1 - A+T,paper ACC,paper WF1"
