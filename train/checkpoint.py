@@ -42,7 +42,10 @@ class Checkpoint:
 
     @property
     def model(self) -> ModelConfig:
-        return ModelConfig.from_json(self.train["model"])
+        try:
+            return ModelConfig.from_json(self.train["model"])
+        except ValueError as err:  # ModelConfig's checks: a config.json from another version, or edited
+            raise DataError(f"{self.folder / CHECKPOINT_CONFIG}: its model config cannot be used here: {err}") from err
 
     @staticmethod
     def present(folder: Path) -> bool:

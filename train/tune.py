@@ -38,7 +38,7 @@ from train.data import as_rows
 from train.folds import groups
 from train.invocation import Invocation, invocation
 from train.model import ModelConfig
-from train.results import CVReport
+from train.results import CVReport, ProbeReport
 
 DEFAULT_TRIALS = 12
 SELECTION = "mean over folds of each fold's best validation WF1 (validation carved from the training groups)"
@@ -246,7 +246,7 @@ class TuneReport:
         return out
 
 
-def _probe_figures(probe) -> dict[str, Any]:
+def _probe_figures(probe: ProbeReport) -> dict[str, Any]:
     return {"mean": dict(probe.summary.mean), "std": dict(probe.summary.std), "diff": probe.diff.to_json()}
 
 
