@@ -9,16 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from train.config import ConfigError, TrainConfig, normalise_modalities
+from emocache.scheduler import check_scheduler, dask_client
 from train.baseline import BaselineSpec, baselines, run_probe
 from train.baseline import summarise as summarise_probe
-from train.cv import class_note, dask_client, fold_members, join_notes, summarise_folds, synthetic_note
+from train.config import ConfigError, TrainConfig, normalise_modalities
+from train.cv import class_note, cv_report, fold_members, join_notes, local_features, synthetic_note
+from train.data import as_rows
 from train.ensemble import run_members
-from train.metrics import paired_difference
-from train.data import as_rows, load_features
 from train.invocation import invocation
+from train.metrics import paired_difference
+from train.results import AblationReport, AblationRow, CVReport, Setting
 
 SETTINGS = ("A", "T", "V", "A+T", "A+V", "A+V+T")
 LAMBDAS = (0.0, 0.01, 0.1, 1.0, 10.0)
@@ -31,91 +32,73 @@ PAPER = {
 }
 
 
-def plan(settings: Sequence[str] = SETTINGS, lambdas: Sequence[float] = LAMBDAS) -> list[tuple[str, tuple[str, ...], float | None]]:
-    """(label, modalities, lambda or None for 'the config's') for every run of the grid.
-
-    Lambdas apply to the three-modality setting only: the margin loss needs three modalities."""
+def plan(settings: Sequence[str] = SETTINGS, lambdas: Sequence[float] = LAMBDAS) -> list[Setting]:
+    """Every run of the grid, in order. Lambdas apply to the three-modality setting only: the margin
+    loss needs three modalities; the others keep the config's lambda."""
     runs = []
-    for setting in settings:
-        name = setting.strip().upper().replace(" ", "")
+    for text in settings:
+        name = text.strip().upper().replace(" ", "")
         if name.replace("+", "") == "" or any(c not in "ATV+" for c in name):
-            raise ConfigError(f"setting {setting!r}: use modality letters joined by +, e.g. {', '.join(SETTINGS)}")
+            raise ConfigError(f"setting {text!r}: use modality letters joined by +, e.g. {', '.join(SETTINGS)}")
         modalities = normalise_modalities(name)
-        label = "+".join(c for c in "AVT" if c.lower() in modalities) if len(modalities) > 1 else name
-        if len(modalities) == 3:
-            runs += [(f"{label}, lambda={lam:g}", modalities, float(lam)) for lam in lambdas]
-        else:
-            runs.append((label, modalities, None))
+        runs += [Setting(modalities, float(lam)) for lam in lambdas] if len(modalities) == 3 else [Setting(modalities)]
     return runs
 
 
-def reference(results: Sequence[dict[str, Any]], cfg: TrainConfig) -> int:
+def reference(results: Sequence[CVReport], cfg: TrainConfig) -> int:
     """The row every setting is compared with: the one with the most modalities at the config's lambda
     (A+V+T, lambda=1 in the paper's grid), else the first of the most modalities."""
-    most = max(len(r["config"]["model"]["modalities"]) for r in results)
-    candidates = [i for i, r in enumerate(results) if len(r["config"]["model"]["modalities"]) == most]
-    return next((i for i in candidates if results[i]["config"]["lam"] == cfg.lam), candidates[0])
-
-
-def slug(label: str) -> str:
-    return label.replace(", ", "_").replace("+", "").replace("=", "")
+    most = max(len(r.config.model.modalities) for r in results)
+    candidates = [i for i, r in enumerate(results) if len(r.config.model.modalities) == most]
+    return next((i for i in candidates if results[i].config.lam == cfg.lam), candidates[0])
 
 
 def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
                  settings: Sequence[str] = SETTINGS, lambdas: Sequence[float] = LAMBDAS,
                  scheduler: str | None = None, note: str | None = None, progress: bool = True,
-                 classical: BaselineSpec | None = None, sequential: bool = False) -> dict[str, Any]:
+                 classical: BaselineSpec | None = None, sequential: bool = False) -> AblationReport:
     """Cross-validate every setting, with the linear probe on each setting's inputs on the same folds.
 
-    Returns ``{"note", "reference", "classical"?, "rows": [...]}``; each row carries the setting's
-    cv summary, its ``baseline``, and paired differences over folds: ``vs_baseline``,
-    ``vs_reference`` (against the reference setting, :func:`reference`) and ``vs_classical``.
+    Each row carries the setting's cross-validation with its ``baseline``, and paired differences over
+    folds against the reference setting (:func:`reference`) and the classical probe.
     ``sequential``: every fold one after another instead of batched ensembles."""
+    check_scheduler(scheduler)
     rows = as_rows(manifest)
     runs = plan(settings, lambdas)
     note = join_notes(synthetic_note(rows), note)
-    data = None
     cache: dict = {}  # pooled sets for the probes, computed once for all settings
     out = Path(out_dir) if out_dir is not None else None
-    results = []
+    results: list[CVReport] = []
     with dask_client(scheduler) as client:
-        if client is None:
-            # One read of every modality any setting needs; each setting uses its subset.
-            needed = tuple(m for m in ("a", "t", "v") if any(m in mods for _, mods, _ in runs))
-            data = load_features(rows, store, cfg.sets, needed)
-        configs = [(label, cfg.replace(modalities=modalities, **({} if lam is None else {"lam": lam})))
-                   for label, modalities, lam in runs]
+        # One read of every modality any setting needs; each setting uses its subset.
+        data = local_features(client, rows, store, cfg.sets, [m for m in ("a", "t", "v")
+                                                               if any(m in s.modalities for s in runs)])
+        configs = [(setting, setting.config(cfg)) for setting in runs]
         # Every fold of every setting at once: one ensemble per architecture, on Dask side by side.
-        members = [fold_members(run_cfg, rows, None if out is None else out / slug(label)) for label, run_cfg in configs]
-        flat = run_members([m for ms in members for m in ms], manifest if client is not None else rows, store,
-                           client=client, data=data, progress=progress, desc="ablate", sequential=sequential)
+        members = [fold_members(run_cfg, rows, None if out is None else out / setting.folder) for setting, run_cfg in configs]
+        flat = run_members([m for ms in members for m in ms], manifest, store, client=client, data=data,
+                           progress=progress, desc="ablate", sequential=sequential)
         start = 0
-        for (label, run_cfg), ms in zip(configs, members):
-            folds = [r.to_json() for r in flat[start:start + len(ms)]]
+        for (setting, run_cfg), ms in zip(configs, members):
+            folds = flat[start:start + len(ms)]
             start += len(ms)
             if not results:
-                note = join_notes(note, class_note(run_cfg, folds[0]["classes"], progress))
-            summary = summarise_folds(folds, folds[0]["classes"], run_cfg, note)
-            summary["setting"] = label
-            summary |= baselines(run_cfg, rows, store, folds, None, data, cache)
-            results.append(summary)
+                note = join_notes(note, class_note(run_cfg, folds[0].classes, progress))
+            baseline, _ = baselines(run_cfg, rows, store, [f.to_json() for f in folds], None, data, cache)
+            results.append(cv_report(folds, run_cfg, note, setting=setting, baseline=baseline))
             if out is not None:
                 from train.report import write_cv
 
-                write_cv(out / slug(label), summary)
+                write_cv(out / setting.folder, results[-1].to_json())
     ref = reference(results, cfg)
     extra = summarise_probe(run_probe(cfg, rows, store, classical), None, classical) if classical else None
-    report = {"note": note, "classes": results[0]["classes"], "reference": results[ref]["setting"], "rows": [
-        {"setting": r["setting"], "modalities": list(r["config"]["model"]["modalities"]), "lam": r["config"]["lam"],
-         "mean": r["mean"], "std": r["std"], "improvised": r.get("improvised"), "paper": PAPER.get(r["setting"]),
-         "folds": r["folds"], "baseline": r["baseline"], "vs_baseline": r["baseline"]["diff"],
-         "vs_reference": paired_difference(r["folds"], results[ref]["folds"]),
-         **({"vs_classical": paired_difference(r["folds"], extra["folds"])} if extra else {})} for r in results]}
-    if extra:
-        report["classical"] = extra
-    report["run"] = invocation(manifest, store)
+    ref_folds = results[ref].fold_json()
+    report = AblationReport(note=note, classes=results[0].classes, reference=runs[ref], rows=tuple(
+        AblationRow(r, PAPER.get(r.setting.label), paired_difference(r.fold_json(), ref_folds),
+                    paired_difference(r.fold_json(), extra.fold_json()) if extra else None) for r in results),
+        classical=extra, run=invocation(manifest, store))
     if out is not None:
         from train.report import write_ablation
 
-        write_ablation(out, report)
+        write_ablation(out, report.to_json())
     return report

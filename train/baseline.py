@@ -33,6 +33,7 @@ from train import metrics
 from train.config import TrainConfig
 from train.data import FeatureData, ModalityData, as_rows, load_features
 from train.folds import Split, groups, split_fold
+from train.results import ProbeFold, ProbeReport, Summary
 
 MAX_ITER = 5000
 METHOD = ("per set: mean and std over time (multi-layer sets: over the layer average), "
@@ -89,21 +90,20 @@ def fit_predict(x: np.ndarray, y: np.ndarray, split: Split, seed: int) -> np.nda
     return clf.predict(scaler.transform(x[test]))
 
 
-def probe_fold(x: np.ndarray, data: FeatureData, split: Split, seed: int) -> dict[str, Any]:
-    """One fold's figures, with the same keys as the head's fold JSON where they apply."""
+def probe_fold(x: np.ndarray, data: FeatureData, split: Split, seed: int) -> ProbeFold:
+    """One fold's figures."""
     pred = fit_predict(x, data.labels, split, seed)
     test = np.asarray(split.test, dtype=np.int64)
     scores = metrics.compute(data.labels[test], pred, len(data.classes))
     flags = np.array([data.rows[i].improvised is True for i in test], dtype=bool)
     improvised = (metrics.compute(data.labels[test[flags]], pred[flags], len(data.classes))
                   if flags.any() else None)
-    return {"group": split.test_group, **scores, "classes": list(data.classes), "improvised": improvised,
-            "n_train": len(split.train), "n_val": 0, "val_unit": split.val_unit}
+    return ProbeFold(split.test_group, scores, tuple(data.classes), improvised, len(split.train), split.val_unit)
 
 
 def run_probe(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utterance], store, spec: BaselineSpec, *,
-              data: FeatureData | None = None, cache: dict | None = None) -> list[dict[str, Any]]:
-    """Every fold of ``cfg``'s cross-validation, the probe over ``spec``'s sets; fold JSONs in group order.
+              data: FeatureData | None = None, cache: dict | None = None) -> list[ProbeFold]:
+    """Every fold of ``cfg``'s cross-validation, the probe over ``spec``'s sets, in group order.
 
     ``data``: features already loaded for the manifest (must hold ``spec``'s modalities under its sets);
     ``cache``: see :func:`probe_matrix` (only with ``data``)."""
@@ -115,19 +115,13 @@ def run_probe(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utterance
             for g in groups(rows)]
 
 
-def summarise(folds: list[dict[str, Any]], head_folds: list[dict[str, Any]] | None, spec: BaselineSpec) -> dict[str, Any]:
-    """``{"sets", "method", "mean", "std", "n_test", "confusion", "folds"[, "improvised"][, "diff"]}``;
-    ``diff``: head minus probe, paired over folds (:func:`train.metrics.paired_difference`)."""
-    s = metrics.summarise(folds)
-    out = {"sets": dict(spec.sets), "method": METHOD, "mean": s["mean"], "std": s["std"], "n_test": s["n_test"],
-           "confusion": s["confusion"], "folds": folds}
-    improvised = [f["improvised"] for f in folds if f.get("improvised")]
-    if improvised and len(improvised) == len(folds):
-        si = metrics.summarise(improvised)
-        out["improvised"] = {"mean": si["mean"], "std": si["std"], "n_test": si["n_test"]}
-    if head_folds is not None:
-        out["diff"] = metrics.paired_difference(head_folds, folds)
-    return out
+def summarise(folds: Sequence[ProbeFold], head_folds: Sequence[dict[str, Any]] | None, spec: BaselineSpec) -> ProbeReport:
+    """The probe's folds with mean and std over them; ``head_folds`` (fold JSONs): head minus probe,
+    paired over folds (:func:`train.metrics.paired_difference`)."""
+    fold_json = [f.to_json() for f in folds]
+    return ProbeReport(sets=dict(spec.sets), method=METHOD, summary=Summary.of(fold_json), folds=tuple(folds),
+                       improvised=Summary.improvised([f.improvised for f in folds]),
+                       diff=None if head_folds is None else metrics.paired_difference(head_folds, fold_json))
 
 
 def input_spec(cfg: TrainConfig) -> BaselineSpec:
@@ -135,17 +129,16 @@ def input_spec(cfg: TrainConfig) -> BaselineSpec:
     return BaselineSpec({m: cfg.sets[m] for m in cfg.model.modalities})
 
 
-def baselines(cfg: TrainConfig, rows: list[Utterance], store, head_folds: list[dict[str, Any]] | None,
+def baselines(cfg: TrainConfig, rows: list[Utterance], store, head_folds: Sequence[dict[str, Any]] | None,
               classical: BaselineSpec | None = None, data: FeatureData | None = None,
-              cache: dict | None = None) -> dict[str, Any]:
-    """``{"baseline": ...}`` (the probe on the run's inputs) and, with ``classical``, ``{"classical": ...}``."""
+              cache: dict | None = None) -> tuple[ProbeReport, ProbeReport | None]:
+    """The probe on the run's inputs (the baseline) and, with ``classical``, the probe over those sets."""
     spec = input_spec(cfg)
     usable = data if data is not None and all(m in data.modalities and data.modalities[m].set_name == spec.sets[m]
                                               for m in spec.modalities) else None
-    out = {"baseline": summarise(run_probe(cfg, rows, store, spec, data=usable, cache=cache), head_folds, spec)}
-    if classical is not None:
-        out["classical"] = summarise(run_probe(cfg, rows, store, classical), head_folds, classical)
-    return out
+    baseline = summarise(run_probe(cfg, rows, store, spec, data=usable, cache=cache), head_folds, spec)
+    extra = None if classical is None else summarise(run_probe(cfg, rows, store, classical), head_folds, classical)
+    return baseline, extra
 
 
 def parse_baseline_sets(text: str) -> BaselineSpec:
@@ -166,22 +159,37 @@ def parse_baseline_sets(text: str) -> BaselineSpec:
     return BaselineSpec(sets)
 
 
+@dataclass(frozen=True)
+class BaselineReport:
+    """`train baseline`: the probe alone on the run's inputs, and the classical probe, on ``config``'s folds."""
+
+    classes: tuple[str, ...]
+    baseline: ProbeReport
+    classical: ProbeReport | None
+    config: TrainConfig
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"classes": list(self.classes), "baseline": self.baseline.to_json()}
+        if self.classical is not None:
+            out["classical"] = self.classical.to_json()
+        out["config"] = self.config.to_json()
+        return out
+
+
 def run_baseline(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
-                 classical: BaselineSpec | None = None) -> dict[str, Any]:
-    """The probe alone on ``cfg``'s folds: ``{"classes", "baseline", "classical"?, "config"}``; with
-    ``out_dir``: baseline.json, baseline.md and baseline.csv."""
+                 classical: BaselineSpec | None = None) -> BaselineReport:
+    """The probe alone on ``cfg``'s folds; with ``out_dir``: baseline.json, baseline.md and baseline.csv."""
     rows = as_rows(manifest)
     spec = input_spec(cfg)
     data = load_features(rows, store, spec.sets, spec.modalities)
-    report: dict[str, Any] = {"classes": list(data.classes),
-                              "baseline": summarise(run_probe(cfg, rows, store, spec, data=data), None, spec)}
-    if classical is not None:
-        report["classical"] = summarise(run_probe(cfg, rows, store, classical), None, classical)
-    report["config"] = cfg.to_json()
+    report = BaselineReport(
+        classes=tuple(data.classes), baseline=summarise(run_probe(cfg, rows, store, spec, data=data), None, spec),
+        classical=None if classical is None else summarise(run_probe(cfg, rows, store, classical), None, classical),
+        config=cfg)
     if out_dir is not None:
         from pathlib import Path
 
         from train.report import write_baseline
 
-        write_baseline(Path(out_dir), report)
+        write_baseline(Path(out_dir), report.to_json())
     return report

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from emocache.cli import domain_errors
+from emocache.errors import ExitCode
 from train.ablate import LAMBDAS, SETTINGS, run_ablation
 from train.config import PRECISIONS, VAL_MODES, TrainConfig, parse_sets
 from train.cv import run_cv
@@ -15,15 +17,21 @@ from train.presets import PRESETS, preset
 
 
 def _domain_errors(fn):
-    """Turn the library's errors (bad config, data that does not fit, bad store) into clean CLI errors."""
+    """:func:`emocache.cli.domain_errors`, and the domain errors that are not EmocacheErrors yet.
+
+    DataError (train/data.py), StoreError (features) and ManifestError (manifests) become
+    EmocacheError subclasses on their own branches; then this is ``domain_errors`` alone.
+    """
+    @domain_errors
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from features import StoreError
         from manifests.io import ManifestError
+        from train.data import DataError
 
         try:
             return fn(*args, **kwargs)
-        except (ValueError, StoreError, ManifestError) as err:
+        except (DataError, StoreError, ManifestError) as err:
             raise click.ClickException(str(err)) from err
 
     return wrapper
@@ -139,7 +147,8 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
 
     report = run_cv(_config(options), manifest, list(store), out_dir, scheduler=scheduler, note=note,
                     classical=_classical(baseline_sets), sequential=sequential)
-    _emit(report, as_json, cv_markdown(report) + f"outputs in {out_dir}")
+    doc = report.to_json()
+    _emit(doc, as_json, cv_markdown(doc) + f"outputs in {out_dir}")
 
 
 @cli.command()
@@ -167,7 +176,8 @@ def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, 
     space = read_space(space_file) if space_file else None
     report = run_tune(_config(options), manifest, list(store), out_dir, space=space, n_trials=trials, scheduler=scheduler,
                       test=run_test, classical=_classical(baseline_sets), note=note, sequential=sequential)
-    _emit(report, as_json, tune_markdown(report) + f"outputs in {out_dir}")
+    doc = report.to_json()
+    _emit(doc, as_json, tune_markdown(doc) + f"outputs in {out_dir}")
 
 
 @cli.command()
@@ -193,7 +203,8 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
 
     cfg = _config({"preset": preset, "modalities": modalities, "sets_text": sets_text, "val": val, "seed": seed})
     report = run_baseline(cfg, manifest, list(store), out_dir, classical=_classical(baseline_sets))
-    _emit(report, as_json, baseline_markdown(report) + (f"outputs in {out_dir}" if out_dir else ""))
+    doc = report.to_json()
+    _emit(doc, as_json, baseline_markdown(doc) + (f"outputs in {out_dir}" if out_dir else ""))
 
 
 @cli.command()
@@ -221,7 +232,8 @@ def layers(manifest: str, store: tuple[str, ...], out_dir: str, modality: str, p
 
     cfg = _config({"preset": preset, "sets_text": sets_text, "val": val, "seed": seed})
     report = run_layers(cfg, manifest, list(store), out_dir, modality=modality)
-    _emit(report, as_json, layers_markdown(report) + f"outputs in {out_dir}")
+    doc = report.to_json()
+    _emit(doc, as_json, layers_markdown(doc) + f"outputs in {out_dir}")
 
 
 @cli.command()
@@ -246,7 +258,8 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
     report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
                           lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets),
                           sequential=sequential)
-    _emit(report, as_json, ablation_markdown(report) + f"outputs in {out_dir}")
+    doc = report.to_json()
+    _emit(doc, as_json, ablation_markdown(doc) + f"outputs in {out_dir}")
 
 
 @cli.command()
@@ -281,15 +294,16 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
     utterances went to each class. Exit code 3 when some recordings could not be labelled."""
     from collections import Counter
 
+    from train.checkpoint import Checkpoint
     from train.media import encoder_sources, trained_sets
-    from train.predict import load_checkpoint, predict as run_predict, predict_media, write_predictions
+    from train.predict import predict as run_predict, predict_media, write_predictions
 
     one = audio is not None or video is not None or text is not None
     if one and (store or manifest):
         raise click.ClickException("--audio/--video/--text label one recording: leave out --store and --manifest")
     sources = None
     if encoders or weights or trust_pickle:
-        sources = encoder_sources(trained_sets(load_checkpoint(checkpoint)[0], checkpoint), encoders, weights, trust_pickle)
+        sources = encoder_sources(trained_sets(Checkpoint.load(checkpoint)), encoders, weights, trust_pickle)
     common = {"cache": cache, "sources": sources, "batch_size": batch_size, "device": device}
     if one:
         result = predict_media(checkpoint, audio=audio, video=video, text=text, progress=True, **common)
@@ -316,4 +330,4 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
             print(f"not labelled: {f.utt_id} [{f.modality} {f.stage}] {f.message}", file=sys.stderr)
     _emit(result.to_json(), as_json, shown)
     if result.failures:
-        raise SystemExit(3)
+        raise SystemExit(ExitCode.INCOMPLETE)

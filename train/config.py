@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from emocache.errors import EmocacheError
 from train.model import MODALITIES, ModelConfig
 
 # Modality key -> the feature-set name `extract` writes by default.
@@ -15,7 +16,7 @@ VAL_MODES = ("dialog", "none")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-class ConfigError(ValueError):
+class ConfigError(EmocacheError, ValueError):
     """A configuration value out of range; the message names the field and the valid choices."""
 
 
@@ -89,7 +90,7 @@ class TrainConfig:
         if model_changes:
             if "modalities" in model_changes:
                 model_changes["modalities"] = normalise_modalities(model_changes["modalities"])
-            changes["model"] = dataclasses.replace(changes.get("model", self.model), **model_changes)
+            changes["model"] = _model(dataclasses.replace, changes.get("model", self.model), **model_changes)
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}")
@@ -109,11 +110,19 @@ class TrainConfig:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
         values = dict(data)
         if "model" in values:
-            values["model"] = ModelConfig.from_json(values["model"])
+            values["model"] = _model(ModelConfig.from_json, values["model"])
         return cls(**values)
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
+
+
+def _model(make, *args: Any, **kwargs: Any) -> ModelConfig:
+    """``make(...)`` a ModelConfig, its checks of values (``d``, ``heads``, ``dropout``...) raised as ConfigError."""
+    try:
+        return make(*args, **kwargs)
+    except ValueError as err:  # ModelConfig's own validation: a field out of range, an unknown key
+        raise ConfigError(str(err)) from err
 
 
 def normalise_modalities(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -12,25 +12,21 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
-
-
 from democorpus.marker import synthetic_root
+# SchedulerError: train.ensemble.run_members imports it from here (until it moves to emocache.scheduler's run_tasks).
+from emocache.scheduler import SchedulerError, check_scheduler, dask_client  # noqa: F401
 from manifests import SIX_CLASSES, Utterance
-from train import metrics
-from train.config import TrainConfig
 from train.baseline import BaselineSpec, baselines
+from train.config import TrainConfig
 from train.data import FeatureData, as_rows, load_features
-from train.folds import groups
 from train.ensemble import Member, run_members
-from train.invocation import invocation
+from train.folds import groups
+from train.invocation import Invocation, invocation
+from train.loop import FoldResult
 from train.paths import child_dir, encode_component
-
-
-class SchedulerError(ValueError):
-    """A --scheduler value that is neither local:N nor tcp://HOST:PORT."""
+from train.results import CVReport, ProbeReport, Setting, Summary
 
 
 def synthetic_note(rows: Sequence[Utterance]) -> str | None:
@@ -73,40 +69,20 @@ def join_notes(*notes: str | None) -> str | None:
     return " ".join(n for n in notes if n) or None
 
 
-def summarise_folds(folds: list[dict[str, Any]], classes: Sequence[str], cfg: TrainConfig,
-                    note: str | None) -> dict[str, Any]:
-    report = {"classes": list(classes), **metrics.summarise(folds), "folds": folds}
-    improvised = [f["improvised"] for f in folds if f.get("improvised")]
-    if improvised and len(improvised) == len(folds):
-        s = metrics.summarise(improvised)
-        report["improvised"] = {"mean": s["mean"], "std": s["std"], "n_test": s["n_test"]}
-    report["config"] = cfg.to_json()
-    if note:
-        report["note"] = note
-    return report
+def cv_report(folds: Sequence[FoldResult], cfg: TrainConfig, note: str | None, *, baseline: ProbeReport,
+              classical: ProbeReport | None = None, setting: Setting | None = None,
+              run: Invocation | None = None) -> CVReport:
+    """The folds with mean and std over them, beside the probes."""
+    return CVReport(classes=tuple(folds[0].classes), summary=Summary.of([f.to_json() for f in folds]),
+                    folds=tuple(folds), config=cfg, improvised=Summary.improvised([f.improvised for f in folds]),
+                    note=note, setting=setting, baseline=baseline, classical=classical, run=run)
 
 
-@contextmanager
-def dask_client(scheduler: str | None):
-    """``None`` -> no client (sequential); ``local:N`` -> a LocalCluster of N one-thread worker
-    processes; ``tcp://HOST:PORT`` -> an existing scheduler."""
-    if scheduler is None:
-        yield None
-        return
-    from distributed import Client, LocalCluster
-
-    if scheduler.startswith("local:"):
-        n = scheduler.split(":", 1)[1]
-        if not n.isdigit() or int(n) < 1:
-            raise SchedulerError(f"--scheduler {scheduler!r}: write local:N with N >= 1 workers")
-        with LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            yield client
-    elif scheduler.startswith("tcp://"):
-        with Client(scheduler) as client:
-            yield client
-    else:
-        raise SchedulerError(f"--scheduler {scheduler!r}: use local:N (a local cluster of N workers) or tcp://HOST:PORT")
+def local_features(client, rows: Sequence[Utterance], store, sets: dict[str, str],
+                   modalities: Sequence[str]) -> FeatureData | None:
+    """The features that training and the probes share, read once here; None on Dask, where every
+    task reads its own inside its worker (:func:`train.ensemble.run_members`)."""
+    return None if client is not None else load_features(rows, store, sets, tuple(modalities))
 
 
 def fold_dir(out_dir: str | os.PathLike | None, group: str) -> Path | None:
@@ -119,37 +95,25 @@ def fold_members(cfg: TrainConfig, rows: Sequence[Utterance], out_dir: Path | No
     return [Member(cfg, g, fold_dir(out_dir, g)) for g in groups(rows)]
 
 
-def run_folds(cfg: TrainConfig, manifest, store, out_dir: Path | None, *, client=None,
-              data: FeatureData | None = None, progress: bool = True, desc: str = "cv",
-              sequential: bool = False) -> list[dict[str, Any]]:
-    """Every fold's JSON (FoldResult.to_json), in group order: all folds as one batched ensemble
-    (:mod:`train.ensemble`), or with ``sequential`` one after another."""
-    members = fold_members(cfg, as_rows(manifest), out_dir)
-    return [r.to_json() for r in run_members(members, manifest, store, client=client, data=data, progress=progress,
-                                             desc=desc, sequential=sequential)]
-
-
 def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
            scheduler: str | None = None, note: str | None = None, progress: bool = True,
-           classical: BaselineSpec | None = None, client=None, sequential: bool = False) -> dict[str, Any]:
-    """Every fold, then mean and std, and the linear probe on the same folds (``report["baseline"]``;
-    ``classical``: the probe over those sets too, ``report["classical"]``); with ``out_dir`` also the
-    per-fold outputs and the cv tables and plots. ``client``: a Dask client already open (instead of
-    ``scheduler``). ``sequential``: the folds one after another, not as one batched ensemble."""
+           classical: BaselineSpec | None = None, client=None, sequential: bool = False) -> CVReport:
+    """Every fold, then mean and std, and the linear probe on the same folds (``baseline``;
+    ``classical``: the probe over those sets too); with ``out_dir`` also the per-fold outputs and the
+    cv tables and plots. ``client``: a Dask client already open (instead of ``scheduler``).
+    ``sequential``: the folds one after another, not as one batched ensemble."""
+    check_scheduler(scheduler)
     rows = as_rows(manifest)
-    data = None
+    out = Path(out_dir) if out_dir is not None else None
     with nullcontext(client) if client is not None else dask_client(scheduler) as client:
-        if client is None:
-            data = load_features(rows, store, cfg.sets, cfg.model.modalities)
-        folds = run_folds(cfg, manifest if client else rows, store, Path(out_dir) if out_dir else None,
-                          client=client, data=data, progress=progress, sequential=sequential)
-    notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0]["classes"], progress), note)
-    report = summarise_folds(folds, folds[0]["classes"], cfg, notes)
-    report |= baselines(cfg, rows, store, folds, classical, data)
-    report["run"] = invocation(manifest, store)
-    if out_dir is not None:
+        data = local_features(client, rows, store, cfg.sets, cfg.model.modalities)
+        folds = run_members(fold_members(cfg, rows, out), manifest, store, client=client, data=data, progress=progress,
+                            desc="cv", sequential=sequential)
+    notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0].classes, progress), note)
+    baseline, extra = baselines(cfg, rows, store, [f.to_json() for f in folds], classical, data)
+    report = cv_report(folds, cfg, notes, baseline=baseline, classical=extra, run=invocation(manifest, store))
+    if out is not None:
         from train.report import write_cv
 
-        write_cv(Path(out_dir), report)
+        write_cv(out, report.to_json())
     return report
-

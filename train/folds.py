@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emocache.errors import EmocacheError
 from manifests import Utterance
 from manifests.schema import SPLITS
 
@@ -33,7 +34,7 @@ from manifests.schema import SPLITS
 FIXED_FOLD = "test"
 
 
-class FoldError(ValueError):
+class FoldError(EmocacheError, ValueError):
     """A fold that cannot be formed (unknown group, too few units to split)."""
 
 

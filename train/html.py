@@ -17,13 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from emocache.atomic import write_text
 from train.invocation import python_call
 from train.report import (BASELINE_TEXT, CHECKPOINT_CONFIG, LAYER_WEIGHTS_TEXT, ablation_table, comparison_table,
-                          fold_table, interval, layer_weight_tables, layers_fold_table, layers_table, pct, tune_table,
-                          write_text)
+                          fold_table, interval, layer_weight_tables, layers_fold_table, layers_table, pct, tune_table)
 
 REPORT = "report.html"
-KINDS = ("cv", "ablate", "tune", "layers")
 TITLES = {"cv": "cross-validation", "ablate": "ablation", "tune": "settings search", "layers": "layer analysis"}
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -199,7 +198,10 @@ def cv_page(out_dir: Path, report: dict[str, Any]) -> str:
 
 
 def ablation_page(out_dir: Path, report: dict[str, Any]) -> str:
-    from train.ablate import slug
+    from train.results import Setting
+
+    def folder(label: str) -> str:
+        return Setting.from_label(label).folder
 
     results = table(*ablation_table(report), "ablation")
     results += para("baseline: " + BASELINE_TEXT + " Differences are in points, head minus the other, mean over "
@@ -210,10 +212,10 @@ def ablation_page(out_dir: Path, report: dict[str, Any]) -> str:
                         f"ACC {pct(c['mean']['acc'])} +- {pct(c['std']['acc'])}, "
                         f"WF1 {pct(c['mean']['wf1'])} +- {pct(c['std']['wf1'])}.")
     results += para("Paper figures: IEMOCAP, 6 classes, leave-one-session-out (the paper's Tables 1 and 2).")
-    ref_dir = out_dir / slug(report["reference"])
+    ref_dir = out_dir / folder(report["reference"])
     ref_row = next(r for r in report["rows"] if r["setting"] == report["reference"])
     configs = fold_configs(fold_dirs(ref_dir, ref_row["folds"]))
-    links = "<ul>" + "".join(f'<li><a href="{esc(slug(r["setting"]))}/report.html">{esc(r["setting"])}</a>: '
+    links = "<ul>" + "".join(f'<li><a href="{esc(folder(r["setting"]))}/report.html">{esc(r["setting"])}</a>: '
                              f"folds, confusion matrix, learning curves</li>" for r in report["rows"]) + "</ul>\n"
     ref_cv = ref_dir / "cv.json"
     config = json.loads(ref_cv.read_text(encoding="utf-8"))["config"] if ref_cv.is_file() else None
@@ -285,8 +287,8 @@ PAGES = {"cv": cv_page, "ablate": ablation_page, "tune": tune_page, "layers": la
 
 
 def write_html(out_dir: str | os.PathLike, kind: str, report: dict[str, Any]) -> Path:
-    """Write ``out_dir/report.html`` for a run of ``kind`` (one of :data:`KINDS`), after its other files."""
+    """Write ``out_dir/report.html`` for a run of ``kind`` (a key of :data:`PAGES`), after its other files."""
     if kind not in PAGES:
-        raise ValueError(f"no report.html for a run of kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise ValueError(f"no report.html for a run of kind {kind!r}; kinds: {', '.join(PAGES)}")
     out_dir = Path(out_dir)
     return write_text(out_dir / REPORT, PAGES[kind](out_dir, report))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -49,13 +50,25 @@ def _location(item: Any) -> str:
     return os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(getattr(item, "location", item))
 
 
-def invocation(manifest, store) -> dict[str, Any]:
-    """``{"command", "cwd", "manifest", "stores"}``: the command line (None from Python), the working
-    folder, the manifest's path (or how many rows were given from Python) and the stores' locations."""
+@dataclass(frozen=True)
+class Invocation:
+    """How a run was started: the command line (None from Python), the working folder, the manifest's
+    path (or how many rows were given from Python) and the stores' locations."""
+
+    command: str | None
+    cwd: str
+    manifest: str
+    stores: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"command": self.command, "cwd": self.cwd, "manifest": self.manifest, "stores": list(self.stores)}
+
+
+def invocation(manifest, store) -> Invocation:
+    """The run now starting, on ``manifest`` and ``store``."""
     where = (os.fspath(manifest) if isinstance(manifest, (str, os.PathLike))
              else f"<{len(manifest)} manifest rows given from Python>")
-    return {"command": command_line(), "cwd": os.getcwd(), "manifest": where,
-            "stores": [_location(s) for s in store_locations(store)]}
+    return Invocation(command_line(), os.getcwd(), where, tuple(_location(s) for s in store_locations(store)))
 
 
 def _spec(probe: dict[str, Any] | None) -> str:
@@ -75,11 +88,11 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
                  f"cfg = TrainConfig.from_json(json.load(open({json.dumps(os.path.join(out_dir, 'cv.json'))}))['config'])",
                  f"run_cv(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))})"]
     elif kind == "ablate":
-        from train.ablate import slug
+        from train.results import Setting
 
-        settings = list(dict.fromkeys(r["setting"].split(",")[0] for r in report["rows"]))
+        settings = list(dict.fromkeys(Setting.from_label(r["setting"]).name for r in report["rows"]))
         lambdas = [r["lam"] for r in report["rows"] if len(r["modalities"]) == 3]
-        ref = os.path.join(out_dir, slug(report["reference"]), "cv.json")
+        ref = os.path.join(out_dir, Setting.from_label(report["reference"]).folder, "cv.json")
         head += ["from train.ablate import run_ablation", "from train.baseline import BaselineSpec",
                  f"cfg = TrainConfig.from_json(json.load(open({json.dumps(ref)}))['config'])",
                  f"run_ablation(cfg, {manifest}, {stores}, {out}, settings={settings!r}, lambdas={lambdas or [1.0]!r}, "

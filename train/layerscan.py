@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from train.config import TrainConfig
 from train.cv import synthetic_note
 from train.data import DataError, as_rows, load_features
 from train.folds import groups, split_fold
-from train.invocation import invocation
+from train.invocation import Invocation, invocation
+from train.results import ProbeFold, ProbeReport, Summary
 
 FOLD_KEYS = ("group", *metrics.SCALARS, "n_test", "n_train")
 METHOD = ("one layer at a time: mean and std over time, standardised on the training rows, "
@@ -41,12 +43,49 @@ def layer_labels(spec: str | None, n_layers: int) -> list[str]:
     return [str(i) for i in range(n_layers)]
 
 
-def run_layers(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
-               modality: str = "a", progress: bool = True) -> dict[str, Any]:
-    """The probe on each stored layer of ``cfg.sets[modality]``, every fold of `train cv`.
+@dataclass(frozen=True)
+class LayerScore:
+    """The probe on one stored layer: its hidden-state label, its position in the set, every fold."""
 
-    Returns ``{"classes", "modality", "set", "method", "layers": [{"layer", "index", "mean", "std",
-    "folds"}], "average": probe summary on the layer average, "sets", "config", "note"?}``; with
+    layer: str
+    index: int
+    summary: Summary
+    folds: tuple[ProbeFold, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": self.layer, "index": self.index, "mean": dict(self.summary.mean), "std": dict(self.summary.std),
+                "n_test": self.summary.n_test,
+                "folds": [{k: fold[k] for k in FOLD_KEYS} for fold in (f.to_json() for f in self.folds)]}
+
+
+@dataclass(frozen=True)
+class LayersReport:
+    """`train layers`: the probe on each stored layer of one set, beside the probe on their average."""
+
+    classes: tuple[str, ...]
+    modality: str
+    set: str
+    layers: tuple[LayerScore, ...]
+    average: ProbeReport
+    set_info: dict[str, Any]
+    config: TrainConfig
+    note: str | None
+    run: Invocation
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "classes": list(self.classes), "modality": self.modality, "set": self.set, "method": METHOD,
+            "layers": [r.to_json() for r in self.layers], "average": self.average.to_json(),
+            "sets": {self.modality: self.set_info}, "config": self.config.to_json()}
+        if self.note:
+            out["note"] = self.note
+        out["run"] = self.run.to_json()
+        return out
+
+
+def run_layers(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
+               modality: str = "a", progress: bool = True) -> LayersReport:
+    """The probe on each stored layer of ``cfg.sets[modality]``, every fold of `train cv`; with
     ``out_dir`` also layers.md, layers.json, layers.png and report.html."""
     rows = as_rows(manifest)
     name = cfg.sets[modality]
@@ -62,20 +101,13 @@ def run_layers(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | N
     for i in tqdm(range(md.layers), desc="layers", unit="layer", file=sys.stderr, disable=not progress):
         x = pooled(dataclasses.replace(md, data=md.data[i], layers=None))
         folds = [probe_fold(x, data, split, cfg.seed) for split in splits]
-        s = metrics.summarise(folds)
-        layers.append({"layer": labels[i], "index": i, "mean": s["mean"], "std": s["std"], "n_test": s["n_test"],
-                       "folds": [{k: f[k] for k in FOLD_KEYS} for f in folds]})
-    report: dict[str, Any] = {
-        "classes": list(data.classes), "modality": modality, "set": name, "method": METHOD,
-        "layers": layers, "average": summarise_probe(run_probe(cfg, rows, store, spec, data=data), None, spec),
-        "sets": {modality: md.describe()}, "config": cfg.to_json(),
-    }
-    note = synthetic_note(rows)
-    if note:
-        report["note"] = note
-    report["run"] = invocation(manifest, store)
+        layers.append(LayerScore(labels[i], i, Summary.of([f.to_json() for f in folds]), tuple(folds)))
+    report = LayersReport(
+        classes=tuple(data.classes), modality=modality, set=name, layers=tuple(layers),
+        average=summarise_probe(run_probe(cfg, rows, store, spec, data=data), None, spec), set_info=md.describe(),
+        config=cfg, note=synthetic_note(rows), run=invocation(manifest, store))
     if out_dir is not None:
         from train.report import write_layers
 
-        write_layers(Path(out_dir), report)
+        write_layers(Path(out_dir), report.to_json())
     return report

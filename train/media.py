@@ -19,11 +19,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from emocache.errors import EmocacheError
 from features.provenance import Provenance
 from manifests import Utterance
 from train.data import DataError, ModalityData, load_set
+
+if TYPE_CHECKING:
+    from train.checkpoint import Checkpoint
 
 MODALITY_NAMES = {"a": "audio", "t": "text", "v": "video"}
 _LETTERS = {**{m: m for m in MODALITY_NAMES}, **{name: m for m, name in MODALITY_NAMES.items()}}
@@ -34,7 +38,7 @@ DEFAULT_CACHE = "predict-cache"
 CACHE_STORE = "features.h5"
 
 
-class MediaError(DataError):
+class MediaError(DataError, EmocacheError):
     """A checkpoint's features cannot be made again here; the message names the modality, the encoder and the fix."""
 
 
@@ -102,11 +106,12 @@ class MediaFeatures:
     cache: str
 
 
-def trained_sets(meta: dict[str, Any], checkpoint: str | os.PathLike) -> dict[str, TrainedSet]:
+def trained_sets(ckpt: Checkpoint) -> dict[str, TrainedSet]:
     """The checkpoint's input sets; refuses a checkpoint that does not record how they were made."""
+    checkpoint = ckpt.folder
     out = {}
-    for m in meta["inputs"]:
-        recorded = (meta.get("sets") or {}).get(m) or {}
+    for m in ckpt.inputs:
+        recorded = ckpt.sets.get(m) or {}
         if "provenance" not in recorded:
             raise MediaError(
                 f"{checkpoint}: the checkpoint does not record how its {MODALITY_NAMES.get(m, m)} features were made "

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,10 +57,36 @@ def summarise(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
 INTERVAL = "paired t interval over folds, 95%"
 
 
-def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], level: float = 0.95) -> dict[str, Any]:
-    """``a`` minus ``b``, paired by fold ``group``: per scalar the mean difference over folds and a
-    ``level`` interval from the t distribution with n - 1 degrees of freedom (``low``/``high`` are
-    ``None`` with one fold). ``{"acc": {"mean", "low", "high"}, ..., "n_folds", "method"}``."""
+@dataclass(frozen=True)
+class Interval:
+    """A mean difference over folds and its interval (``low``/``high`` None with one fold)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+
+    def to_json(self) -> dict[str, float | None]:
+        return {"mean": self.mean, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``a`` minus ``b`` over the same folds, per scalar (:data:`SCALARS`), with how the intervals were made."""
+
+    scalars: Mapping[str, Interval]
+    n_folds: int
+    method: str
+
+    def __getitem__(self, scalar: str) -> Interval:
+        return self.scalars[scalar]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: v.to_json() for k, v in self.scalars.items()}, "n_folds": self.n_folds, "method": self.method}
+
+
+def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], level: float = 0.95) -> PairedDifference:
+    """``a`` minus ``b`` (fold JSONs), paired by fold ``group``: per scalar the mean difference over folds
+    and a ``level`` interval from the t distribution with n - 1 degrees of freedom."""
     from scipy import stats
 
     by_group = {f["group"]: f for f in b}
@@ -67,15 +94,13 @@ def paired_difference(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]], 
     if missing or len(a) != len(b):
         raise ValueError(f"paired comparison needs the same folds on both sides; unmatched: {missing or sorted(by_group)}")
     n = len(a)
-    out: dict[str, Any] = {}
+    out: dict[str, Interval] = {}
     for k in SCALARS:
         d = np.array([f[k] - by_group[f["group"]][k] for f in a], dtype=np.float64)
         mean = float(d.mean())
         if n < 2:
-            out[k] = {"mean": mean, "low": None, "high": None}
+            out[k] = Interval(mean, None, None)
             continue
         half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
-        out[k] = {"mean": mean, "low": mean - half, "high": mean + half}
-    out["n_folds"] = n
-    out["method"] = INTERVAL if level == 0.95 else f"paired t interval over folds, {100 * level:g}%"
-    return out
+        out[k] = Interval(mean, mean - half, mean + half)
+    return PairedDifference(out, n, INTERVAL if level == 0.95 else f"paired t interval over folds, {100 * level:g}%")

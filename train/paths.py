@@ -14,12 +14,14 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from emocache.errors import EmocacheError
+
 _PLAIN = re.compile(r"[A-Za-z0-9._-]+")
 # Most file systems allow 255 bytes per name; leave room for a prefix such as "fold-".
 MAX_COMPONENT = 200
 
 
-class OutputPathError(ValueError):
+class OutputPathError(EmocacheError, ValueError):
     """A name made from a manifest value would leave the output folder."""
 
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the back-end)
 import numpy as np  # noqa: E402
 
-from train.report import atomic_write  # noqa: E402
+from emocache.atomic import atomic_write  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

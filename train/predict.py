@@ -8,7 +8,6 @@ features exactly so, into a cache it reuses.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -19,28 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from emocache.atomic import write_json
 from manifests import Utterance
 from train.config import TrainConfig
 from train.data import DataError, FeatureData, as_rows, find_sets, iter_batches, load_features, load_set, open_stores
 from train.media import DEFAULT_CACHE, EncoderSource, MediaFailure
-from train.model import ModelConfig, build_model
-from train.report import CHECKPOINT, CHECKPOINT_CONFIG, write_csv, write_json
+from train.model import build_model
+from train.checkpoint import Checkpoint
+from train.report import write_csv
 
 # Provenance fields that change feature values, apart from the manifest they came from.
 FEATURE_FIELDS = ("encoder", "weights_sha256", "layers", "preprocessing", "dtype", "dim")
 
 
-def load_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    folder = Path(checkpoint)
-    config, weights = folder / CHECKPOINT_CONFIG, folder / CHECKPOINT
-    if not config.is_file() or not weights.is_file():
-        raise DataError(f"{folder}: not a checkpoint folder (needs {CHECKPOINT_CONFIG} and {CHECKPOINT}); "
-                        f"pass a fold's output folder, e.g. OUT/fold-1")
-    return json.loads(config.read_text(encoding="utf-8")), torch.load(weights, map_location="cpu", weights_only=True)
-
-
-def _check_features(meta: dict[str, Any], fs, where: str, modality: str) -> None:
-    trained = meta["sets"][modality]["provenance"]
+def _check_features(ckpt: Checkpoint, fs, where: str, modality: str) -> None:
+    trained = ckpt.sets[modality]["provenance"]
     have = fs.info.provenance.to_json()
     for key in FEATURE_FIELDS:
         if trained.get(key) != have.get(key):
@@ -92,12 +84,12 @@ class PredictionResult:
         return data
 
 
-def _classify(meta: dict[str, Any], state: dict[str, torch.Tensor], data: FeatureData, labels: Sequence[str | None] | None,
+def _classify(ckpt: Checkpoint, data: FeatureData, labels: Sequence[str | None] | None,
               batch_size: int, device: str) -> tuple[Prediction, ...]:
-    model = build_model(ModelConfig.from_json(meta["train"]["model"]), data.specs(), len(meta["classes"]))
-    model.load_state_dict(state)
+    model = build_model(ckpt.model, data.specs(), len(ckpt.classes))
+    model.load_state_dict(ckpt.state)
     model.to(device).eval()
-    classes = meta["classes"]
+    classes = ckpt.classes
     probs = np.zeros((len(data.ids), len(classes)), dtype=np.float32)
     with torch.no_grad():
         for batch in iter_batches(data, range(len(data.ids)), batch_size):
@@ -126,14 +118,14 @@ def predict(checkpoint: str | os.PathLike, store=None, manifest=None, *, cache: 
     if cache is not None or sources:
         raise DataError("--cache, --encoder and --weights are for labelling recordings; "
                         "with --store the features are already extracted")
-    meta, state = load_checkpoint(checkpoint)
-    cfg = TrainConfig.from_json(meta["train"])
-    modalities = tuple(meta["inputs"])
+    ckpt = Checkpoint.load(checkpoint)
+    cfg = TrainConfig.from_json(ckpt.train)
+    modalities = ckpt.inputs
     with ExitStack() as stack:
         stores = open_stores(store, stack)
         found = find_sets(stores, cfg.sets, modalities)
         for m, (fs, where) in found.items():
-            _check_features(meta, fs, where, m)
+            _check_features(ckpt, fs, where, m)
         sets = {m: fs for m, (fs, _) in found.items()}
         if manifest is not None:
             # Any manifest whose utterances the sets hold: the features were checked above, not the manifest.
@@ -148,8 +140,8 @@ def predict(checkpoint: str | os.PathLike, store=None, manifest=None, *, cache: 
             data = FeatureData(ids=ids, rows=None, classes=(), labels=None,
                                modalities={m: load_set(fs, ids, cfg.sets[m]) for m, fs in sets.items()})
             labels = None
-    return PredictionResult(classes=tuple(meta["classes"]), checkpoint=str(checkpoint),
-                            predictions=_classify(meta, state, data, labels, batch_size, device))
+    return PredictionResult(classes=ckpt.classes, checkpoint=str(checkpoint),
+                            predictions=_classify(ckpt, data, labels, batch_size, device))
 
 
 def default_cache(checkpoint: str | os.PathLike) -> Path:
@@ -167,8 +159,8 @@ def predict_rows(checkpoint: str | os.PathLike, rows: Sequence[Utterance], *, ca
     folder or weights hash. A row label that is empty counts as no label."""
     from train.media import media_features, trained_sets
 
-    meta, state = load_checkpoint(checkpoint)
-    trained = trained_sets(meta, checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
+    trained = trained_sets(ckpt)
     unknown = sorted(set(sources or {}) - set(trained))
     if unknown:
         raise DataError(f"encoders given for {unknown}: the checkpoint's inputs are {sorted(trained)}")
@@ -180,8 +172,8 @@ def predict_rows(checkpoint: str | os.PathLike, rows: Sequence[Utterance], *, ca
     if made.rows:
         data = FeatureData(ids=[r.utt_id for r in made.rows], rows=list(made.rows), classes=(), labels=None,
                            modalities=dict(made.modalities))
-        predictions = _classify(meta, state, data, [r.label or None for r in made.rows], batch_size, device)
-    return PredictionResult(classes=tuple(meta["classes"]), checkpoint=str(checkpoint), predictions=predictions,
+        predictions = _classify(ckpt, data, [r.label or None for r in made.rows], batch_size, device)
+    return PredictionResult(classes=ckpt.classes, checkpoint=str(checkpoint), predictions=predictions,
                             cache=made.cache, extracted=made.extracted, reused=made.reused, failures=made.failures)
 
 
@@ -191,9 +183,9 @@ def predict_media(checkpoint: str | os.PathLike, *, audio: str | os.PathLike | N
                   batch_size: int = 64, device: str = "cpu", progress: bool = False) -> PredictionResult:
     """Label one recording: give exactly the media the checkpoint was trained on (audio for a, a
     transcript for t, video for v). ``utt_id`` defaults to the audio (else video) file's stem."""
-    meta, _ = load_checkpoint(checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
     needs = {"a": ("audio", audio), "t": ("text", text), "v": ("video", video)}
-    inputs = [m for m in "atv" if m in meta["inputs"]]
+    inputs = [m for m in "atv" if m in ckpt.inputs]
     names = "+".join(needs[m][0] for m in inputs)
     missing = [f"--{needs[m][0]}" for m in inputs if needs[m][1] is None]
     extra = [f"--{name}" for m, (name, value) in needs.items() if value is not None and m not in inputs]

@@ -7,42 +7,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from emocache.atomic import atomic_write, write_json, write_text
 from train.metrics import SCALARS
 
 CHECKPOINT = "model.pt"
 CHECKPOINT_CONFIG = "config.json"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path in ``path``'s folder, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
@@ -142,23 +117,25 @@ def fold_layer_weights(out_dir: Path, folds: Sequence[dict[str, Any]]) -> dict[s
     layers, or the folds were run without writing checkpoints."""
     import numpy as np
 
+    from train.checkpoint import Checkpoint
     from train.cv import fold_dir
+    from train.data import DataError
     from train.layerscan import layer_labels
 
     dirs = [fold_dir(out_dir, f["group"]) for f in folds]
-    if not dirs or not all((d / CHECKPOINT).is_file() and (d / CHECKPOINT_CONFIG).is_file() for d in dirs):
+    if not dirs or not all(Checkpoint.present(d) for d in dirs):
         return {}
     out: dict[str, Any] = {}
     for f, d in zip(folds, dirs):
-        sets = json.loads((d / CHECKPOINT_CONFIG).read_text(encoding="utf-8"))["sets"]
-        layered = {m: s for m, s in sets.items() if s.get("layers")}
+        ckpt = Checkpoint.load(d)
+        layered = {m: s for m, s in ckpt.sets.items() if s.get("layers")}
         if not layered:
             return {}
-        state = torch.load(d / CHECKPOINT, map_location="cpu", weights_only=True)
+        state = ckpt.state
         for m, s in layered.items():
             key = f"inputs.{m}.layer_sum.logits"
             if key not in state:
-                raise ValueError(f"{d / CHECKPOINT}: no {key!r} for the {s['layers']}-layer set {s['set']!r}; "
+                raise DataError(f"{d / CHECKPOINT}: no {key!r} for the {s['layers']}-layer set {s['set']!r}; "
                                  f"layer keys there: {sorted(k for k in state if 'layer_sum' in k)}")
             weights = torch.softmax(state[key].double(), dim=0).tolist()
             entry = out.setdefault(m, {"set": s["set"], "layers": layer_labels(s["provenance"].get("layers"), s["layers"]),

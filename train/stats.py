@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from train.data import FeatureData
+from train.data import DataError, FeatureData
 
 
 def input_stats(data: FeatureData, index: Sequence[int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -29,7 +29,7 @@ def input_stats(data: FeatureData, index: Sequence[int]) -> dict[str, tuple[torc
             total_sq = sq if total_sq is None else total_sq + sq
             count += frames.shape[-2]
         if count == 0:
-            raise ValueError(f"no training frames for modality {name!r}: cannot standardise its inputs")
+            raise DataError(f"no training frames for modality {name!r}: cannot standardise its inputs")
         mean = total / count
         var = np.maximum(total_sq / count - np.square(mean), 0.0)
         stats[name] = (torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float())

@@ -15,8 +15,8 @@ on ties) is the choice; its settings are written as a preset file (a TrainConfig
 and the baseline, into ``OUT/test``.
 
 In this process, trials that share one architecture train with all their folds as one batched
-ensemble (:mod:`train.ensemble`); with a scheduler (:func:`train.cv.dask_client`) each ensemble
-is one Dask task.
+ensemble (:mod:`train.ensemble`); with a scheduler (:func:`emocache.scheduler.dask_client`) each
+ensemble is one Dask task.
 """
 from __future__ import annotations
 
@@ -30,11 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from emocache.atomic import write_json
+from emocache.errors import EmocacheError
+from emocache.scheduler import check_scheduler, dask_client
 from train.config import TrainConfig
 from train.data import as_rows
 from train.folds import groups
-from train.invocation import invocation
+from train.invocation import Invocation, invocation
 from train.model import ModelConfig
+from train.results import CVReport, ProbeReport
 
 DEFAULT_TRIALS = 12
 SELECTION = "mean over folds of each fold's best validation WF1 (validation carved from the training groups)"
@@ -51,7 +55,7 @@ DEFAULT_SPACE: dict[str, Any] = {
 }
 
 
-class TuneError(ValueError):
+class TuneError(EmocacheError, ValueError):
     """A space that cannot be searched; the message names the field and what is allowed."""
 
 
@@ -148,75 +152,131 @@ def plan_trials(base: TrainConfig, space: dict[str, Any] | None, n_trials: int |
     return make_trials(base, space, n_trials)
 
 
-def validation_score(result) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrialFold:
     """One fold of a trial: its best validation WF1 and the epoch it came at (never a test figure)."""
+
+    group: str
+    best_val_wf1: float
+    best_epoch: int
+    n_train: int
+    n_val: int
+    val_unit: str | None
+    passes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group": self.group, "best_val_wf1": self.best_val_wf1, "best_epoch": self.best_epoch,
+                "n_train": self.n_train, "n_val": self.n_val, "val_unit": self.val_unit, "passes": list(self.passes)}
+
+
+@dataclass(frozen=True)
+class TrialScore:
+    """A trial's score: the mean over folds of the best validation WF1, and the median best epoch."""
+
+    number: int
+    params: dict[str, Any]
+    score: float
+    median_best_epoch: float
+    folds: tuple[TrialFold, ...]
+
+    def to_json(self, folds: bool = True) -> dict[str, Any]:
+        out = {"number": self.number, "params": self.params, "score": self.score,
+               "median_best_epoch": self.median_best_epoch}
+        return out | {"folds": [f.to_json() for f in self.folds]} if folds else out
+
+
+def validation_score(result) -> TrialFold:
+    """One fold of a trial (a FoldResult trained with ``test=False``): its best validation WF1."""
     curve = [h["val_wf1"] for h in result.history]
     best = int(np.argmax(curve))  # the first epoch of the best
-    return {"group": result.group, "best_val_wf1": float(curve[best]), "best_epoch": best + 1,
-            "n_train": result.n_train, "n_val": result.n_val, "val_unit": result.val_unit, "passes": sorted(set(result.passes))}
+    return TrialFold(result.group, float(curve[best]), best + 1, result.n_train, result.n_val, result.val_unit,
+                     tuple(sorted(set(result.passes))))
 
 
 def score_trials(trials: Sequence[Trial], manifest, store, *, client=None, fold_groups: Sequence[str] | None = None,
-                 progress: bool = True, sequential: bool = False) -> list[list[dict[str, Any]]]:
+                 progress: bool = True, sequential: bool = False) -> list[list[TrialFold]]:
     """Per trial, per fold: :func:`validation_score`. ``fold_groups``: only these folds (default: all).
 
     Trials that share one architecture (they differ in lr, weight decay, lambda, alpha, clip or seed)
     train with all their folds as one batched ensemble (:mod:`train.ensemble`), never testing."""
     from train.ensemble import Member, run_members
 
-    rows = as_rows(manifest)
-    keys = list(fold_groups) if fold_groups is not None else groups(rows)
+    keys = list(fold_groups) if fold_groups is not None else groups(as_rows(manifest))
     jobs = [(t, g) for t in trials for g in keys]
     members = [Member(t.config, g) for t, g in jobs]
-    folds = run_members(members, manifest if client is not None else rows, store, client=client, test=False,
-                        sequential=sequential, progress=progress, desc="tune")
+    folds = run_members(members, manifest, store, client=client, test=False, sequential=sequential, progress=progress,
+                        desc="tune")
     results = {(t.number, g): validation_score(f) for (t, g), f in zip(jobs, folds)}
     return [[results[(t.number, g)] for g in keys] for t in trials]
 
 
-def choose(trials: Sequence[Trial], scores: Sequence[Sequence[dict[str, Any]]]) -> tuple[int, list[dict[str, Any]]]:
-    """(index of the chosen trial, one summary per trial). The highest mean validation WF1 wins; ties keep the earlier trial."""
-    summaries = []
-    for t, folds in zip(trials, scores):
-        summaries.append({"number": t.number, "params": t.params,
-                          "score": float(np.mean([f["best_val_wf1"] for f in folds])),
-                          "median_best_epoch": float(np.median([f["best_epoch"] for f in folds])), "folds": list(folds)})
-    best = max(range(len(summaries)), key=lambda i: (summaries[i]["score"], -i))
+def choose(trials: Sequence[Trial], scores: Sequence[Sequence[TrialFold]]) -> tuple[int, list[TrialScore]]:
+    """(index of the chosen trial, one score per trial). The highest mean validation WF1 wins; ties keep the earlier trial."""
+    summaries = [TrialScore(t.number, t.params, float(np.mean([f.best_val_wf1 for f in folds])),
+                            float(np.median([f.best_epoch for f in folds])), tuple(folds))
+                 for t, folds in zip(trials, scores)]
+    best = max(range(len(summaries)), key=lambda i: (summaries[i].score, -i))
     return best, summaries
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """A search: the space around ``base``, every trial's validation score, the choice (written as the
+    preset file ``preset``), and (when run) the choice's one cross-validation, in ``test_dir``."""
+
+    space: dict[str, Any]
+    base: TrainConfig
+    trials: tuple[TrialScore, ...]
+    chosen: int
+    preset: str
+    run: Invocation
+    test: CVReport | None = None
+    test_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"selection": SELECTION, "space": self.space, "base": self.base.to_json(), "n_trials": len(self.trials),
+               "trials": [t.to_json() for t in self.trials], "chosen": self.trials[self.chosen].to_json(folds=False),
+               "preset": self.preset, "run": self.run.to_json()}
+        if self.test is not None:
+            cv = self.test
+            out["test"] = {"dir": self.test_dir, "classes": list(cv.classes), "mean": dict(cv.mean), "std": dict(cv.std),
+                           "baseline": _probe_figures(cv.baseline)}
+            if cv.classical is not None:
+                out["test"]["classical"] = _probe_figures(cv.classical)
+        return out
+
+
+def _probe_figures(probe: ProbeReport) -> dict[str, Any]:
+    return {"mean": dict(probe.summary.mean), "std": dict(probe.summary.std), "diff": probe.diff.to_json()}
 
 
 def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, space: dict[str, Any] | None = None,
              n_trials: int | None = None, scheduler: str | None = None, test: bool = True, classical=None,
-             note: str | None = None, progress: bool = True, sequential: bool = False) -> dict[str, Any]:
+             note: str | None = None, progress: bool = True, sequential: bool = False) -> TuneReport:
     """Search, choose on validation scores, write ``OUT/preset.json``, then (``test``) cross-validate the
-    choice once into ``OUT/test``. Writes tune.json and tune.md; returns tune.json's content.
+    choice once into ``OUT/test``. Writes tune.json and tune.md.
 
     Without ``space``: :data:`DEFAULT_SPACE`, ``n_trials`` (default :data:`DEFAULT_TRIALS`) draws of it."""
-    from train.cv import dask_client, run_cv
-    from train.report import write_json, write_tune
+    from train.cv import run_cv
+    from train.report import write_tune
 
+    check_scheduler(scheduler)
     if base.val == "none":
         raise TuneError("tuning needs validation data: the base config has val='none'; use --val dialog")
     trials = plan_trials(base, space, n_trials)
     space = DEFAULT_SPACE if space is None else space
+    out = Path(out_dir)
     with dask_client(scheduler) as client:
-        scores = score_trials(trials, manifest if client else as_rows(manifest), store, client=client, progress=progress,
-                              sequential=sequential)
-        best, summaries = choose(trials, scores)
-        out = Path(out_dir)
+        best, summaries = choose(trials, score_trials(trials, manifest, store, client=client, progress=progress,
+                                                      sequential=sequential))
         # The choice is on disk before any test fold is read.
         preset_path = write_json(out / "preset.json", trials[best].config.to_json())
-        report: dict[str, Any] = {
-            "selection": SELECTION, "space": space, "base": base.to_json(), "n_trials": len(trials),
-            "trials": summaries, "chosen": {k: summaries[best][k] for k in ("number", "params", "score", "median_best_epoch")},
-            "preset": str(preset_path), "run": invocation(manifest, store),
-        }
-        write_tune(out, report)
-        cv = run_cv(trials[best].config, manifest, store, out / "test", note=note, progress=progress,
-                    classical=classical, client=client, sequential=sequential) if test else None
-    if cv is not None:
-        report["test"] = {"dir": str(out / "test"), "classes": cv["classes"], "mean": cv["mean"], "std": cv["std"],
-                          "baseline": {k: cv["baseline"][k] for k in ("mean", "std", "diff")},
-                          **({"classical": {k: cv["classical"][k] for k in ("mean", "std", "diff")}} if "classical" in cv else {})}
-        write_tune(out, report)
+        report = TuneReport(space=space, base=base, trials=tuple(summaries), chosen=best, preset=str(preset_path),
+                            run=invocation(manifest, store))
+        write_tune(out, report.to_json())
+        if test:
+            cv = run_cv(trials[best].config, manifest, store, out / "test", note=note, progress=progress,
+                        classical=classical, client=client, sequential=sequential)
+            report = dataclasses.replace(report, test=cv, test_dir=str(out / "test"))
+            write_tune(out, report.to_json())
     return report

@@ -17,7 +17,8 @@ from extract.pipeline import run_extraction
 from manifests import Utterance, read_manifest, write_manifest
 from train.cli import cli
 from train.media import CACHE_STORE, EncoderSource, trained_sets
-from train.predict import PredictionResult, load_checkpoint, predict, predict_media
+from train.checkpoint import Checkpoint
+from train.predict import PredictionResult, predict, predict_media
 
 TINY = ["--d", "8", "--epochs", "2", "--batch-size", "8", "--frame-pool", "2", "--num-threads", "1", "--seed", "0"]
 SAID = "I can not believe you did that to me."
@@ -98,7 +99,7 @@ def test_an_audio_checkpoint_labels_one_wav(demo_manifest, demo_store, tmp_path)
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.splitlines()
     utt, pred, probs = line.split("\t")
-    assert utt == "one" and probs.startswith(f"{pred} ") and len(probs.split("  ")) == len(load_checkpoint(checkpoint)[0]["classes"])
+    assert utt == "one" and probs.startswith(f"{pred} ") and len(probs.split("  ")) == len(Checkpoint.load(checkpoint).classes)
 
 
 def test_a_manifest_through_all_three_encoders_labels_as_the_extracted_store_does(demo_manifest, demo_store, tmp_path):
@@ -223,7 +224,7 @@ def test_an_hf_model_given_again_by_path_labels_a_recording(hf_checkpoint, tmp_p
 
 def test_an_hf_model_that_differs_or_cannot_be_found_is_refused(hf_checkpoint, tmp_path):
     checkpoint, model = hf_checkpoint
-    prov = trained_sets(load_checkpoint(checkpoint)[0], checkpoint)["a"].provenance
+    prov = trained_sets(Checkpoint.load(checkpoint))["a"].provenance
     wav = tone(tmp_path / "w.wav")
     args = ["--checkpoint", str(checkpoint), "--audio", str(wav), "--cache", str(tmp_path / "c")]
     hint = ("Give the encoder again as `extract run` was given it: --encoder audio=SPEC (hf:DIR for a model folder), "

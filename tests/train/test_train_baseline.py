@@ -19,6 +19,7 @@ from train.baseline import BaselineSpec, pooled, run_probe
 from train.cli import cli
 from train.data import load_features
 from train.folds import split_fold
+from train.results import Setting
 
 TINY = ["--d", "8", "--epochs", "1", "--batch-size", "8", "--frame-pool", "2", "--num-threads", "1", "--seed", "0"]
 SCALAR_KEYS = {"acc", "wf1", "ua", "macro_f1"}
@@ -67,7 +68,7 @@ def test_probe_is_scikit_learn_on_the_heads_split(small_corpus, tiny_cfg):
     manifest, store, rows = small_corpus
     cfg = tiny_cfg.replace(modalities=("a", "t"))
     folds = run_probe(cfg, rows, store, BaselineSpec({"a": "audio", "t": "text"}))
-    assert [f["group"] for f in folds] == ["1", "2", "3"]
+    assert [f.group for f in folds] == ["1", "2", "3"]
     # The same fold by hand: the head's split, fit on its training rows only.
     data = load_features(rows, store, cfg.sets, ("a", "t"))
     split = split_fold(rows, "2", cfg.val, cfg.val_fraction, cfg.seed)
@@ -75,10 +76,10 @@ def test_probe_is_scikit_learn_on_the_heads_split(small_corpus, tiny_cfg):
     tr, te = list(split.train), list(split.test)
     scaler = StandardScaler().fit(x[tr])
     pred = LogisticRegression(max_iter=5000).fit(scaler.transform(x[tr]), data.labels[tr]).predict(scaler.transform(x[te]))
-    assert folds[1]["acc"] == pytest.approx(accuracy_score(data.labels[te], pred))
-    assert folds[1]["wf1"] == pytest.approx(f1_score(data.labels[te], pred, average="weighted"))
-    assert folds[1]["n_train"] == len(split.train) and folds[1]["n_test"] == len(split.test)
-    assert np.mean([f["acc"] for f in folds]) > 0.5  # the label signal is there; chance is 0.25
+    assert folds[1].scores["acc"] == pytest.approx(accuracy_score(data.labels[te], pred))
+    assert folds[1].scores["wf1"] == pytest.approx(f1_score(data.labels[te], pred, average="weighted"))
+    assert folds[1].n_train == len(split.train) and folds[1].scores["n_test"] == len(split.test)
+    assert np.mean([f.scores["acc"] for f in folds]) > 0.5  # the label signal is there; chance is 0.25
 
 
 def test_paired_difference_is_the_paired_t_interval():
@@ -88,11 +89,12 @@ def test_paired_difference_is_the_paired_t_interval():
     diff = metrics.paired_difference(a, b)
     by = {f["group"]: f for f in b}
     ci = stats.ttest_rel([f["wf1"] for f in a], [by[f["group"]]["wf1"] for f in a]).confidence_interval(0.95)
-    assert diff["wf1"]["low"] == pytest.approx(ci.low) and diff["wf1"]["high"] == pytest.approx(ci.high)
-    assert diff["wf1"]["mean"] == pytest.approx(np.mean([f["wf1"] - by[f["group"]]["wf1"] for f in a]))
-    assert diff["n_folds"] == 5 and diff["method"] == "paired t interval over folds, 95%"
+    assert diff["wf1"].low == pytest.approx(ci.low) and diff["wf1"].high == pytest.approx(ci.high)
+    assert diff["wf1"].mean == pytest.approx(np.mean([f["wf1"] - by[f["group"]]["wf1"] for f in a]))
+    assert diff.n_folds == 5 and diff.method == "paired t interval over folds, 95%"
+    assert diff.to_json()["wf1"] == {"mean": diff["wf1"].mean, "low": diff["wf1"].low, "high": diff["wf1"].high}
     one = metrics.paired_difference(a[:1], [by["0"]])
-    assert one["acc"]["low"] is None and one["acc"]["mean"] == pytest.approx(a[0]["acc"] - by["0"]["acc"])
+    assert one["acc"].low is None and one["acc"].mean == pytest.approx(a[0]["acc"] - by["0"]["acc"])
     with pytest.raises(ValueError, match="same folds on both sides"):
         metrics.paired_difference(a, b[:3])
 
@@ -154,19 +156,20 @@ def test_ablation_rows_carry_baseline_reference_and_classical_intervals(small_co
     manifest, store, rows = small_corpus
     report = run_ablation(tiny_cfg.replace(epochs=1), rows, [store, functionals_store], tmp_path, settings=["A", "A+T"],
                           lambdas=[1.0], progress=False, classical=BaselineSpec({"a": "functionals"}))
-    assert report["reference"] == "A+T" and report["classes"] == ["hap", "neu", "ang", "sad"]
-    a, at = report["rows"]
-    assert a["baseline"]["sets"] == {"a": "audio"} and at["baseline"]["sets"] == {"a": "audio", "t": "text"}
-    assert at["vs_reference"]["wf1"]["mean"] == 0.0
-    assert a["vs_reference"]["wf1"]["mean"] == pytest.approx(a["mean"]["wf1"] - at["mean"]["wf1"])
-    assert a["vs_classical"]["acc"]["mean"] == pytest.approx(a["mean"]["acc"] - report["classical"]["mean"]["acc"])
-    assert a["vs_baseline"] == a["baseline"]["diff"]
+    assert report.reference == Setting(("a", "t")) and report.classes == ("hap", "neu", "ang", "sad")
+    a, at = report.rows
+    assert a.cv.baseline.sets == {"a": "audio"} and at.cv.baseline.sets == {"a": "audio", "t": "text"}
+    assert at.vs_reference["wf1"].mean == 0.0
+    assert a.vs_reference["wf1"].mean == pytest.approx(a.cv.mean["wf1"] - at.cv.mean["wf1"])
+    assert a.vs_classical["acc"].mean == pytest.approx(a.cv.mean["acc"] - report.classical.summary.mean["acc"])
+    assert a.to_json()["vs_baseline"] == a.cv.baseline.diff.to_json()
+    assert json.loads((tmp_path / "ablation.json").read_text()) == json.loads(json.dumps(report.to_json()))
     md = (tmp_path / "ablation.md").read_text()
     assert ("| setting | ACC | WF1 | WF1 improvised | baseline WF1 | WF1 - baseline | WF1 - classical | WF1 - A+T "
             "| paper ACC | paper WF1 |") in md
-    d = a["vs_reference"]["wf1"]
-    assert f"| {100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] |" in md
+    d = a.vs_reference["wf1"]
+    assert f"| {100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}] |" in md
     assert "95% paired t interval over the folds" in md and "classical: the same probe over a=functionals" in md
     header = (tmp_path / "ablation.csv").read_text().splitlines()[0]
     assert header == "setting,ACC,WF1,WF1 improvised,baseline WF1,WF1 - baseline,WF1 - classical,WF1 - A+T,paper ACC,paper WF1"
-    assert json.loads((tmp_path / "A" / "cv.json").read_text())["baseline"]["mean"] == a["baseline"]["mean"]
+    assert json.loads((tmp_path / "A" / "cv.json").read_text())["baseline"]["mean"] == a.cv.baseline.summary.mean

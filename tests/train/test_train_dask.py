@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from train.cv import SchedulerError, run_cv
+from emocache.scheduler import SchedulerError
+from train.cv import run_cv
 
 
 @pytest.mark.slow
@@ -12,14 +13,13 @@ def test_dask_cv_equals_sequential(small_corpus, tiny_cfg, tmp_path):
     tiny_cfg = tiny_cfg.replace(epochs=1)  # worker start-up (importing torch twice) dominates anyway
     sequential = run_cv(tiny_cfg, manifest, str(store), progress=False)
     parallel = run_cv(tiny_cfg, manifest, str(store), tmp_path, scheduler="local:2", progress=False)
-    assert parallel == sequential
-    assert [f["group"] for f in parallel["folds"]] == ["1", "2", "3"]
+    assert parallel.to_json() == sequential.to_json()
+    assert [f.group for f in parallel.folds] == ["1", "2", "3"]
     assert all((tmp_path / f"fold-{g}" / "model.pt").is_file() for g in "123")
 
 
 def test_bad_scheduler(small_corpus, tiny_cfg):
     manifest, store, _ = small_corpus
-    with pytest.raises(SchedulerError, match=r"--scheduler 'local:x': write local:N with N >= 1 workers"):
-        run_cv(tiny_cfg, manifest, str(store), scheduler="local:x", progress=False)
-    with pytest.raises(SchedulerError, match=r"use local:N \(a local cluster of N workers\) or tcp://HOST:PORT"):
-        run_cv(tiny_cfg, manifest, str(store), scheduler="slurm", progress=False)
+    for bad in ("local:x", "local:0", "slurm"):
+        with pytest.raises(SchedulerError, match=rf"^--scheduler '?{bad}'?: "):
+            run_cv(tiny_cfg, manifest, str(store), scheduler=bad, progress=False)

@@ -68,12 +68,12 @@ def test_no_test_peeking_garbage_test_groups_change_no_score_and_no_choice(small
     manifest, store, rows = small_corpus
     trials = make_trials(tiny_cfg.replace(epochs=3), SPACE)
     clean = score_trials(trials, rows, store, progress=False)
-    assert all(f["passes"] == ["train", "val"] for folds in clean for f in folds)  # no pass over any test group
+    assert all(f.passes == ("train", "val") for folds in clean for f in folds)  # no pass over any test group
     spliced = [[None] * 3 for _ in trials]
     for k, group in enumerate(["1", "2", "3"]):
         bad_manifest, bad_store, bad_rows = _garbage_copy(tmp_path, rows, store, group)
         # The corruption is real: a model that reads the test group sees it.
-        probe = lambda m, s: run_probe(tiny_cfg, m, s, BaselineSpec({"a": "audio"}))[k]["acc"]
+        probe = lambda m, s: run_probe(tiny_cfg, m, s, BaselineSpec({"a": "audio"}))[k].scores["acc"]
         assert probe(bad_manifest, bad_store) != probe(manifest, store)
         # Fold `group` tests on the garbage; its validation scores are the clean ones, exactly. (All
         # folds run, as in the clean search: with dropout, a member's masks depend on its ensemble.)
@@ -82,7 +82,7 @@ def test_no_test_peeking_garbage_test_groups_change_no_score_and_no_choice(small
             assert dirty[t][k] == clean[t][k]
             spliced[t][k] = dirty[t][k]
     assert choose(trials, spliced) == choose(trials, clean)
-    assert len({s["score"] for s in choose(trials, clean)[1]}) > 1  # the trials do differ: the choice means something
+    assert len({s.score for s in choose(trials, clean)[1]}) > 1  # the trials do differ: the choice means something
 
 
 @pytest.mark.slow
