@@ -16,27 +16,6 @@ from train.cv import run_cv
 from train.presets import PRESETS, preset
 
 
-def _domain_errors(fn):
-    """:func:`emocache.cli.domain_errors`, and the domain errors that are not EmocacheErrors yet.
-
-    DataError (train/data.py), StoreError (features) and ManifestError (manifests) become
-    EmocacheError subclasses on their own branches; then this is ``domain_errors`` alone.
-    """
-    @domain_errors
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from features import StoreError
-        from manifests.io import ManifestError
-        from train.data import DataError
-
-        try:
-            return fn(*args, **kwargs)
-        except (DataError, StoreError, ManifestError) as err:
-            raise click.ClickException(str(err)) from err
-
-    return wrapper
-
-
 _PRESET_HELP = (f"Starting configuration: one of {', '.join(sorted(PRESETS))}, or a preset file (FILE.json, e.g. "
                 "the one `train tune` writes); the flags below override its fields. 'paper' is the paper's (for a GPU), "
                 "'fast' ours for CPUs.")
@@ -105,7 +84,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--session", "--group", "group", required=True, help="The test group (the IEMOCAP session, 1..5; --group for CSV corpora).")
 @_training_options(sequential=False)
-@_domain_errors
+@domain_errors
 def fold(group: str, manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, **options: Any) -> None:
     """Train on every group but one and test on it."""
     from train.loop import train_fold
@@ -136,7 +115,7 @@ def _classical(text: str | None):
 @_training_options
 @click.option("--scheduler", default=None, help="Run folds on Dask: local:N (N worker processes here) or tcp://HOST:PORT.")
 @_BASELINE_SETS
-@_domain_errors
+@domain_errors
 def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, scheduler: str | None,
        baseline_sets: str | None, sequential: bool, **options: Any) -> None:
     """Every fold, then mean and std over folds (tables and plots in --out).
@@ -161,7 +140,7 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
               help="Cross-validate the chosen preset once, into OUT/test, after the choice.")
 @_BASELINE_SETS
-@_domain_errors
+@domain_errors
 def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, space_file: str | None,
          trials: int | None, scheduler: str | None, run_test: bool, baseline_sets: str | None, sequential: bool,
          **options: Any) -> None:
@@ -191,7 +170,7 @@ def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, 
 @click.option("--seed", type=int, default=None)
 @_BASELINE_SETS
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@_domain_errors
+@domain_errors
 def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset: str, modalities: str | None,
              sets_text: str | None, val: str | None, seed: int | None, baseline_sets: str | None, as_json: bool) -> None:
     """The linear probe alone, on the folds of `train cv`.
@@ -219,7 +198,7 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
 @click.option("--val", type=click.Choice(VAL_MODES), default=None, help="The validation mode of the folds (the probe trains on the head's training rows).")
 @click.option("--seed", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@_domain_errors
+@domain_errors
 def layers(manifest: str, store: tuple[str, ...], out_dir: str, modality: str, preset: str, sets_text: str | None,
            val: str | None, seed: int | None, as_json: bool) -> None:
     """The linear probe on each stored layer, on the folds of `train cv`.
@@ -242,7 +221,7 @@ def layers(manifest: str, store: tuple[str, ...], out_dir: str, modality: str, p
 @click.option("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS), show_default=True, help="Lambdas for the A+V+T setting.")
 @click.option("--scheduler", default=None, help="Run folds on Dask: local:N or tcp://HOST:PORT.")
 @_BASELINE_SETS
-@_domain_errors
+@domain_errors
 def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, settings: str, lambdas: str,
            scheduler: str | None, baseline_sets: str | None, sequential: bool, **options: Any) -> None:
     """The paper's ablations (Tables 1 and 2) beside the paper's figures.
@@ -280,7 +259,7 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as one JSON object on stdout.")
-@_domain_errors
+@domain_errors
 def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio: str | None, video: str | None,
             text: str | None, cache: str | None, encoders: tuple[str, ...], weights: tuple[str, ...], trust_pickle: bool,
             out_file: str | None, batch_size: int, device: str, as_json: bool) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emocache.errors import EmocacheError
 from manifests import SIX_CLASSES, Utterance
 from manifests.io import manifest_hash, read_manifest
 from train.model import InputSpec
@@ -28,7 +29,7 @@ from train.model import InputSpec
 BUCKET_BATCHES = 32
 
 
-class DataError(ValueError):
+class DataError(EmocacheError, ValueError):
     """The manifest and the feature store do not fit together; the message says how to fix it."""
 
 
