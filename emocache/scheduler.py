@@ -125,16 +125,20 @@ def run_tasks(
     """
     keys = list(keys) if keys is not None else [f"task-{i:03d}" for i in range(len(tasks))]
     outcomes: list[Outcome[R]] = [Outcome(k) for k in keys]
+
+    def settle(i: int, result: Callable[[], R]) -> None:
+        try:
+            outcomes[i].value = result()
+        except Exception as err:  # noqa: BLE001 - raised here, or handed to the caller in the outcome
+            if stop_on_error:
+                raise
+            outcomes[i].error = err
+        if on_done is not None:
+            on_done(i, outcomes[i])
+
     if client is None:
         for i, task in enumerate(tasks):
-            try:
-                outcomes[i].value = fn(task)
-            except Exception as err:  # noqa: BLE001 - raised below, or handed to the caller in the outcome
-                if stop_on_error:
-                    raise
-                outcomes[i].error = err
-            if on_done is not None:
-                on_done(i, outcomes[i])
+            settle(i, lambda task=task: fn(task))
         return outcomes
 
     from distributed import as_completed
@@ -145,15 +149,7 @@ def run_tasks(
     }
     try:
         for future in as_completed(list(futures)):
-            i = futures[future]
-            try:
-                outcomes[i].value = future.result()
-            except Exception as err:  # noqa: BLE001 - raised below, or handed to the caller in the outcome
-                if stop_on_error:
-                    raise
-                outcomes[i].error = err
-            if on_done is not None:
-                on_done(i, outcomes[i])
+            settle(futures[future], future.result)
     finally:
         if stop_on_error:
             client.cancel([f for f in futures if not f.done()])
