@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     cfg = preset(args.preset, modalities=("a",), sets={"a": "audio"})
     t0 = time.perf_counter()
     cv = run_cv(cfg, manifest, [audio_store, func_store], scheduler=args.scheduler,
-                classical=BaselineSpec({"a": FUNCTIONALS_SET}), progress=True)
+                classical=BaselineSpec({"a": FUNCTIONALS_SET}), progress=True).to_json()  # as its cv.json
     t_cv = time.perf_counter() - t0
     reference = logistic_cv(manifest, *utterance_vectors(manifest, func_store, FUNCTIONALS_SET))
 

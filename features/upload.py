@@ -227,7 +227,7 @@ class _PublishLock:
             return {}
         return record if isinstance(record, dict) else {}
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         try:
             self.fs.rm_file(self.path)
         except FileNotFoundError:
