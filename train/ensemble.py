@@ -125,17 +125,17 @@ class Ensemble:
         self.buffers = {n: b.to(self.device) for n, b in buffers.items()}
         k = len(models)
         dev = self.device
-        self.lr = torch.tensor([c.lr for c in cfgs], device=dev)
-        self.wd = torch.tensor([c.weight_decay for c in cfgs], device=dev)
+        self.moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params.items()}
+        # Each member's step count, as the fused optimisers read it (a tensor on the device), and on the host.
+        self.steps = [torch.zeros((), device=dev) for _ in range(k)]
+        self.counts = [0] * k
+        # With lambda = 0 the shared encoder gets no gradient in a model of its own, so torch's optimisers
+        # leave it alone (no decay either): the same here, per member.
+        self.owned = [[n for n in self.params if not (c.lam == 0 and n.startswith("shared."))] for c in cfgs]
+        self._view_members()
+        self.layouts_fixed = False
         self.lam = torch.tensor([c.lam for c in cfgs], device=dev)
         self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
-        self.clip = torch.tensor([c.grad_clip or 0.0 for c in cfgs], device=dev)
-        self.steps = torch.zeros(k, device=dev)
-        self.moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params.items()}
-        # With lambda = 0 the shared encoder gets no gradient in a model of its own, so torch's
-        # optimisers leave it alone (no decay either): the same here, per member.
-        no_margin = torch.tensor([c.lam == 0 for c in cfgs], device=dev)
-        self.frozen = {n: no_margin if n.startswith("shared.") else None for n in self.params}
         self._run = vmap(self._forward, in_dims=(0, 0, 0, 0, 0, 0), randomness="different")
         if self.device.startswith("cuda") and self.cfg.compile:
             self._run = torch.compile(self._run, mode="reduce-overhead", dynamic=False)
@@ -157,6 +157,12 @@ class Ensemble:
             self.buffers[n][sel] = b
         return out
 
+    def _view_members(self) -> None:
+        """Each member's parameters and optimiser moments as flat views into the stacked tensors (the
+        fused optimisers copy a non-contiguous tensor in and out; every layout here is dense)."""
+        flat = {n: [_by_member(t) for t in (p.detach(), *self.moments[n])] for n, p in self.params.items()}
+        self.views = [tuple([flat[n][j][i] for n in names] for j in range(3)) for i, names in enumerate(self.owned)]
+
     def forward(self, groups, train: bool):
         """``groups``: [(member indices or None for all, inputs, labels)]. Returns per group (loss, ce, mar, probs)."""
         self.base.train(train)
@@ -165,56 +171,69 @@ class Ensemble:
             if train:
                 for p in self.params.values():
                     p.grad = None
-                sum(o[0].sum() for o in outs).backward()
+                loss = sum(o[0].sum() for o in outs)
+                if not self.layouts_fixed and all(idx is None for idx, _, _ in groups):
+                    self._adopt_grad_layouts(loss)
+                else:
+                    loss.backward()
         return outs
 
+    def _adopt_grad_layouts(self, loss: torch.Tensor) -> None:
+        """Backward ``loss``, then store each stacked tensor in the memory layout of the gradient vmap
+        computes for it. Under vmap a linear layer's weight gradient comes out transposed ((K, in, out)
+        in memory); autograd copies a gradient whose strides differ from its parameter's into the
+        parameter's layout, a pass over every weight each step (a third of the step's backward on the
+        6,373-wide ComParE projection). With the layouts equal it keeps the gradient as it is. Values
+        are untouched; the fused optimisers read any dense layout alike."""
+        seen: dict[str, tuple[int, ...]] = {}
+        hooks = [p.register_hook(lambda g, n=n: seen.__setitem__(n, g.stride())) for n, p in self.params.items()]
+        loss.backward()
+        for h in hooks:
+            h.remove()
+
+        def relayout(t: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
+            return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t)
+
+        with torch.no_grad():
+            for n, stride in seen.items():
+                p = self.params[n]
+                if stride == p.stride() or not _member_blocks(p.shape, stride):
+                    continue
+                new = relayout(p.detach(), stride).requires_grad_(True)
+                new.grad = None if p.grad is None else relayout(p.grad, stride)
+                self.params[n] = new
+                self.moments[n] = tuple(relayout(m, stride) for m in self.moments[n])
+        self._view_members()
+        self.layouts_fixed = True
+
     @torch.no_grad()
-    def update(self, active: torch.Tensor, everyone: bool = False) -> None:
-        """One optimiser step for the ``active`` members (bool (K,)), each with its own lr, decay and clip:
-        torch's Adam, AdamW and SGD(momentum 0.9) written over the member axis. ``everyone``: the
-        caller knows all members are active (skips the masking)."""
-        grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
-        if self.cfg.grad_clip is not None:
-            norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
-            coef = torch.clamp(self.clip / (norm + 1e-6), max=1.0)
-            for g in grads.values():
-                g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
-        self.steps += active.to(self.steps.dtype)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
+    def update(self, members: Sequence[int]) -> None:
+        """One optimiser step for ``members`` (indices), each with its own lr, decay, clip and step count:
+        torch's own fused Adam, AdamW and SGD (momentum 0.9) kernels, one call per member over views of
+        its slices of the stacked tensors (one sweep over each weight, not one operator per
+        parameter and per term), and torch's gradient clipping, per member."""
+        grads = {n: _by_member(p.grad if p.grad is not None else torch.zeros_like(p)).unbind(0)
+                 for n, p in self.params.items()}
         opt = self.cfg.optimizer
-        # Per-member scalars once per step, (K,) each.
-        step = self.steps.clamp_min(1)
-        step_size = self.lr / (1 - beta1 ** step)
-        bc2_sqrt = torch.sqrt(1 - beta2 ** step)
-        decay = 1 - self.lr * self.wd
-        first = self.steps == 1
-        for n, p in self.params.items():
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            live = None if everyone and self.frozen[n] is None else \
-                (active if self.frozen[n] is None else active & ~self.frozen[n]).view(shape)
-            g, m, v = grads[n], *self.moments[n]
-            if opt != "adamw":
-                g = g + self.wd.view(shape) * p  # L2 decay through the gradient (Adam, SGD)
+        for k in members:
+            cfg = self.cfgs[k]
+            params, exp_avgs, exp_avg_sqs = self.views[k]
+            member_grads = [grads[n][k] for n in self.owned[k]]
+            self.counts[k] += 1
+            self.steps[k] += 1
+            scale = None  # the fused kernels divide the gradients by it: clip_grad_norm_'s coefficient, inverted
+            if cfg.grad_clip is not None:
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(member_grads)))
+                scale = torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0).reciprocal()
             if opt == "sgd":
-                new_m = torch.where(first.view(shape), g, m * 0.9 + g)
-                new_p = p - self.lr.view(shape) * new_m
-                m.copy_(new_m if live is None else torch.where(live, new_m, m))
-                p.copy_(new_p if live is None else torch.where(live, new_p, p))
+                torch._fused_sgd_(params, member_grads, exp_avgs, weight_decay=cfg.weight_decay, momentum=0.9,
+                                  lr=cfg.lr, dampening=0.0, nesterov=False, maximize=False,
+                                  is_first_step=self.counts[k] == 1, grad_scale=scale)
                 continue
-            if live is None:  # the common case, in place: every member steps
-                if opt == "adamw":
-                    p.mul_(decay.view(shape))
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                p.addcdiv_(m * -step_size.view(shape), v.sqrt().div_(bc2_sqrt.view(shape)).add_(eps))
-                continue
-            base = p * decay.view(shape) if opt == "adamw" else p
-            new_m = torch.lerp(m, g, 1 - beta1)
-            new_v = v * beta2 + (1 - beta2) * g * g
-            new_p = base - step_size.view(shape) * new_m / (new_v.sqrt() / bc2_sqrt.view(shape) + eps)
-            m.copy_(torch.where(live, new_m, m))
-            v.copy_(torch.where(live, new_v, v))
-            p.copy_(torch.where(live, new_p, p))
+            fused = torch._fused_adamw_ if opt == "adamw" else torch._fused_adam_
+            fused(params, member_grads, exp_avgs, exp_avg_sqs, [], [self.steps[k]] * len(params), lr=cfg.lr,
+                  beta1=0.9, beta2=0.999, weight_decay=cfg.weight_decay, eps=1e-8, amsgrad=False, maximize=False,
+                  grad_scale=scale)
 
     def state(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k``'s state_dict (parameters and buffers), on the CPU."""
@@ -224,6 +243,23 @@ class Ensemble:
     def load(self, k: int, state: dict[str, torch.Tensor]) -> None:
         for n, t in (self.params | self.buffers).items():
             t[k] = state[n].to(t.device)
+
+
+def _member_blocks(shape: Sequence[int], stride: Sequence[int]) -> bool:
+    """Whether ``stride`` lays a (K, ...) tensor out as K consecutive blocks, each without gaps or overlaps."""
+    expected = 1
+    for size, step in sorted(zip(shape[1:], stride[1:]), key=lambda d: d[1]):
+        if size > 1 and step != expected:
+            return False
+        expected *= size
+    return shape[0] == 1 or stride[0] == expected
+
+
+def _by_member(t: torch.Tensor) -> torch.Tensor:
+    """A stacked (K, ...) tensor as (K, n), each member's values in memory order: a view, for any layout
+    :func:`_member_blocks` accepts (``view`` raises rather than copy)."""
+    order = sorted(range(1, t.dim()), key=lambda d: -t.stride(d))
+    return t.permute(0, *order).view(t.shape[0], -1)
 
 
 @dataclass
@@ -298,9 +334,7 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
         t_data += time.perf_counter() - t1
         outs = ens.forward([(idx, x, y) for idx, x, y, _, _ in groups], train)
         if train:
-            active = torch.zeros(k, dtype=torch.bool, device=dev)
-            active[live] = True
-            ens.update(active, everyone=len(live) == k)
+            ens.update(live)
         for (_, _, _, members, chunks), (loss, ce, mar, p) in zip(groups, outs):
             sel = torch.tensor(members, device=dev)
             n = torch.tensor([len(c) for c in chunks], dtype=torch.float64, device=dev)

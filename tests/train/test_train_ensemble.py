@@ -75,7 +75,7 @@ def test_the_batched_optimiser_is_torch_s(data, tiny_cfg, opt):
         grads = {n: torch.randn_like(p) for n, p in ens.params.items()}
         for n, p in ens.params.items():
             p.grad = grads[n].clone()
-        ens.update(torch.tensor([True, step != 1]), everyone=step != 1)
+        ens.update([0, 1] if step != 1 else [0])
         for k, (m, o) in enumerate(zip(models, opts)):
             if k == 1 and step == 1:
                 continue
