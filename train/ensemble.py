@@ -147,36 +147,69 @@ class Ensemble:
         loss, ce, mar = loss_terms(out, labels, lam, alpha)
         return loss, ce, mar, torch.softmax(out.logits.detach().float(), dim=-1)
 
-    def _call(self, idx: list[int] | None, inputs, labels):
-        if idx is None:
-            return self._run(self.params, self.buffers, inputs, labels, self.lam, self.alpha)
-        sel = torch.tensor(idx, device=self.device)
-        buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
-        out = self._run({n: p[sel] for n, p in self.params.items()}, buffers, inputs, labels, self.lam[sel], self.alpha[sel])
-        for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
-            self.buffers[n][sel] = b
-        return out
-
     def _view_members(self) -> None:
         """Each member's parameters and optimiser moments as flat views into the stacked tensors (the
         fused optimisers copy a non-contiguous tensor in and out; every layout here is dense)."""
         flat = {n: [_by_member(t) for t in (p.detach(), *self.moments[n])] for n, p in self.params.items()}
         self.views = [tuple([flat[n][j][i] for n in names] for j in range(3)) for i, names in enumerate(self.owned)]
 
-    def forward(self, groups, train: bool):
-        """``groups``: [(member indices or None for all, inputs, labels)]. Returns per group (loss, ce, mar, probs)."""
+    def forward(self, calls: Sequence[Call], train: bool):
+        """Run ``calls`` (training: and backward their summed loss). Returns per call (loss, ce, mar, probs),
+        each with one row per member of the call (:attr:`Call.rows` says which are real)."""
         self.base.train(train)
         with torch.set_grad_enabled(train):
-            outs = [self._call(idx, inputs, labels) for idx, inputs, labels in groups]
             if train:
                 for p in self.params.values():
                     p.grad = None
-                loss = sum(o[0].sum() for o in outs)
-                if not self.layouts_fixed and all(idx is None for idx, _, _ in groups):
-                    self._adopt_grad_layouts(loss)
+            outs, losses, subsets = [], [], []
+            for call in calls:
+                if call.full:
+                    out = self._run_all(call, train)
+                    loss = out[0] if len(call.members) == len(self.cfgs) else out[0] * self._weight(call.members)
                 else:
-                    loss.backward()
+                    sel = torch.tensor(call.members, device=self.device)
+                    params = {n: p.detach()[sel].requires_grad_(train) for n, p in self.params.items()}
+                    buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
+                    out = self._run(params, buffers, call.inputs, call.labels, self.lam[sel], self.alpha[sel])
+                    for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
+                        self.buffers[n] = self.buffers[n].index_put((sel,), b)  # out of place: a graph may hold it
+                    subsets.append((sel, params))
+                    loss = out[0]
+                outs.append(out)
+                losses.append(loss.sum())
+            if train:
+                total = sum(losses)
+                if not self.layouts_fixed and any(call.full for call in calls):
+                    self._adopt_grad_layouts(total)
+                else:
+                    total.backward()
+                with torch.no_grad():
+                    for sel, params in subsets:  # a subset's own copies of its weights got its gradients
+                        for n, leaf in params.items():
+                            if leaf.grad is not None:
+                                p = self.params[n]
+                                if p.grad is None:
+                                    p.grad = torch.zeros_like(p)
+                                p.grad.index_add_(0, sel, leaf.grad)
         return outs
+
+    def _run_all(self, call: Call, train: bool):
+        """Every member on the stacked weights as they are; those outside the call (on stand-in inputs)
+        keep their BatchNorm statistics."""
+        outside = train and bool(self.buffers) and len(call.members) < len(self.cfgs)
+        buffers = {n: b.clone() for n, b in self.buffers.items()} if outside else self.buffers
+        out = self._run(self.params, buffers, call.inputs, call.labels, self.lam, self.alpha)
+        if outside:  # out of place: the graph may hold the old statistics
+            inside = self._weight(call.members).bool()
+            for n, b in buffers.items():
+                self.buffers[n] = torch.where(inside.view((-1,) + (1,) * (b.dim() - 1)), b, self.buffers[n])
+        return out
+
+    def _weight(self, members: Sequence[int]) -> torch.Tensor:
+        """(K,) 1 for ``members``, 0 for the others."""
+        weight = torch.zeros(len(self.cfgs), device=self.device)
+        weight[list(members)] = 1.0
+        return weight
 
     def _adopt_grad_layouts(self, loss: torch.Tensor) -> None:
         """Backward ``loss``, then store each stacked tensor in the memory layout of the gradient vmap
@@ -279,6 +312,26 @@ class _Pass:
         return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, np.int64)
 
 
+@dataclass
+class Call:
+    """One run of the model in a step: the batches of ``members`` (member indices, ascending).
+
+    ``full``: every member of the ensemble runs, on the stacked weights as they are, so that no weight is
+    copied; members outside ``members`` run on a stand-in batch (a copy of the first member's), with loss
+    weight 0 (exactly zero gradients) and their BatchNorm statistics kept. Otherwise the members' weights
+    are copied out and their gradients added back. ``rows``: where each member's outputs are.
+    """
+
+    members: list[int]
+    full: bool
+    inputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    labels: torch.Tensor
+
+    @property
+    def rows(self) -> list[int]:
+        return self.members if self.full else list(range(len(self.members)))
+
+
 # How much padding a step may add to batch members together: the members' batches, padded to one
 # length bin, may cost at most this many times their own bins. Above it they run as separate calls
 # (each still batched over its members): padding is paid in compute, a call in operator overhead.
@@ -325,23 +378,29 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
     for s in range(n_steps):
         t1 = time.perf_counter()
         live = [i for i, o in enumerate(orders) if o is not None and s < len(o)]
-        groups = []
-        for members in step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live):
-            chunks = [orders[i][s] for i in members]
-            inputs = _pad_members([states[i].data for i in members], chunks, dev, feature_dtype)
-            labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(members, chunks)])).to(dev)
-            groups.append((None if len(members) == k else members, inputs, labels, members, chunks))
+        groups = step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live)
+        # The largest group runs on the stacked weights (when it holds most members: the others then
+        # cost a stand-in batch each), the rest on copies of theirs.
+        main = max(groups, key=len)
+        calls = []
+        for members in groups:
+            full = members is main and 2 * len(members) > k
+            slots = [i if i in members else members[0] for i in range(k)] if full else members
+            chunks = [orders[i][s] for i in slots]
+            inputs = _pad_members([states[i].data for i in slots], chunks, dev, feature_dtype)
+            labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(slots, chunks)])).to(dev)
+            calls.append(Call(members, full, inputs, labels))
         t_data += time.perf_counter() - t1
-        outs = ens.forward([(idx, x, y) for idx, x, y, _, _ in groups], train)
+        outs = ens.forward(calls, train)
         if train:
             ens.update(live)
-        for (_, _, _, members, chunks), (loss, ce, mar, p) in zip(groups, outs):
-            sel = torch.tensor(members, device=dev)
-            n = torch.tensor([len(c) for c in chunks], dtype=torch.float64, device=dev)
-            totals[:, sel] += torch.stack([loss.detach(), ce, mar]).double() * n
-            for j, i in enumerate(members):
+        for call, (loss, ce, mar, p) in zip(calls, outs):
+            sel = torch.tensor(call.members, device=dev)
+            n = torch.tensor([len(orders[i][s]) for i in call.members], dtype=torch.float64, device=dev)
+            totals[:, sel] += torch.stack([loss.detach(), ce, mar])[:, call.rows].double() * n
+            for j, i in zip(call.rows, call.members):
                 probs[i].append(p[j])
-                seen[i].append(chunks[j])
+                seen[i].append(orders[i][s])
         bar.update(1)
     bar.close()
     totals = totals.cpu().numpy()
