@@ -9,8 +9,9 @@ the many small operators of the head are paid once for K members. ``train_fold``
 
 Shapes repeat: each batch is padded to a length bin (:func:`length_bin`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
-On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) batches travel to the GPU as
-float16 and are cast there, ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
+On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) each fold's cached inputs are
+copied to the GPU once as float16 (:func:`resident`) and every batch is gathered and cast to float32
+there (:func:`gather_members`), ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
 ``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
 the length bins keep the number of captured shapes small).
 """
@@ -86,11 +87,12 @@ class _State:
         self.stats, self.data = cache[key]
         self.prepared = cfg.model.frame_pool > 1
         self.order_lengths = data.lengths()
+        self.resident = resident(self.data, cfg.device, cache) if cfg.device.startswith("cuda") else None
         self.rng = np.random.default_rng(cfg.seed)
 
 
-def _pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray], device: str,
-                 feature_dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray],
+                 device: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Each member's batch padded to one length bin per modality and stacked: x (K, B, [L,] T, D), mask (K, B, T)."""
     inputs = {}
     for m in datas[0].modalities:
@@ -99,16 +101,56 @@ def _pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray], dev
         t = length_bin(int(max(int(n.max()) for n in lengths)))
         md0 = mds[0]
         shape = (len(chunks), len(chunks[0])) + md0.data.shape[:-2] + (t, md0.dim)
-        x = np.zeros(shape, dtype=np.float32 if feature_dtype == torch.float32 else md0.data.dtype)
+        x = np.zeros(shape, dtype=np.float32)
         mask = np.zeros((len(chunks), len(chunks[0]), t), dtype=bool)
         for k, (md, c, n) in enumerate(zip(mds, chunks, lengths)):
             for j, (s, length) in enumerate(zip(md.offsets[c], n)):
                 x[k, j, ..., :length, :] = md.data[..., s:s + length, :]
                 mask[k, j, :length] = True
-        xt = torch.from_numpy(x)
-        if device != "cpu":
-            xt = xt.to(device, non_blocking=True)
-        inputs[m] = (xt.to(torch.float32), torch.from_numpy(mask).to(device))
+        inputs[m] = (torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device))
+    return inputs
+
+
+@dataclass
+class Resident:
+    """One modality's cached inputs for a fold, held on the device as float16: ``data`` (sum_T, D) or
+    (L, sum_T, D), utterance i at frames ``offsets[i]:offsets[i+1]``."""
+
+    data: torch.Tensor
+    offsets: np.ndarray
+
+
+def resident(data: FeatureData, device: str, cache: dict) -> dict[str, Resident]:
+    """``data``'s modalities on ``device`` as float16, copied there once per array (members and folds
+    that share an array share its copy): each step then gathers its batches on the device
+    (:func:`gather_members`) instead of padding them on the host and sending them over."""
+    out = {}
+    for m, md in data.modalities.items():
+        key = ("resident", id(md.data))
+        if key not in cache:
+            cache[key] = torch.from_numpy(md.data).to(torch.float16).to(device)
+        out[m] = Resident(cache[key], md.offsets)
+    return out
+
+
+def gather_members(residents: Sequence[dict[str, Resident]], chunks: Sequence[np.ndarray],
+                   device: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_pad_members` from device-resident inputs: the same shapes and padding, the values cast
+    from float16 to float32 on the device."""
+    inputs = {}
+    for m in residents[0]:
+        starts = [r[m].offsets[c] for r, c in zip(residents, chunks)]
+        lengths = [r[m].offsets[c + 1] - r[m].offsets[c] for r, c in zip(residents, chunks)]
+        steps = np.arange(length_bin(int(max(int(n.max()) for n in lengths))))
+        # Padding frames read the utterance's last frame (any valid index), then are set to 0.
+        index = np.stack([s[:, None] + np.minimum(steps, n[:, None] - 1) for s, n in zip(starts, lengths)])
+        mask = torch.from_numpy(np.stack([steps < n[:, None] for n in lengths])).to(device, non_blocking=True)
+        index_t = torch.from_numpy(index).to(device, non_blocking=True)
+        x = torch.stack([r[m].data[..., i, :] for r, i in zip(residents, index_t)])  # (K, [L,] B, T, D)
+        keep = mask[..., None]
+        if x.dim() == 5:  # layered: (K, L, B, T, D) -> (K, B, L, T, D)
+            x, keep = x.transpose(1, 2), keep[:, :, None]
+        inputs[m] = (torch.where(keep, x.float(), 0.0).contiguous(), mask)
     return inputs
 
 
@@ -374,7 +416,6 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
     probs: list[list[torch.Tensor]] = [[] for _ in range(k)]
     seen = [[] for _ in range(k)]
     t_data = 0.0
-    feature_dtype = torch.float16 if dev.startswith("cuda") else torch.float32
     bar = tqdm(total=n_steps, desc=desc, unit="step", leave=False, file=sys.stderr, disable=not desc)
     for s in range(n_steps):
         t1 = time.perf_counter()
@@ -388,7 +429,10 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
             full = members is main and 2 * len(members) > k
             slots = [i if i in members else members[0] for i in range(k)] if full else members
             chunks = [orders[i][s] for i in slots]
-            inputs = _pad_members([states[i].data for i in slots], chunks, dev, feature_dtype)
+            if states[0].resident is not None:
+                inputs = gather_members([states[i].resident for i in slots], chunks, dev)
+            else:
+                inputs = _pad_members([states[i].data for i in slots], chunks, dev)
             labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(slots, chunks)])).to(dev)
             calls.append(Call(members, full, inputs, labels))
         t_data += time.perf_counter() - t1
