@@ -155,7 +155,7 @@ def gather_members(residents: Sequence[dict[str, Resident]], chunks: Sequence[np
 
 
 class Ensemble:
-    """K models of one architecture as stacked parameters; :meth:`step` and :meth:`evaluate` run them together."""
+    """K models of one architecture as stacked parameters; :meth:`forward` and :meth:`update` run them together."""
 
     def __init__(self, cfgs: Sequence[TrainConfig], models: Sequence[torch.nn.Module], prepared: bool):
         self.cfgs = list(cfgs)
@@ -421,12 +421,14 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
         t1 = time.perf_counter()
         live = [i for i, o in enumerate(orders) if o is not None and s < len(o)]
         groups = step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live)
-        # The largest group runs on the stacked weights (when it holds most members: the others then
-        # cost a stand-in batch each), the rest on copies of theirs.
+        # The largest group runs on the stacked weights when at most one member is outside it (that one
+        # costs a stand-in batch: cheap beside copying every weight when the weights dominate, as with
+        # ComParE's 6,373-wide projection; not when long batches do, as with the paper preset), the
+        # other groups on copies of theirs.
         main = max(groups, key=len)
         calls = []
         for members in groups:
-            full = members is main and 2 * len(members) > k
+            full = members is main and len(members) >= k - 1
             slots = [i if i in members else members[0] for i in range(k)] if full else members
             chunks = [orders[i][s] for i in slots]
             if states[0].resident is not None:
