@@ -381,6 +381,13 @@ class Call:
 PAD_SLACK = 1.5
 
 
+# How many members outside a step's largest group may run on stand-in batches so that the group runs
+# on the stacked weights: each costs a batch of compute (cheap beside copying every weight when the
+# weights dominate, as with ComParE's 6,373-wide projection; not when long batches do, as with the
+# paper preset on frame-level features).
+STAND_INS = 1
+
+
 def step_groups(batches: Sequence[tuple[int, int]], members: Sequence[int]) -> list[list[int]]:
     """Members whose step batches (size, longest utterance) run as one call: same size, and padded to
     one bin costing at most :data:`PAD_SLACK` times their own bins; in order of length."""
@@ -421,14 +428,12 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
         t1 = time.perf_counter()
         live = [i for i, o in enumerate(orders) if o is not None and s < len(o)]
         groups = step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live)
-        # The largest group runs on the stacked weights when at most one member is outside it (that one
-        # costs a stand-in batch: cheap beside copying every weight when the weights dominate, as with
-        # ComParE's 6,373-wide projection; not when long batches do, as with the paper preset), the
-        # other groups on copies of theirs.
+        # The largest group runs on the stacked weights when at most STAND_INS members are outside it,
+        # the other groups on copies of theirs.
         main = max(groups, key=len)
         calls = []
         for members in groups:
-            full = members is main and len(members) >= k - 1
+            full = members is main and len(members) >= k - STAND_INS
             slots = [i if i in members else members[0] for i in range(k)] if full else members
             chunks = [orders[i][s] for i in slots]
             if states[0].resident is not None:
