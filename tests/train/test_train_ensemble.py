@@ -181,3 +181,12 @@ def test_members_with_unequal_batches_equal_their_sequential_runs(small_corpus, 
         assert got.best_epoch == alone.best_epoch and got.metrics["confusion"] == alone.metrics["confusion"]
         for a, b in zip(got.history, alone.history):
             assert all(a[key] == pytest.approx(b[key], abs=1e-4) for key in a)
+
+
+def test_dask_tasks_queue_the_costliest_ensembles_first(tiny_cfg):
+    from train.ensemble import dask_tasks
+
+    audio, both = tiny_cfg.replace(modalities=("a",)), tiny_cfg.replace(modalities=("a", "t", "v"))
+    members = [Member(audio, g) for g in "123"] + [Member(both, g) for g in "12"] + [Member(audio.replace(epochs=9), "1")]
+    assert dask_tasks(members, sequential=False) == [[3, 4], [5], [0, 1, 2]]
+    assert dask_tasks(members, sequential=True) == [[3], [4], [5], [0], [1], [2]]
