@@ -7,11 +7,11 @@ tests/train/test_train_ensemble.py). The members' weights are stacked (``torch.f
 ``stack_module_state``) and one step runs the model once under ``vmap`` over the member axis, so
 the many small operators of the head are paid once for K members. ``train_fold`` is the K = 1 case.
 
-Shapes repeat: each batch is padded to a length bin (:func:`length_bin`), and the step holds no
+Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
 On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) each fold's cached inputs are
-copied to the GPU once as float16 (:func:`resident`) and every batch is gathered and cast to float32
-there (:func:`gather_members`), ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
+copied to the GPU once as float16 and every batch is gathered and cast to float32 there
+(:func:`train.batches.gather_members`), ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
 ``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
 the length bins keep the number of captured shapes small).
 """
@@ -33,6 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from train.config import TrainConfig
+from train.batches import STAND_INS, Call, gather_members, pad_members, resident, step_groups
 from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
 from train.folds import Split, split_fold
 from train.losses import loss_terms
@@ -48,15 +49,6 @@ def ensemble_key(cfg: TrainConfig) -> str:
     same = {f: TrainConfig.__dataclass_fields__[f].default for f in PER_MEMBER}
     same["grad_clip"] = None if cfg.grad_clip is None else 1.0  # clipping or not is shared, the norm per member
     return cfg.replace(**same).dumps()
-
-
-def length_bin(n: int) -> int:
-    """The padded length of a batch whose longest utterance has ``n`` frames: 4 bins per octave
-    above 8 (at most 25% padding), so a run sees a few dozen shapes, not hundreds."""
-    if n <= 8:
-        return max(n, 1)
-    step = 1 << (n.bit_length() - 3)
-    return -(-n // step) * step
 
 
 @dataclass
@@ -89,69 +81,6 @@ class _State:
         self.order_lengths = data.lengths()
         self.resident = resident(self.data, cfg.device, cache) if cfg.device.startswith("cuda") else None
         self.rng = np.random.default_rng(cfg.seed)
-
-
-def _pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray],
-                 device: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Each member's batch padded to one length bin per modality and stacked: x (K, B, [L,] T, D), mask (K, B, T)."""
-    inputs = {}
-    for m in datas[0].modalities:
-        mds = [d.modalities[m] for d in datas]
-        lengths = [md.offsets[c + 1] - md.offsets[c] for md, c in zip(mds, chunks)]
-        t = length_bin(int(max(int(n.max()) for n in lengths)))
-        md0 = mds[0]
-        shape = (len(chunks), len(chunks[0])) + md0.data.shape[:-2] + (t, md0.dim)
-        x = np.zeros(shape, dtype=np.float32)
-        mask = np.zeros((len(chunks), len(chunks[0]), t), dtype=bool)
-        for k, (md, c, n) in enumerate(zip(mds, chunks, lengths)):
-            for j, (s, length) in enumerate(zip(md.offsets[c], n)):
-                x[k, j, ..., :length, :] = md.data[..., s:s + length, :]
-                mask[k, j, :length] = True
-        inputs[m] = (torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device))
-    return inputs
-
-
-@dataclass
-class Resident:
-    """One modality's cached inputs for a fold, held on the device as float16: ``data`` (sum_T, D) or
-    (L, sum_T, D), utterance i at frames ``offsets[i]:offsets[i+1]``."""
-
-    data: torch.Tensor
-    offsets: np.ndarray
-
-
-def resident(data: FeatureData, device: str, cache: dict) -> dict[str, Resident]:
-    """``data``'s modalities on ``device`` as float16, copied there once per array (members and folds
-    that share an array share its copy): each step then gathers its batches on the device
-    (:func:`gather_members`) instead of padding them on the host and sending them over."""
-    out = {}
-    for m, md in data.modalities.items():
-        key = ("resident", id(md.data))
-        if key not in cache:
-            cache[key] = torch.from_numpy(md.data).to(torch.float16).to(device)
-        out[m] = Resident(cache[key], md.offsets)
-    return out
-
-
-def gather_members(residents: Sequence[dict[str, Resident]], chunks: Sequence[np.ndarray],
-                   device: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`_pad_members` from device-resident inputs: the same shapes and padding, the values cast
-    from float16 to float32 on the device."""
-    inputs = {}
-    for m in residents[0]:
-        starts = [r[m].offsets[c] for r, c in zip(residents, chunks)]
-        lengths = [r[m].offsets[c + 1] - r[m].offsets[c] for r, c in zip(residents, chunks)]
-        steps = np.arange(length_bin(int(max(int(n.max()) for n in lengths))))
-        # Padding frames read the utterance's last frame (any valid index), then are set to 0.
-        index = np.stack([s[:, None] + np.minimum(steps, n[:, None] - 1) for s, n in zip(starts, lengths)])
-        mask = torch.from_numpy(np.stack([steps < n[:, None] for n in lengths])).to(device, non_blocking=True)
-        index_t = torch.from_numpy(index).to(device, non_blocking=True)
-        x = torch.stack([r[m].data[..., i, :] for r, i in zip(residents, index_t)])  # (K, [L,] B, T, D)
-        keep = mask[..., None]
-        if x.dim() == 5:  # layered: (K, L, B, T, D) -> (K, B, L, T, D)
-            x, keep = x.transpose(1, 2), keep[:, :, None]
-        inputs[m] = (torch.where(keep, x.float(), 0.0).contiguous(), mask)
-    return inputs
 
 
 class Ensemble:
@@ -355,60 +284,6 @@ class _Pass:
         return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, np.int64)
 
 
-@dataclass
-class Call:
-    """One run of the model in a step: the batches of ``members`` (member indices, ascending).
-
-    ``full``: every member of the ensemble runs, on the stacked weights as they are, so that no weight is
-    copied; members outside ``members`` run on a stand-in batch (a copy of the first member's), with loss
-    weight 0 (exactly zero gradients) and their BatchNorm statistics kept. Otherwise the members' weights
-    are copied out and their gradients added back. ``rows``: where each member's outputs are.
-    """
-
-    members: list[int]
-    full: bool
-    inputs: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    labels: torch.Tensor
-
-    @property
-    def rows(self) -> list[int]:
-        return self.members if self.full else list(range(len(self.members)))
-
-
-# How much padding a step may add to batch members together: the members' batches, padded to one
-# length bin, may cost at most this many times their own bins. Above it they run as separate calls
-# (each still batched over its members): padding is paid in compute, a call in operator overhead.
-PAD_SLACK = 1.5
-
-
-# How many members outside a step's largest group may run on stand-in batches so that the group runs
-# on the stacked weights: each costs a batch of compute (cheap beside copying every weight when the
-# weights dominate, as with ComParE's 6,373-wide projection; not when long batches do, as with the
-# paper preset on frame-level features).
-STAND_INS = 1
-
-
-def step_groups(batches: Sequence[tuple[int, int]], members: Sequence[int]) -> list[list[int]]:
-    """Members whose step batches (size, longest utterance) run as one call: same size, and padded to
-    one bin costing at most :data:`PAD_SLACK` times their own bins; in order of length."""
-    by_size: dict[int, list[tuple[int, int]]] = {}
-    for (size, longest), m in zip(batches, members):
-        by_size.setdefault(size, []).append((longest, m))
-    groups = []
-    for items in by_size.values():
-        items.sort()
-        group, own = [], 0
-        for longest, m in items:
-            cost = length_bin(longest)
-            if group and (len(group) + 1) * cost > PAD_SLACK * (own + cost):
-                groups.append(sorted(group))
-                group, own = [], 0
-            group.append(m)
-            own += cost
-        groups.append(sorted(group))  # member order: a group of all K runs on the stacked weights as they are
-    return groups
-
-
 def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence[int] | None], *, train: bool,
              desc: str = "") -> list[_Pass | None]:
     """One epoch (``train``: shuffled with each member's rng, one optimiser step per batch) or one
@@ -439,7 +314,7 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
             if states[0].resident is not None:
                 inputs = gather_members([states[i].resident for i in slots], chunks, dev)
             else:
-                inputs = _pad_members([states[i].data for i in slots], chunks, dev)
+                inputs = pad_members([states[i].data for i in slots], chunks, dev)
             labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(slots, chunks)])).to(dev)
             calls.append(Call(members, full, inputs, labels))
         t_data += time.perf_counter() - t1

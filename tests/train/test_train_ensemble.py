@@ -7,7 +7,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from train.data import load_features, make_batch, pool_frames, prepare
-from train.ensemble import Ensemble, Member, ensemble_key, length_bin, train_grouped, train_members
+from train.batches import length_bin
+from train.ensemble import Ensemble, Member, ensemble_key, train_grouped, train_members
 from train.layers import masked_gru, zero_padding
 from train.loop import train_fold
 from train.model import build_model
@@ -137,7 +138,7 @@ def test_cv_sequential_gives_the_ensemble_s_figures_without_dropout(small_corpus
 
 
 def test_step_groups_batch_members_of_one_size_and_similar_length():
-    from train.ensemble import PAD_SLACK, step_groups
+    from train.batches import PAD_SLACK, step_groups
 
     groups = step_groups([(16, 30), (16, 31), (16, 200), (8, 30), (16, 190)], [0, 1, 2, 3, 4])
     assert sorted(map(sorted, groups)) == [[0, 1], [2, 4], [3]]
@@ -149,12 +150,12 @@ def test_step_groups_batch_members_of_one_size_and_similar_length():
 def test_device_resident_batches_equal_the_host_padded_ones(data, tiny_cfg):
     """The CUDA input path (inputs held on the device as float16, batches gathered there), run on the CPU:
     the same shapes, masks and padding as the host path, values rounded to float16."""
-    from train.ensemble import _pad_members, gather_members, resident
+    from train.batches import gather_members, pad_members, resident
 
     pooled = [data, prepare(pool_frames(data, 2), input_stats(data, np.arange(30)))]  # stored and prepared inputs
     chunks = [np.array([3, 0, 17]), np.array([5, 9, 1])]
     cache: dict = {}
-    host = _pad_members(pooled, chunks, "cpu")
+    host = pad_members(pooled, chunks, "cpu")
     device = gather_members([resident(d, "cpu", cache) for d in pooled], chunks, "cpu")
     assert len(cache) == 2 * len(data.modalities)  # one copy per array
     assert data.modalities["a"].layers == 2 and host.keys() == device.keys()
