@@ -7,10 +7,11 @@ tests/train/test_train_ensemble.py). The members' weights are stacked (``torch.f
 ``stack_module_state``) and one step runs the model once under ``vmap`` over the member axis, so
 the many small operators of the head are paid once for K members. ``train_fold`` is the K = 1 case.
 
-Shapes repeat: each batch is padded to a length bin (:func:`length_bin`), and the step holds no
+Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
-On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) batches travel to the GPU as
-float16 and are cast there, ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
+On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) each fold's cached inputs are
+copied to the GPU once as float16 and every batch is gathered and cast to float32 there
+(:func:`train.batches.gather_members`), ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
 ``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
 the length bins keep the number of captured shapes small).
 """
@@ -20,6 +21,7 @@ import copy
 import os
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from train.config import TrainConfig
+from train.batches import STAND_INS, Call, gather_members, pad_members, resident, step_groups
 from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
 from train.folds import Split, split_fold
 from train.losses import loss_terms
@@ -46,15 +49,6 @@ def ensemble_key(cfg: TrainConfig) -> str:
     same = {f: TrainConfig.__dataclass_fields__[f].default for f in PER_MEMBER}
     same["grad_clip"] = None if cfg.grad_clip is None else 1.0  # clipping or not is shared, the norm per member
     return cfg.replace(**same).dumps()
-
-
-def length_bin(n: int) -> int:
-    """The padded length of a batch whose longest utterance has ``n`` frames: 4 bins per octave
-    above 8 (at most 25% padding), so a run sees a few dozen shapes, not hundreds."""
-    if n <= 8:
-        return max(n, 1)
-    step = 1 << (n.bit_length() - 3)
-    return -(-n // step) * step
 
 
 @dataclass
@@ -85,34 +79,12 @@ class _State:
         self.stats, self.data = cache[key]
         self.prepared = cfg.model.frame_pool > 1
         self.order_lengths = data.lengths()
+        self.resident = resident(self.data, cfg.device, cache) if cfg.device.startswith("cuda") else None
         self.rng = np.random.default_rng(cfg.seed)
 
 
-def _pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray], device: str,
-                 feature_dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Each member's batch padded to one length bin per modality and stacked: x (K, B, [L,] T, D), mask (K, B, T)."""
-    inputs = {}
-    for m in datas[0].modalities:
-        mds = [d.modalities[m] for d in datas]
-        lengths = [md.offsets[c + 1] - md.offsets[c] for md, c in zip(mds, chunks)]
-        t = length_bin(int(max(int(n.max()) for n in lengths)))
-        md0 = mds[0]
-        shape = (len(chunks), len(chunks[0])) + md0.data.shape[:-2] + (t, md0.dim)
-        x = np.zeros(shape, dtype=np.float32 if feature_dtype == torch.float32 else md0.data.dtype)
-        mask = np.zeros((len(chunks), len(chunks[0]), t), dtype=bool)
-        for k, (md, c, n) in enumerate(zip(mds, chunks, lengths)):
-            for j, (s, length) in enumerate(zip(md.offsets[c], n)):
-                x[k, j, ..., :length, :] = md.data[..., s:s + length, :]
-                mask[k, j, :length] = True
-        xt = torch.from_numpy(x)
-        if device != "cpu":
-            xt = xt.to(device, non_blocking=True)
-        inputs[m] = (xt.to(torch.float32), torch.from_numpy(mask).to(device))
-    return inputs
-
-
 class Ensemble:
-    """K models of one architecture as stacked parameters; :meth:`step` and :meth:`evaluate` run them together."""
+    """K models of one architecture as stacked parameters; :meth:`forward` and :meth:`update` run them together."""
 
     def __init__(self, cfgs: Sequence[TrainConfig], models: Sequence[torch.nn.Module], prepared: bool):
         self.cfgs = list(cfgs)
@@ -125,17 +97,17 @@ class Ensemble:
         self.buffers = {n: b.to(self.device) for n, b in buffers.items()}
         k = len(models)
         dev = self.device
-        self.lr = torch.tensor([c.lr for c in cfgs], device=dev)
-        self.wd = torch.tensor([c.weight_decay for c in cfgs], device=dev)
+        self.moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params.items()}
+        # Each member's step count, as the fused optimisers read it (a tensor on the device), and on the host.
+        self.steps = [torch.zeros((), device=dev) for _ in range(k)]
+        self.counts = [0] * k
+        # With lambda = 0 the shared encoder gets no gradient in a model of its own, so torch's optimisers
+        # leave it alone (no decay either): the same here, per member.
+        self.owned = [[n for n in self.params if not (c.lam == 0 and n.startswith("shared."))] for c in cfgs]
+        self._view_members()
+        self.layouts_fixed = False
         self.lam = torch.tensor([c.lam for c in cfgs], device=dev)
         self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
-        self.clip = torch.tensor([c.grad_clip or 0.0 for c in cfgs], device=dev)
-        self.steps = torch.zeros(k, device=dev)
-        self.moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params.items()}
-        # With lambda = 0 the shared encoder gets no gradient in a model of its own, so torch's
-        # optimisers leave it alone (no decay either): the same here, per member.
-        no_margin = torch.tensor([c.lam == 0 for c in cfgs], device=dev)
-        self.frozen = {n: no_margin if n.startswith("shared.") else None for n in self.params}
         self._run = vmap(self._forward, in_dims=(0, 0, 0, 0, 0, 0), randomness="different")
         if self.device.startswith("cuda") and self.cfg.compile:
             self._run = torch.compile(self._run, mode="reduce-overhead", dynamic=False)
@@ -147,74 +119,126 @@ class Ensemble:
         loss, ce, mar = loss_terms(out, labels, lam, alpha)
         return loss, ce, mar, torch.softmax(out.logits.detach().float(), dim=-1)
 
-    def _call(self, idx: list[int] | None, inputs, labels):
-        if idx is None:
-            return self._run(self.params, self.buffers, inputs, labels, self.lam, self.alpha)
-        sel = torch.tensor(idx, device=self.device)
-        buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
-        out = self._run({n: p[sel] for n, p in self.params.items()}, buffers, inputs, labels, self.lam[sel], self.alpha[sel])
-        for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
-            self.buffers[n][sel] = b
-        return out
+    def _view_members(self) -> None:
+        """Each member's parameters and optimiser moments as flat views into the stacked tensors (the
+        fused optimisers copy a non-contiguous tensor in and out; every layout here is dense)."""
+        flat = {n: [_by_member(t) for t in (p.detach(), *self.moments[n])] for n, p in self.params.items()}
+        self.views = [tuple([flat[n][j][i] for n in names] for j in range(3)) for i, names in enumerate(self.owned)]
 
-    def forward(self, groups, train: bool):
-        """``groups``: [(member indices or None for all, inputs, labels)]. Returns per group (loss, ce, mar, probs)."""
+    def forward(self, calls: Sequence[Call], train: bool):
+        """Run ``calls`` (training: and backward their summed loss). Returns per call (loss, ce, mar, probs),
+        each with one row per member of the call (:attr:`Call.rows` says which are real)."""
         self.base.train(train)
         with torch.set_grad_enabled(train):
-            outs = [self._call(idx, inputs, labels) for idx, inputs, labels in groups]
             if train:
                 for p in self.params.values():
                     p.grad = None
-                sum(o[0].sum() for o in outs).backward()
+            outs, losses, subsets = [], [], []
+            for call in calls:
+                if call.full:
+                    out = self._run_all(call, train)
+                    loss = out[0] if len(call.members) == len(self.cfgs) else out[0] * self._weight(call.members)
+                else:
+                    sel = torch.tensor(call.members, device=self.device)
+                    params = {n: p.detach()[sel].requires_grad_(train) for n, p in self.params.items()}
+                    buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
+                    out = self._run(params, buffers, call.inputs, call.labels, self.lam[sel], self.alpha[sel])
+                    for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
+                        self.buffers[n] = self.buffers[n].index_put((sel,), b)  # out of place: a graph may hold it
+                    subsets.append((sel, params))
+                    loss = out[0]
+                outs.append(out)
+                losses.append(loss.sum())
+            if train:
+                total = sum(losses)
+                if not self.layouts_fixed and any(call.full for call in calls):
+                    self._adopt_grad_layouts(total)
+                else:
+                    total.backward()
+                with torch.no_grad():
+                    for sel, params in subsets:  # a subset's own copies of its weights got its gradients
+                        for n, leaf in params.items():
+                            if leaf.grad is not None:
+                                p = self.params[n]
+                                if p.grad is None:
+                                    p.grad = torch.zeros_like(p)
+                                p.grad.index_add_(0, sel, leaf.grad)
         return outs
 
+    def _run_all(self, call: Call, train: bool):
+        """Every member on the stacked weights as they are; those outside the call (on stand-in inputs)
+        keep their BatchNorm statistics."""
+        outside = train and bool(self.buffers) and len(call.members) < len(self.cfgs)
+        buffers = {n: b.clone() for n, b in self.buffers.items()} if outside else self.buffers
+        out = self._run(self.params, buffers, call.inputs, call.labels, self.lam, self.alpha)
+        if outside:  # out of place: the graph may hold the old statistics
+            inside = self._weight(call.members).bool()
+            for n, b in buffers.items():
+                self.buffers[n] = torch.where(inside.view((-1,) + (1,) * (b.dim() - 1)), b, self.buffers[n])
+        return out
+
+    def _weight(self, members: Sequence[int]) -> torch.Tensor:
+        """(K,) 1 for ``members``, 0 for the others."""
+        weight = torch.zeros(len(self.cfgs), device=self.device)
+        weight[list(members)] = 1.0
+        return weight
+
+    def _adopt_grad_layouts(self, loss: torch.Tensor) -> None:
+        """Backward ``loss``, then store each stacked tensor in the memory layout of the gradient vmap
+        computes for it. Under vmap a linear layer's weight gradient comes out transposed ((K, in, out)
+        in memory); autograd copies a gradient whose strides differ from its parameter's into the
+        parameter's layout, a pass over every weight each step (a third of the step's backward on the
+        6,373-wide ComParE projection). With the layouts equal it keeps the gradient as it is. Values
+        are untouched; the fused optimisers read any dense layout alike."""
+        seen: dict[str, tuple[int, ...]] = {}
+        hooks = [p.register_hook(lambda g, n=n: seen.__setitem__(n, g.stride())) for n, p in self.params.items()]
+        loss.backward()
+        for h in hooks:
+            h.remove()
+
+        def relayout(t: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
+            return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t)
+
+        with torch.no_grad():
+            for n, stride in seen.items():
+                p = self.params[n]
+                if stride == p.stride() or not _member_blocks(p.shape, stride):
+                    continue
+                new = relayout(p.detach(), stride).requires_grad_(True)
+                new.grad = None if p.grad is None else relayout(p.grad, stride)
+                self.params[n] = new
+                self.moments[n] = tuple(relayout(m, stride) for m in self.moments[n])
+        self._view_members()
+        self.layouts_fixed = True
+
     @torch.no_grad()
-    def update(self, active: torch.Tensor, everyone: bool = False) -> None:
-        """One optimiser step for the ``active`` members (bool (K,)), each with its own lr, decay and clip:
-        torch's Adam, AdamW and SGD(momentum 0.9) written over the member axis. ``everyone``: the
-        caller knows all members are active (skips the masking)."""
-        grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
-        if self.cfg.grad_clip is not None:
-            norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
-            coef = torch.clamp(self.clip / (norm + 1e-6), max=1.0)
-            for g in grads.values():
-                g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
-        self.steps += active.to(self.steps.dtype)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
+    def update(self, members: Sequence[int]) -> None:
+        """One optimiser step for ``members`` (indices), each with its own lr, decay, clip and step count:
+        torch's own fused Adam, AdamW and SGD (momentum 0.9) kernels, one call per member over views of
+        its slices of the stacked tensors (one sweep over each weight, not one operator per
+        parameter and per term), and torch's gradient clipping, per member."""
+        grads = {n: _by_member(p.grad if p.grad is not None else torch.zeros_like(p)).unbind(0)
+                 for n, p in self.params.items()}
         opt = self.cfg.optimizer
-        # Per-member scalars once per step, (K,) each.
-        step = self.steps.clamp_min(1)
-        step_size = self.lr / (1 - beta1 ** step)
-        bc2_sqrt = torch.sqrt(1 - beta2 ** step)
-        decay = 1 - self.lr * self.wd
-        first = self.steps == 1
-        for n, p in self.params.items():
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            live = None if everyone and self.frozen[n] is None else \
-                (active if self.frozen[n] is None else active & ~self.frozen[n]).view(shape)
-            g, m, v = grads[n], *self.moments[n]
-            if opt != "adamw":
-                g = g + self.wd.view(shape) * p  # L2 decay through the gradient (Adam, SGD)
+        for k in members:
+            cfg = self.cfgs[k]
+            params, exp_avgs, exp_avg_sqs = self.views[k]
+            member_grads = [grads[n][k] for n in self.owned[k]]
+            self.counts[k] += 1
+            self.steps[k] += 1
+            scale = None  # the fused kernels divide the gradients by it: clip_grad_norm_'s coefficient, inverted
+            if cfg.grad_clip is not None:
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(member_grads)))
+                scale = torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0).reciprocal()
             if opt == "sgd":
-                new_m = torch.where(first.view(shape), g, m * 0.9 + g)
-                new_p = p - self.lr.view(shape) * new_m
-                m.copy_(new_m if live is None else torch.where(live, new_m, m))
-                p.copy_(new_p if live is None else torch.where(live, new_p, p))
+                torch._fused_sgd_(params, member_grads, exp_avgs, weight_decay=cfg.weight_decay, momentum=0.9,
+                                  lr=cfg.lr, dampening=0.0, nesterov=False, maximize=False,
+                                  is_first_step=self.counts[k] == 1, grad_scale=scale)
                 continue
-            if live is None:  # the common case, in place: every member steps
-                if opt == "adamw":
-                    p.mul_(decay.view(shape))
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                p.addcdiv_(m * -step_size.view(shape), v.sqrt().div_(bc2_sqrt.view(shape)).add_(eps))
-                continue
-            base = p * decay.view(shape) if opt == "adamw" else p
-            new_m = torch.lerp(m, g, 1 - beta1)
-            new_v = v * beta2 + (1 - beta2) * g * g
-            new_p = base - step_size.view(shape) * new_m / (new_v.sqrt() / bc2_sqrt.view(shape) + eps)
-            m.copy_(torch.where(live, new_m, m))
-            v.copy_(torch.where(live, new_v, v))
-            p.copy_(torch.where(live, new_p, p))
+            fused = torch._fused_adamw_ if opt == "adamw" else torch._fused_adam_
+            fused(params, member_grads, exp_avgs, exp_avg_sqs, [], [self.steps[k]] * len(params), lr=cfg.lr,
+                  beta1=0.9, beta2=0.999, weight_decay=cfg.weight_decay, eps=1e-8, amsgrad=False, maximize=False,
+                  grad_scale=scale)
 
     def state(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k``'s state_dict (parameters and buffers), on the CPU."""
@@ -224,6 +248,23 @@ class Ensemble:
     def load(self, k: int, state: dict[str, torch.Tensor]) -> None:
         for n, t in (self.params | self.buffers).items():
             t[k] = state[n].to(t.device)
+
+
+def _member_blocks(shape: Sequence[int], stride: Sequence[int]) -> bool:
+    """Whether ``stride`` lays a (K, ...) tensor out as K consecutive blocks, each without gaps or overlaps."""
+    expected = 1
+    for size, step in sorted(zip(shape[1:], stride[1:]), key=lambda d: d[1]):
+        if size > 1 and step != expected:
+            return False
+        expected *= size
+    return shape[0] == 1 or stride[0] == expected
+
+
+def _by_member(t: torch.Tensor) -> torch.Tensor:
+    """A stacked (K, ...) tensor as (K, n), each member's values in memory order: a view, for any layout
+    :func:`_member_blocks` accepts (``view`` raises rather than copy)."""
+    order = sorted(range(1, t.dim()), key=lambda d: -t.stride(d))
+    return t.permute(0, *order).view(t.shape[0], -1)
 
 
 @dataclass
@@ -243,33 +284,6 @@ class _Pass:
         return self.probs.argmax(axis=1) if len(self.probs) else np.zeros(0, np.int64)
 
 
-# How much padding a step may add to batch members together: the members' batches, padded to one
-# length bin, may cost at most this many times their own bins. Above it they run as separate calls
-# (each still batched over its members): padding is paid in compute, a call in operator overhead.
-PAD_SLACK = 1.5
-
-
-def step_groups(batches: Sequence[tuple[int, int]], members: Sequence[int]) -> list[list[int]]:
-    """Members whose step batches (size, longest utterance) run as one call: same size, and padded to
-    one bin costing at most :data:`PAD_SLACK` times their own bins; in order of length."""
-    by_size: dict[int, list[tuple[int, int]]] = {}
-    for (size, longest), m in zip(batches, members):
-        by_size.setdefault(size, []).append((longest, m))
-    groups = []
-    for items in by_size.values():
-        items.sort()
-        group, own = [], 0
-        for longest, m in items:
-            cost = length_bin(longest)
-            if group and (len(group) + 1) * cost > PAD_SLACK * (own + cost):
-                groups.append(sorted(group))
-                group, own = [], 0
-            group.append(m)
-            own += cost
-        groups.append(sorted(group))  # member order: a group of all K runs on the stacked weights as they are
-    return groups
-
-
 def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence[int] | None], *, train: bool,
              desc: str = "") -> list[_Pass | None]:
     """One epoch (``train``: shuffled with each member's rng, one optimiser step per batch) or one
@@ -284,30 +298,36 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
     probs: list[list[torch.Tensor]] = [[] for _ in range(k)]
     seen = [[] for _ in range(k)]
     t_data = 0.0
-    feature_dtype = torch.float16 if dev.startswith("cuda") else torch.float32
     bar = tqdm(total=n_steps, desc=desc, unit="step", leave=False, file=sys.stderr, disable=not desc)
     for s in range(n_steps):
         t1 = time.perf_counter()
         live = [i for i, o in enumerate(orders) if o is not None and s < len(o)]
-        groups = []
-        for members in step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live):
-            chunks = [orders[i][s] for i in members]
-            inputs = _pad_members([states[i].data for i in members], chunks, dev, feature_dtype)
-            labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(members, chunks)])).to(dev)
-            groups.append((None if len(members) == k else members, inputs, labels, members, chunks))
+        groups = step_groups([(len(orders[i][s]), int(states[i].order_lengths[orders[i][s]].max())) for i in live], live)
+        # The largest group runs on the stacked weights when at most STAND_INS members are outside it,
+        # the other groups on copies of theirs.
+        main = max(groups, key=len)
+        calls = []
+        for members in groups:
+            full = members is main and len(members) >= k - STAND_INS
+            slots = [i if i in members else members[0] for i in range(k)] if full else members
+            chunks = [orders[i][s] for i in slots]
+            if states[0].resident is not None:
+                inputs = gather_members([states[i].resident for i in slots], chunks, dev)
+            else:
+                inputs = pad_members([states[i].data for i in slots], chunks, dev)
+            labels = torch.from_numpy(np.stack([states[i].data.labels[c] for i, c in zip(slots, chunks)])).to(dev)
+            calls.append(Call(members, full, inputs, labels))
         t_data += time.perf_counter() - t1
-        outs = ens.forward([(idx, x, y) for idx, x, y, _, _ in groups], train)
+        outs = ens.forward(calls, train)
         if train:
-            active = torch.zeros(k, dtype=torch.bool, device=dev)
-            active[live] = True
-            ens.update(active, everyone=len(live) == k)
-        for (_, _, _, members, chunks), (loss, ce, mar, p) in zip(groups, outs):
-            sel = torch.tensor(members, device=dev)
-            n = torch.tensor([len(c) for c in chunks], dtype=torch.float64, device=dev)
-            totals[:, sel] += torch.stack([loss.detach(), ce, mar]).double() * n
-            for j, i in enumerate(members):
+            ens.update(live)
+        for call, (loss, ce, mar, p) in zip(calls, outs):
+            sel = torch.tensor(call.members, device=dev)
+            n = torch.tensor([len(orders[i][s]) for i in call.members], dtype=torch.float64, device=dev)
+            totals[:, sel] += torch.stack([loss.detach(), ce, mar])[:, call.rows].double() * n
+            for j, i in zip(call.rows, call.members):
                 probs[i].append(p[j])
-                seen[i].append(chunks[j])
+                seen[i].append(orders[i][s])
         bar.update(1)
     bar.close()
     totals = totals.cpu().numpy()
@@ -447,24 +467,56 @@ def train_grouped(members: Sequence[Member], rows, data: FeatureData, *, progres
     return [results[i] for i in range(len(members))]
 
 
-def _task(cfgs: list[dict[str, Any]], groups: list[str], out_dirs: list[str | None], manifest: str, stores: list[str],
-          test: bool, sequential: bool) -> list:
+@dataclass(frozen=True)
+class EnsembleTask:
+    """One ensemble (or one member, sequentially) as a Dask task: plain data, the worker opens the stores."""
+
+    cfgs: tuple[dict[str, Any], ...]
+    groups: tuple[str, ...]
+    out_dirs: tuple[str | None, ...]
+    manifest: str
+    stores: tuple[str, ...]
+    test: bool
+
+
+def _task(task: EnsembleTask) -> list:
     """One ensemble inside a Dask worker: loads the store itself."""
     from train.data import as_rows, load_features
 
-    rows = as_rows(manifest)
-    configs = [TrainConfig.from_json(c) for c in cfgs]
+    rows = as_rows(task.manifest)
+    configs = [TrainConfig.from_json(c) for c in task.cfgs]
     modalities = tuple(m for m in ("a", "t", "v") if any(m in c.model.modalities for c in configs))
-    data = load_features(rows, stores, configs[0].sets, modalities)
-    members = [Member(c, g, None if o is None else Path(o)) for c, g, o in zip(configs, groups, out_dirs)]
-    return train_grouped(members, rows, data, progress=False, test=test, sequential=sequential)
+    data = load_features(rows, list(task.stores), configs[0].sets, modalities)
+    members = [Member(c, g, None if o is None else Path(o)) for c, g, o in zip(configs, task.groups, task.out_dirs)]
+    return train_grouped(members, rows, data, progress=False, test=task.test)
+
+
+def cost(cfg: TrainConfig) -> float:
+    """A member's rough training cost, to order Dask tasks: epochs times the square of its modalities
+    (measured on the demo: A, T and V cost alike, two modalities about 2.5 times one, three about 4.5
+    times one, each fold)."""
+    return cfg.epochs * len(cfg.model.modalities) ** 2
+
+
+def dask_tasks(members: Sequence[Member], sequential: bool) -> list[list[int]]:
+    """Member indices per Dask task, costliest first: one task per ensemble (``sequential``: per member).
+    Dask starts tasks in the order they are queued: the big ensembles start first and the small ones
+    fill in after them, so that no worker trains the last big ensemble alone while the others idle.
+    (Ensembles are never split: a member's dropout masks come from its ensemble's generator, and the
+    figures must not depend on the number of workers.)"""
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(str(i) if sequential else ensemble_key(m.cfg), []).append(i)
+    return sorted(groups.values(), key=lambda idx: -sum(cost(members[i].cfg) for i in idx))
 
 
 def run_members(members: Sequence[Member], manifest, store, *, client=None, data: FeatureData | None = None,
                 test: bool = True, sequential: bool = False, progress: bool = True, desc: str = "train") -> list:
     """Every member's FoldResult, in order: in this process (``data``: the features, loaded if None), or
-    with a Dask ``client`` one task per ensemble (``sequential``: per member), all queued at once, so
-    ensembles of different architectures run side by side. The same seed gives the same figures either way."""
+    with a Dask ``client`` one task per ensemble (:func:`dask_tasks`; ``sequential``: per member), all
+    queued at once, costliest first, so ensembles of different architectures run side by side. The same
+    seed gives the same figures either way."""
+    from emocache.scheduler import SchedulerError, run_tasks
     from train.data import as_rows, load_features, store_locations
 
     if client is None:
@@ -473,25 +525,19 @@ def run_members(members: Sequence[Member], manifest, store, *, client=None, data
             modalities = tuple(m for m in ("a", "t", "v") if any(m in x.cfg.model.modalities for x in members))
             data = load_features(rows, store, members[0].cfg.sets, modalities)
         return train_grouped(members, rows, data, progress=progress, test=test, sequential=sequential, desc=desc)
-    from distributed import as_completed
-
-    from train.cv import SchedulerError
-
     stores = store_locations(store)
     if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
         raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
-    groups: dict[str, list[int]] = {}
-    for i, m in enumerate(members):
-        groups.setdefault(str(i) if sequential else ensemble_key(m.cfg), []).append(i)
-    futures = {client.submit(_task, [members[i].cfg.to_json() for i in idx], [members[i].test_group for i in idx],
-                             [None if members[i].out_dir is None else os.fspath(members[i].out_dir) for i in idx],
-                             os.fspath(manifest), [os.fspath(s) for s in stores], test, False, pure=False): idx
-               for idx in groups.values()}
-    results: dict[int, Any] = {}
+    plan = dask_tasks(members, sequential)
+    tasks = [EnsembleTask(tuple(members[i].cfg.to_json() for i in idx), tuple(members[i].test_group for i in idx),
+                          tuple(None if members[i].out_dir is None else os.fspath(members[i].out_dir) for i in idx),
+                          os.fspath(manifest), tuple(os.fspath(s) for s in stores), test) for idx in plan]
     bar = tqdm(total=len(members), desc=desc, unit="fold", file=sys.stderr, disable=not progress)
-    for future in as_completed(futures):
-        idx = futures[future]
-        results.update(zip(idx, future.result()))
-        bar.update(len(idx))
+    token = uuid.uuid4().hex[:8]  # keys unique per call: a client may run several
+    outcomes = run_tasks(_task, tasks, client=client, keys=[f"{desc}-{token}-{n}" for n in range(len(tasks))],
+                         on_done=lambda n, _: bar.update(len(plan[n])))
     bar.close()
+    results: dict[int, Any] = {}
+    for idx, outcome in zip(plan, outcomes):
+        results.update(zip(idx, outcome.unwrap()))
     return [results[i] for i in range(len(members))]

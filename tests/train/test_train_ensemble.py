@@ -7,7 +7,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from train.data import load_features, make_batch, pool_frames, prepare
-from train.ensemble import Ensemble, Member, ensemble_key, length_bin, train_grouped, train_members
+from train.batches import length_bin
+from train.ensemble import Ensemble, Member, ensemble_key, train_grouped, train_members
 from train.layers import masked_gru, zero_padding
 from train.loop import train_fold
 from train.model import build_model
@@ -75,7 +76,7 @@ def test_the_batched_optimiser_is_torch_s(data, tiny_cfg, opt):
         grads = {n: torch.randn_like(p) for n, p in ens.params.items()}
         for n, p in ens.params.items():
             p.grad = grads[n].clone()
-        ens.update(torch.tensor([True, step != 1]), everyone=step != 1)
+        ens.update([0, 1] if step != 1 else [0])
         for k, (m, o) in enumerate(zip(models, opts)):
             if k == 1 and step == 1:
                 continue
@@ -137,10 +138,56 @@ def test_cv_sequential_gives_the_ensemble_s_figures_without_dropout(small_corpus
 
 
 def test_step_groups_batch_members_of_one_size_and_similar_length():
-    from train.ensemble import PAD_SLACK, step_groups
+    from train.batches import PAD_SLACK, step_groups
 
     groups = step_groups([(16, 30), (16, 31), (16, 200), (8, 30), (16, 190)], [0, 1, 2, 3, 4])
     assert sorted(map(sorted, groups)) == [[0, 1], [2, 4], [3]]
     for g in groups:  # no group pads its members beyond the slack
         assert len(g) * max(length_bin([30, 31, 200, 30, 190][m]) for m in g) <= PAD_SLACK * sum(
             length_bin([30, 31, 200, 30, 190][m]) for m in g)
+
+
+def test_device_resident_batches_equal_the_host_padded_ones(data, tiny_cfg):
+    """The CUDA input path (inputs held on the device as float16, batches gathered there), run on the CPU:
+    the same shapes, masks and padding as the host path, values rounded to float16."""
+    from train.batches import gather_members, pad_members, resident
+
+    pooled = [data, prepare(pool_frames(data, 2), input_stats(data, np.arange(30)))]  # stored and prepared inputs
+    chunks = [np.array([3, 0, 17]), np.array([5, 9, 1])]
+    cache: dict = {}
+    host = pad_members(pooled, chunks, "cpu")
+    device = gather_members([resident(d, "cpu", cache) for d in pooled], chunks, "cpu")
+    assert len(cache) == 2 * len(data.modalities)  # one copy per array
+    assert data.modalities["a"].layers == 2 and host.keys() == device.keys()
+    for m, (x, mask) in host.items():
+        got, got_mask = device[m]
+        assert got.dtype == torch.float32 and got.shape == x.shape and torch.equal(got_mask, mask)
+        assert torch.equal(got, x.half().float())
+
+
+def test_members_with_unequal_batches_equal_their_sequential_runs(small_corpus, data, tiny_cfg):
+    """Members whose batches differ in size at some steps (another validation fraction each), with the
+    video branch's BatchNorm: a step then runs most members on the stacked weights, one member on a
+    stand-in batch whose statistics are thrown away, and the others on copies of their weights."""
+    from train.folds import split_fold
+
+    _, _, rows = small_corpus
+    cfg = tiny_cfg.replace(dropout=0.0, epochs=2, batch_size=6)
+    cfgs = [cfg.replace(val_fraction=f) for f in (0.1, 0.3, 0.5)]
+    sizes = [len(split_fold(rows, "1", c.val, c.val_fraction, c.seed).train) for c in cfgs]
+    assert len({n % cfg.batch_size for n in sizes}) == 3 and len({-(-n // cfg.batch_size) for n in sizes}) > 1
+    together = train_members([Member(c, "1") for c in cfgs], rows, data, progress=False)
+    for c, got in zip(cfgs, together):
+        alone = train_members([Member(c, "1")], rows, data, progress=False)[0]
+        assert got.best_epoch == alone.best_epoch and got.metrics["confusion"] == alone.metrics["confusion"]
+        for a, b in zip(got.history, alone.history):
+            assert all(a[key] == pytest.approx(b[key], abs=1e-4) for key in a)
+
+
+def test_dask_tasks_queue_the_costliest_ensembles_first(tiny_cfg):
+    from train.ensemble import dask_tasks
+
+    audio, both = tiny_cfg.replace(modalities=("a",)), tiny_cfg.replace(modalities=("a", "t", "v"))
+    members = [Member(audio, g) for g in "123"] + [Member(both, g) for g in "12"] + [Member(audio.replace(epochs=9), "1")]
+    assert dask_tasks(members, sequential=False) == [[3, 4], [5], [0, 1, 2]]
+    assert dask_tasks(members, sequential=True) == [[3], [4], [5], [0], [1], [2]]
