@@ -47,7 +47,7 @@ from manifests import SIX_CLASSES, Utterance  # noqa: E402
 from manifests.io import manifest_hash, write_manifest  # noqa: E402
 from train.cv import fold_members  # noqa: E402
 from train.data import FeatureData, load_features  # noqa: E402
-from train.ensemble import train_grouped  # noqa: E402
+from train.dispatch import train_grouped  # noqa: E402
 from train.loop import seed_everything  # noqa: E402
 from train.model import InputSpec, build_model  # noqa: E402
 from train.presets import preset  # noqa: E402

@@ -41,3 +41,4 @@ gender
 
 # torch backend switches: set, and read by torch.
 _.allow_tf32
+_.fill_uninitialized_memory

@@ -16,7 +16,7 @@ from train.baseline import summarise as summarise_probe
 from train.config import ConfigError, TrainConfig, normalise_modalities
 from train.cv import class_note, cv_report, fold_members, join_notes, local_features, synthetic_note
 from train.data import as_rows
-from train.ensemble import run_members
+from train.dispatch import run_members
 from train.invocation import invocation
 from train.metrics import paired_difference
 from train.results import AblationReport, AblationRow, CVReport, Setting

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emocache.errors import EmocacheError
-from train.model import MODALITIES, ModelConfig
+from train.model import MODALITIES, ModelConfig, known_fields
 
 # Modality key -> the feature-set name `extract` writes by default.
 DEFAULT_SETS = {"a": "audio", "t": "text", "v": "video"}
@@ -104,11 +104,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
-        values = dict(data)
+        values = known_fields(cls, data, "TrainConfig field(s)", ConfigError)
         if "model" in values:
             values["model"] = _model(ModelConfig.from_json, values["model"])
         return cls(**values)

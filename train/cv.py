@@ -14,14 +14,15 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
+
 from democorpus.marker import synthetic_root
-# SchedulerError: train.ensemble.run_members imports it from here (until it moves to emocache.scheduler's run_tasks).
-from emocache.scheduler import SchedulerError, check_scheduler, dask_client  # noqa: F401
+from emocache.scheduler import check_scheduler, dask_client
 from manifests import SIX_CLASSES, Utterance
 from train.baseline import BaselineSpec, baselines
 from train.config import TrainConfig
 from train.data import FeatureData, as_rows, load_features
-from train.ensemble import Member, run_members
+from train.dispatch import run_members
+from train.ensemble import Member
 from train.folds import groups
 from train.invocation import Invocation, invocation
 from train.loop import FoldResult
@@ -81,7 +82,7 @@ def cv_report(folds: Sequence[FoldResult], cfg: TrainConfig, note: str | None, *
 def local_features(client, rows: Sequence[Utterance], store, sets: dict[str, str],
                    modalities: Sequence[str]) -> FeatureData | None:
     """The features that training and the probes share, read once here; None on Dask, where every
-    task reads its own inside its worker (:func:`train.ensemble.run_members`)."""
+    task reads its own inside its worker (:func:`train.dispatch.run_members`)."""
     return None if client is not None else load_features(rows, store, sets, tuple(modalities))
 
 

@@ -40,6 +40,14 @@ POOLINGS = TimePool.MODES
 AUDIO_BRANCHES = ("none", "gru", "agru")
 
 
+def known_fields(cls: type, data: dict[str, Any], what: str, error: type[Exception]) -> dict[str, Any]:
+    """``data`` as a dict of ``cls``'s fields; ``error`` names the unknown keys and the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise error(f"unknown {what} {unknown}; valid: {sorted(known)}")
+    return dict(data)
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The head's hyper-parameters; the paper's values are the defaults.
@@ -120,11 +128,7 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(known)}")
-        values = dict(data)
+        values = known_fields(cls, data, "model config keys", ValueError)
         if "modalities" in values:
             values["modalities"] = tuple(values["modalities"])
         return cls(**values)

@@ -199,7 +199,8 @@ def score_trials(trials: Sequence[Trial], manifest, store, *, client=None, fold_
 
     Trials that share one architecture (they differ in lr, weight decay, lambda, alpha, clip or seed)
     train with all their folds as one batched ensemble (:mod:`train.ensemble`), never testing."""
-    from train.ensemble import Member, run_members
+    from train.dispatch import run_members
+    from train.ensemble import Member
 
     keys = list(fold_groups) if fold_groups is not None else groups(as_rows(manifest))
     jobs = [(t, g) for t in trials for g in keys]

@@ -8,7 +8,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from train.data import load_features, make_batch, pool_frames, prepare
 from train.batches import length_bin
-from train.ensemble import Ensemble, Member, ensemble_key, train_grouped, train_members
+from train.dispatch import train_grouped
+from train.ensemble import Ensemble, Member, ensemble_key, train_members
 from train.layers import masked_gru, zero_padding
 from train.loop import train_fold
 from train.model import build_model
@@ -185,7 +186,7 @@ def test_members_with_unequal_batches_equal_their_sequential_runs(small_corpus, 
 
 
 def test_dask_tasks_queue_the_costliest_ensembles_first(tiny_cfg):
-    from train.ensemble import dask_tasks
+    from train.dispatch import dask_tasks
 
     audio, both = tiny_cfg.replace(modalities=("a",)), tiny_cfg.replace(modalities=("a", "t", "v"))
     members = [Member(audio, g) for g in "123"] + [Member(both, g) for g in "12"] + [Member(audio.replace(epochs=9), "1")]
