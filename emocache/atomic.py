@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,24 +17,24 @@ from typing import Any
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary path in ``path``'s folder, then rename it to ``path``.
 
-    ``durable``: fsync the file before the rename and the folder after it, so that a power cut (not only
-    a kill) leaves the old file or the new one.
+    The temporary is created new (never through a symlink) with the mode an ordinary file gets
+    (0666 less the umask), so a store or report on a shared folder is readable by colleagues as
+    before. ``durable``: fsync the file before the rename and the folder after it, so that a power
+    cut (not only a kill) leaves the old file or the new one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temporary(path)
     try:
         write(tmp)
         if durable:
-            _fsync(tmp, os.O_RDONLY)
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        fsync_dir(path.parent)
     return path
 
 
@@ -57,7 +57,28 @@ def write_lines(path: str | os.PathLike, lines: Any, *, durable: bool = False) -
     return atomic_write(path, write, durable=durable)
 
 
-def _fsync(path: Path, flags: int) -> None:
+def _new_temporary(path: Path) -> Path:
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file's data to the disk."""
+    _fsync(path, os.O_RDONLY)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a new or renamed name in it) to the disk."""
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str | os.PathLike, flags: int) -> None:
     fd = os.open(path, flags)
     try:
         os.fsync(fd)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from emocache.errors import EmocacheError
 from manifests import Utterance
 
 from .base import Encoder, ExtractError
@@ -187,6 +188,10 @@ class _Outcomes:
         self.tally.media_seconds += self._encoder.cost(utt)
 
     def failed(self, utt: Utterance, stage: str, err: Exception) -> None:
+        if isinstance(err, EmocacheError) and not isinstance(err, ExtractError):
+            # Not this utterance's fault (no ffmpeg on this machine, a model folder that cannot
+            # be used): every utterance would fail alike, so the run stops with the message.
+            raise err
         if isinstance(err, BAD_INPUT):
             self.settle()
             if isinstance(err, ExtractError):

@@ -15,23 +15,8 @@ import shutil
 import stat
 from pathlib import Path
 
+from emocache.atomic import fsync_dir, fsync_file
 from features.lock import open_regular
-
-
-def fsync_file(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(root: str | os.PathLike) -> None:

@@ -16,7 +16,7 @@ from train.baseline import summarise as summarise_probe
 from train.config import ConfigError, TrainConfig, normalise_modalities
 from train.cv import class_note, cv_report, fold_members, join_notes, local_features, synthetic_note
 from train.data import as_rows
-from train.dispatch import run_members
+from train.dispatch import modalities_read, run_members
 from train.invocation import invocation
 from train.metrics import paired_difference
 from train.results import AblationReport, AblationRow, CVReport, Setting
@@ -71,8 +71,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     results: list[CVReport] = []
     with dask_client(scheduler) as client:
         # One read of every modality any setting needs; each setting uses its subset.
-        data = local_features(client, rows, store, cfg.sets, [m for m in ("a", "t", "v")
-                                                               if any(m in s.modalities for s in runs)])
+        data = local_features(client, rows, store, cfg.sets, modalities_read(s.modalities for s in runs))
         configs = [(setting, setting.config(cfg)) for setting in runs]
         # Every fold of every setting at once: one ensemble per architecture, on Dask side by side.
         members = [fold_members(run_cfg, rows, None if out is None else out / setting.folder) for setting, run_cfg in configs]

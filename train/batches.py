@@ -43,7 +43,7 @@ def pad_members(datas: Sequence[FeatureData], chunks: Sequence[np.ndarray],
 
 @dataclass
 class Resident:
-    """One modality's cached inputs for a fold, held on the device as float16: ``data`` (sum_T, D) or
+    """One modality's cached inputs for a fold, held on the device in their stored dtype: ``data`` (sum_T, D) or
     (L, sum_T, D), utterance i at frames ``offsets[i]:offsets[i+1]``."""
 
     data: torch.Tensor
@@ -51,14 +51,15 @@ class Resident:
 
 
 def resident(data: FeatureData, device: str, cache: dict) -> dict[str, Resident]:
-    """``data``'s modalities on ``device`` as float16, copied there once per array (members and folds
+    """``data``'s modalities on ``device`` in their stored dtype (float16 for most sets; float32 where
+    the values exceed float16's range, e.g. ComParE), copied there once per array (members and folds
     that share an array share its copy): each step then gathers its batches on the device
     (:func:`gather_members`) instead of padding them on the host and sending them over."""
     out = {}
     for m, md in data.modalities.items():
         key = ("resident", id(md.data))
         if key not in cache:
-            cache[key] = torch.from_numpy(md.data).to(torch.float16).to(device)
+            cache[key] = torch.from_numpy(md.data).to(device)
         out[m] = Resident(cache[key], md.offsets)
     return out
 
@@ -66,7 +67,7 @@ def resident(data: FeatureData, device: str, cache: dict) -> dict[str, Resident]
 def gather_members(residents: Sequence[dict[str, Resident]], chunks: Sequence[np.ndarray],
                    device: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """:func:`pad_members` from device-resident inputs: the same shapes and padding, the values cast
-    from float16 to float32 on the device."""
+    to float32 on the device."""
     inputs = {}
     for m in residents[0]:
         starts = [r[m].offsets[c] for r, c in zip(residents, chunks)]

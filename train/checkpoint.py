@@ -36,8 +36,13 @@ class Checkpoint:
         if not config.is_file() or not weights.is_file():
             raise DataError(f"{folder}: not a checkpoint folder (needs {CHECKPOINT_CONFIG} and {CHECKPOINT}); "
                             f"pass a fold's output folder, e.g. OUT/fold-1")
-        meta = json.loads(config.read_text(encoding="utf-8"))
-        return cls(folder=folder, train=meta["train"], classes=tuple(meta["classes"]), inputs=tuple(meta["inputs"]),
+        try:
+            meta = json.loads(config.read_text(encoding="utf-8"))
+            train, classes, inputs = meta["train"], tuple(meta["classes"]), tuple(meta["inputs"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{config}: not a checkpoint config written by `train` ({type(err).__name__}: {err}); "
+                            "copy the fold's folder again or retrain it") from err
+        return cls(folder=folder, train=train, classes=classes, inputs=inputs,
                    sets=meta.get("sets") or {}, state=torch.load(weights, map_location="cpu", weights_only=True))
 
     @property

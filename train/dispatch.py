@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,14 @@ from tqdm.auto import tqdm
 from train.config import TrainConfig
 from train.data import FeatureData
 from train.ensemble import Member, ensemble_key, train_members
+from train.model import MODALITIES
+
+
+def modalities_read(modality_sets: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """Every modality that any of these members (or settings) reads, in :data:`train.model.MODALITIES`
+    order: what one load of the store must hold for all of them."""
+    wanted = {m for modalities in modality_sets for m in modalities}
+    return tuple(m for m in MODALITIES if m in wanted)
 
 
 def train_grouped(members: Sequence[Member], rows, data: FeatureData, *, progress: bool = True, test: bool = True,
@@ -61,7 +69,7 @@ def _task(task: EnsembleTask) -> list:
 
     rows = as_rows(task.manifest)
     configs = [TrainConfig.from_json(c) for c in task.cfgs]
-    modalities = tuple(m for m in ("a", "t", "v") if any(m in c.model.modalities for c in configs))
+    modalities = modalities_read(c.model.modalities for c in configs)
     data = load_features(rows, list(task.stores), configs[0].sets, modalities)
     members = [Member(c, g, None if o is None else Path(o)) for c, g, o in zip(configs, task.groups, task.out_dirs)]
     return train_grouped(members, rows, data, progress=False, test=task.test)
@@ -98,7 +106,7 @@ def run_members(members: Sequence[Member], manifest, store, *, client=None, data
     if client is None:
         rows = as_rows(manifest)
         if data is None:
-            modalities = tuple(m for m in ("a", "t", "v") if any(m in x.cfg.model.modalities for x in members))
+            modalities = modalities_read(x.cfg.model.modalities for x in members)
             data = load_features(rows, store, members[0].cfg.sets, modalities)
         return train_grouped(members, rows, data, progress=progress, test=test, sequential=sequential, desc=desc)
     stores = store_locations(store)

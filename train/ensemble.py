@@ -10,7 +10,7 @@ the many small operators of the head are paid once for K members. ``train_fold``
 Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
 On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) each fold's cached inputs are
-copied to the GPU once as float16 and every batch is gathered and cast to float32 there
+copied to the GPU once in its stored dtype (float16 for most sets) and every batch is gathered and cast to float32 there
 (:func:`train.batches.gather_members`), ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
 ``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
 the length bins keep the number of captured shapes small).

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emocache.errors import EmocacheError
 from features.provenance import Provenance
 from manifests import Utterance
 from train.data import DataError, ModalityData, load_set
@@ -38,7 +37,7 @@ DEFAULT_CACHE = "predict-cache"
 CACHE_STORE = "features.h5"
 
 
-class MediaError(DataError, EmocacheError):
+class MediaError(DataError):
     """A checkpoint's features cannot be made again here; the message names the modality, the encoder and the fix."""
 
 

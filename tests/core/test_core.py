@@ -2,6 +2,9 @@
 writes, and the CLI error mapping."""
 from __future__ import annotations
 
+import os
+import stat
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -96,3 +99,13 @@ def test_domain_errors_become_one_line_messages_and_bugs_keep_their_traceback():
     assert result.output == "Error: manifest.jsonl, line 3: no label; add one\n"
     result = runner.invoke(cmd, ["bug"])
     assert isinstance(result.exception, KeyError)
+
+
+def test_atomic_writes_get_an_ordinary_files_mode(tmp_path):
+    """Not mkstemp's 0600: a store or report on a shared folder stays readable by colleagues."""
+    umask = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "shared.json", {})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -199,3 +199,23 @@ def test_an_unexpected_error_once_is_that_utterances_failure(registry, rms_encod
     # The traceback is kept in the log, for the one who reads it.
     (record,) = [r for r in caplog.records if r.levelname == "WARNING" and "Ses01F_utt004" in r.getMessage()]
     assert record.exc_info[0] is KeyError
+
+
+def test_a_machine_problem_stops_the_run_at_once_with_its_message(registry, rms_encoders, small_corpus, tmp_path, monkeypatch):
+    """An EmocacheError that is not about one utterance (here: no ffmpeg) is every utterance's problem:
+    the run stops with its message at the first one, nothing is recorded as failed, a rerun does all."""
+    from extract.media import FfmpegMissingError
+
+    class NoFfmpeg(rms_encoders.Rms):
+        kind = "rms-no-ffmpeg"
+
+        def load(self, utt):
+            raise FfmpegMissingError("no ffmpeg found: install Debian's ffmpeg or `pip install imageio-ffmpeg`")
+
+    registry.register(NoFfmpeg)
+    store_path = str(tmp_path / "s.h5")
+    with pytest.raises(FfmpegMissingError, match="no ffmpeg found"):
+        run_extraction(small_corpus, store_path, "audio", encoder="rms-no-ffmpeg", batch_size=1, progress=False)
+    monkeypatch.setattr(NoFfmpeg, "load", rms_encoders.Rms.load)  # ffmpeg installed
+    summary = run_extraction(small_corpus, store_path, "audio", encoder="rms-no-ffmpeg", batch_size=1, progress=False)
+    assert (summary.done, summary.failed, summary.failed_before) == (len(read_manifest(small_corpus)), 0, 0)

@@ -2,6 +2,8 @@
 domain errors are EmocacheErrors that the CLI prints as one line."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -57,3 +59,14 @@ def test_a_model_field_out_of_range_is_a_config_error(small_corpus, tmp_path):
                                       "--scheduler", "local:0"])
     assert result.output == "Error: --scheduler local:0: local:N needs N >= 1 workers\n"
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("text", ["{", '{"train": {}}', "[1, 2]", "\udcff"])
+def test_a_damaged_checkpoint_config_is_a_message_naming_the_file(tmp_path, text):
+    from train.checkpoint import Checkpoint
+    from train.data import DataError
+
+    (tmp_path / "config.json").write_text(text, encoding="utf-8", errors="surrogateescape")
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path / 'config.json'}: not a checkpoint config written by `train`")):
+        Checkpoint.load(tmp_path)
