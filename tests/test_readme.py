@@ -142,7 +142,7 @@ def test_the_demo_steps_run_end_to_end(tmp_path, suffix):
     pairs = [p.split() for p in probs.split("  ")]
     assert [c for c, _ in pairs][0] == label and sorted(c for c, _ in pairs) == sorted(classes)
     assert abs(sum(float(v) for _, v in pairs) - 1) < 0.01
-    assert "features: audio 1 extracted, 0 from the cache" in on_recording, on_recording
+    assert "1 utterance labelled\n" in on_recording and "features: audio 1 extracted, 0 from the cache" in on_recording, on_recording
 
     # A second run skips every complete store and says so; deleting one re-extracts only it.
     extract_steps = [s for s in steps if s.startswith("extract run")]

@@ -301,7 +301,7 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
         else:
             shown = "\n".join(f"{p.utt_id}\t{p.pred}\t" + "  ".join(f"{c} {v:.3f}" for c, v in sorted(p.probs.items(), key=lambda cv: -cv[1]))
                              for p in predictions)
-        print(f"{len(predictions)} utterances labelled", file=sys.stderr)
+        print(f"{len(predictions)} utterance{'' if len(predictions) == 1 else 's'} labelled", file=sys.stderr)
     if result.cache is not None:
         print("features: " + ", ".join(f"{m} {result.extracted[m]} extracted, {result.reused[m]} from the cache"
                                       for m in result.extracted) + f" ({result.cache})", file=sys.stderr)
