@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from features.base import Backend, SetPlan
-from features.lock import WriterLock
 from features.reader import SetIndex, frame_blocks
 from features.records import FINISHED_PART, SegmentIndex, SetMeta, StoreLockedError, index_counts
 
@@ -21,13 +20,9 @@ if TYPE_CHECKING:
     from features.store import Store
 
 
-def _lock(store: "Store") -> WriterLock:
-    return WriterLock(store.backend.writers_lock_path(), f"{store.location} (open writers)")
-
-
 def finish_now(store: "Store", removed: list[str] | tuple[str, ...] = ()) -> None:
     """Finish ``store`` (dropping the sets in ``removed``); StoreLockedError while a writer is open."""
-    lock = _lock(store)
+    lock = store.writers_lock()
     try:
         lock.acquire()
     except StoreLockedError:
@@ -43,10 +38,8 @@ def finish_now(store: "Store", removed: list[str] | tuple[str, ...] = ()) -> Non
 
 def finish_when_last(store: "Store") -> bool:
     """Finish ``store`` unless another writer is open (that one finishes it when it closes)."""
-    lock = _lock(store)
-    try:
-        lock.acquire()
-    except StoreLockedError:
+    lock = store.writers_lock()
+    if not lock.try_acquire():
         return False
     try:
         finish_locked(store.backend, [])

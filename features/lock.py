@@ -114,6 +114,14 @@ class WriterLock:
         os.fsync(fd)
         self._fd = fd
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False, holding nothing, while another writer holds it."""
+        try:
+            self.acquire()
+        except StoreLockedError:
+            return False
+        return True
+
     def release(self) -> None:
         if self._fd is None:
             return

@@ -35,7 +35,6 @@ from typing import Any, TypeVar
 
 from emocache.atomic import write_json
 from features.base import StoreError
-from features.lock import WriterLock
 from features.records import StoreLockedError
 from features.store import open_store
 from features.upload import (
@@ -163,10 +162,8 @@ class StagedStore:
         """Delete the copy if all it holds is published (no work since); False, and kept, otherwise."""
         with open_store(str(self.local)) as store:
             backend = store.backend
-            lock = WriterLock(backend.writers_lock_path(), f"{self.local} (open writers)")
-            try:
-                lock.acquire()
-            except StoreLockedError:
+            lock = store.writers_lock()
+            if not lock.try_acquire():
                 return False
             try:
                 here = version_of((self.local / "zarr.json").read_bytes())

@@ -17,7 +17,7 @@ from features.finish import finish_now
 from features.lock import WriterLock
 from features.provenance import Provenance
 from features.reader import COPY_BYTES, FeatureSet, SetIndex, live_segments  # noqa: F401 - public names of this module since v1
-from features.records import StoreError, StoreLockedError
+from features.records import StoreError
 from features.urls import is_remote
 from features.writer import MAX_BUFFER_BYTES, Writer  # noqa: F401 - public names of this module since v1
 
@@ -136,8 +136,10 @@ class Store:
             raise StoreError(f"no feature set {name!r} in {self.location}; sets there: {there}")
         return FeatureSet(self, name, meta, self.backend.segments(name))
 
-    def _writers_lock(self) -> WriterLock:
-        return WriterLock(self.backend.writers_lock_path(), f"{self.location} (open writers)")
+    def writers_lock(self, *, shared: bool = False) -> WriterLock:
+        """The store-wide lock of its writers: each open writer holds it ``shared``; finishing the store
+        (or anything else that must run with no writer open) takes it exclusive."""
+        return WriterLock(self.backend.writers_lock_path(), f"{self.location} (open writers)", shared=shared)
 
     def writer(
         self,
@@ -159,12 +161,8 @@ class Store:
         if self.mode != "a":
             raise StoreError(f"{self.location} is open read-only; open it with mode='a' to write")
         # Leftovers of killed writers go first, when no other writer is open to be disturbed.
-        alone = self._writers_lock()
-        try:
-            alone.acquire()
-        except StoreLockedError:
-            pass
-        else:
+        alone = self.writers_lock()
+        if alone.try_acquire():
             try:
                 self.backend.cleanup_store()
             finally:

@@ -33,7 +33,7 @@ from typing import Any
 
 from features.base import StoreError
 from features.finish import finish_locked
-from features.lock import StaleLockWarning, WriterLock
+from features.lock import StaleLockWarning
 from features.records import StoreLockedError
 from features.store import open_store
 from features.urls import is_remote, storage_options, url_scheme
@@ -114,7 +114,7 @@ def upload_store(
         raise StoreError(f"upload {local} -> {url}: both must be Zarr stores (names ending in .zarr)")
     open_store(str(local)).close()  # a missing local store is an error here, not created by mode "a"
     with open_store(str(local), "a") as store:
-        held = WriterLock(store.backend.writers_lock_path(), f"{local} (open writers)")
+        held = store.writers_lock()
         try:
             held.acquire()
         except StoreLockedError:

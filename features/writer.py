@@ -70,7 +70,7 @@ class Writer:
         backend = store.backend
         what = f"set {name!r} part {part!r} of {store.location}"
         # Shared with every other open writer; a finish (exclusive) is never under way while we write.
-        self._store_lock = WriterLock(backend.writers_lock_path(), f"{store.location} (open writers)", shared=True)
+        self._store_lock = store.writers_lock(shared=True)
         self._store_lock.acquire(wait=True)
         self._lock = WriterLock(backend.lock_path(name, part), what)
         try:
