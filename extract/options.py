@@ -17,6 +17,7 @@ from features import STORE_DTYPES
 
 from .base import COMPUTE_DTYPES, DEFAULTS, MODALITIES, Encoder, EncoderConfigError, check_choice, create_encoder
 
+
 @dataclass(frozen=True)
 class EncoderOptions:
     """The encoder options ``extract run`` passes through (``--max-tokens`` is ``max_tokens``); None: not given.

@@ -135,7 +135,6 @@ class HFTextEncoder(HFHiddenStates, Encoder):
         )
         return [np.ascontiguousarray(hidden[i, ..., : len(item.ids), :]) for i, item in enumerate(items)]
 
-
     def preprocessing(self) -> dict[str, Any]:
         return {"max_tokens": self.max_tokens, "special_tokens": "kept", "truncation": "keep-first-and-closing-special"}
 

@@ -429,7 +429,6 @@ class StoreSuite:
                 assert a.checksum(utt_id) == b.checksum(utt_id)
             assert b.failures() == []
 
-
     # -- integrity and read-only sharing
 
     def data_regions(self, path: str) -> list[tuple[Path, int, int, int]]:

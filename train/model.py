@@ -48,6 +48,7 @@ def known_fields(cls: type, data: dict[str, Any], what: str, error: type[Excepti
         raise error(f"unknown {what} {unknown}; valid: {sorted(known)}")
     return dict(data)
 
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The head's hyper-parameters; the paper's values are the defaults.
