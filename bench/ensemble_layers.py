@@ -5,8 +5,8 @@
 The head's typical chain at the `fast` preset's shapes (pre-norm, attention-free feed-forward block:
 LayerNorm -> Linear(d, 4d) -> ReLU -> Linear(4d, d), residual, three times), forward and backward,
 K members: (1) ``torch.func.functional_call`` under ``vmap`` over ``stack_module_state``, as
-train/ensemble.py runs the model; (2) the same maths with (K, ...) weights and ``torch.baddbmm``,
-as layers with a leading member dimension would be written. Prints ms per step for each (best of interleaved rounds), and K separate models' for scale.
+train/ensemble.py ran the model until 2026-12-06; (2) the same maths with (K, ...) weights and
+``torch.baddbmm``, as the layers of train/members.py now run it. Prints ms per step for each (best of interleaved rounds), and K separate models' for scale.
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ Every member keeps its own weights, optimiser state, data order (its seed's), va
 of epoch, checkpoint and report: a member is the training :func:`train.loop.train_fold` would give
 it alone (with dropout off and the same seed, the same metrics up to float rounding; see
 tests/train/test_train_ensemble.py). The members' weights are stacked (``torch.func``'s
-``stack_module_state``) and one step runs the model once under ``vmap`` over the member axis, so
-the many small operators of the head are paid once for K members. ``train_fold`` is the K = 1 case.
+``stack_module_state``) and one step runs the model once on them, every input carrying a leading
+member axis: the head's layers take stacked weights (:mod:`train.members`), so each of its many small
+operators runs once for K members. ``train_fold`` is the K = 1 case.
 
 Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from train.config import TrainConfig
@@ -92,7 +93,7 @@ class Ensemble:
         self.prepared = prepared
         self.base = copy.deepcopy(models[0]).to("meta")
         params, buffers = stack_module_state(list(models))
-        self.params = {n: p.detach().to(self.device).requires_grad_(True) for n, p in params.items()}
+        self.params = {n: _matmul_layout(p.detach().to(self.device)).requires_grad_(True) for n, p in params.items()}
         self.buffers = {n: b.to(self.device) for n, b in buffers.items()}
         k = len(models)
         dev = self.device
@@ -104,10 +105,9 @@ class Ensemble:
         # leave it alone (no decay either): the same here, per member.
         self.owned = [[n for n in self.params if not (c.lam == 0 and n.startswith("shared."))] for c in cfgs]
         self._view_members()
-        self.layouts_fixed = False
         self.lam = torch.tensor([c.lam for c in cfgs], device=dev)
         self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
-        self._run = vmap(self._forward, in_dims=(0, 0, 0, 0, 0, 0), randomness="different")
+        self._run = self._forward
         if self.device.startswith("cuda") and self.cfg.compile:
             self._run = torch.compile(self._run, mode="reduce-overhead", dynamic=False)
 
@@ -139,7 +139,7 @@ class Ensemble:
                     loss = out[0] if len(call.members) == len(self.cfgs) else out[0] * self._weight(call.members)
                 else:
                     sel = torch.tensor(call.members, device=self.device)
-                    params = {n: p.detach()[sel].requires_grad_(train) for n, p in self.params.items()}
+                    params = {n: _matmul_layout(p.detach()[sel]).requires_grad_(train) for n, p in self.params.items()}
                     buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
                     out = self._run(params, buffers, call.inputs, call.labels, self.lam[sel], self.alpha[sel])
                     for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
@@ -149,11 +149,7 @@ class Ensemble:
                 outs.append(out)
                 losses.append(loss.sum())
             if train:
-                total = sum(losses)
-                if not self.layouts_fixed and any(call.full for call in calls):
-                    self._adopt_grad_layouts(total)
-                else:
-                    total.backward()
+                sum(losses).backward()
                 with torch.no_grad():
                     for sel, params in subsets:  # a subset's own copies of its weights got its gradients
                         for n, leaf in params.items():
@@ -181,34 +177,6 @@ class Ensemble:
         weight = torch.zeros(len(self.cfgs), device=self.device)
         weight[list(members)] = 1.0
         return weight
-
-    def _adopt_grad_layouts(self, loss: torch.Tensor) -> None:
-        """Backward ``loss``, then store each stacked tensor in the memory layout of the gradient vmap
-        computes for it. Under vmap a linear layer's weight gradient comes out transposed ((K, in, out)
-        in memory); autograd copies a gradient whose strides differ from its parameter's into the
-        parameter's layout, a pass over every weight each step (a third of the step's backward on the
-        6,373-wide ComParE projection). With the layouts equal it keeps the gradient as it is. Values
-        are untouched; the fused optimisers read any dense layout alike."""
-        seen: dict[str, tuple[int, ...]] = {}
-        hooks = [p.register_hook(lambda g, n=n: seen.__setitem__(n, g.stride())) for n, p in self.params.items()]
-        loss.backward()
-        for h in hooks:
-            h.remove()
-
-        def relayout(t: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
-            return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t)
-
-        with torch.no_grad():
-            for n, stride in seen.items():
-                p = self.params[n]
-                if stride == p.stride() or not _member_blocks(p.shape, stride):
-                    continue
-                new = relayout(p.detach(), stride).requires_grad_(True)
-                new.grad = None if p.grad is None else relayout(p.grad, stride)
-                self.params[n] = new
-                self.moments[n] = tuple(relayout(m, stride) for m in self.moments[n])
-        self._view_members()
-        self.layouts_fixed = True
 
     @torch.no_grad()
     def update(self, members: Sequence[int]) -> None:
@@ -249,19 +217,19 @@ class Ensemble:
             t[k] = state[n].to(t.device)
 
 
-def _member_blocks(shape: Sequence[int], stride: Sequence[int]) -> bool:
-    """Whether ``stride`` lays a (K, ...) tensor out as K consecutive blocks, each without gaps or overlaps."""
-    expected = 1
-    for size, step in sorted(zip(shape[1:], stride[1:]), key=lambda d: d[1]):
-        if size > 1 and step != expected:
-            return False
-        expected *= size
-    return shape[0] == 1 or stride[0] == expected
+def _matmul_layout(p: torch.Tensor) -> torch.Tensor:
+    """A stacked weight matrix (K, out, in) held in (K, in, out) memory order, the same values: the
+    batched matmul of :func:`train.members.linear` runs fastest on it and gives its gradient in that
+    order too, so autograd never copies one into the other (on the ComParE projection, 6,373 x 128 at
+    K = 5: 7.5 ms against 16 ms a forward and backward; bench/RESULTS.md). Other tensors as they are."""
+    if p.dim() != 3:
+        return p
+    return p.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def _by_member(t: torch.Tensor) -> torch.Tensor:
-    """A stacked (K, ...) tensor as (K, n), each member's values in memory order: a view, for any layout
-    :func:`_member_blocks` accepts (``view`` raises rather than copy)."""
+    """A stacked (K, ...) tensor as (K, n), each member's values in memory order: a view for the layouts
+    used here, each member one dense block (``view`` raises rather than copy)."""
     order = sorted(range(1, t.dim()), key=lambda d: -t.stride(d))
     return t.permute(0, *order).view(t.shape[0], -1)
 

@@ -2,13 +2,16 @@
 
 Shapes: B batch, T frames, D input width, L stored layers, d common width. Every mask is a bool tensor
 (B, T), True = real frame, and real frames always come first (a prefix); padding frames take part in
-no sum, mean, softmax or attention anywhere below.
+no sum, mean, softmax or attention anywhere below. Every shape may also carry a leading member axis K
+(stacked ensemble members, :mod:`train.members`): axes are counted from the right throughout.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from train.members import LayerNorm, Linear, linear, stacked
 
 
 def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
@@ -22,8 +25,8 @@ def zero_padding(x: Tensor, mask: Tensor) -> Tensor:
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over real frames: x (B, T, d), mask (B, T) -> (B, d). Each row needs one real frame."""
     weights = mask.to(x.dtype).unsqueeze(-1)
-    total = (zero_padding(x, mask) * weights).sum(dim=1)
-    return total / weights.sum(dim=1).clamp_min(1.0)
+    total = (zero_padding(x, mask) * weights).sum(dim=-2)
+    return total / weights.sum(dim=-2).clamp_min(1.0)
 
 
 class TimePool(nn.Module):
@@ -49,7 +52,7 @@ class TimePool(nn.Module):
         mean = masked_mean(x, mask)
         if self.mode == "mean":
             return mean
-        var = masked_mean((zero_padding(x, mask) - mean.unsqueeze(1)).pow(2), mask)
+        var = masked_mean((zero_padding(x, mask) - mean.unsqueeze(-2)).pow(2), mask)
         return torch.cat([mean, torch.sqrt(var + self.eps)], dim=-1)
 
 
@@ -60,7 +63,7 @@ def masked_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     The same recurrence as ``nn.GRU`` with its own weights (checkpoints keep nn.GRU's names), stepped in
     Python with the state held where a frame is padding: a backward pass starts at each utterance's own
     last real frame, as with packed sequences, but the ops are plain tensor algebra with no host
-    synchronisation, so a step batches over ensemble members (``torch.func.vmap``) and repeats its shapes.
+    synchronisation, so a step runs stacked ensemble members (:mod:`train.members`) and repeats its shapes.
     """
     hidden = gru.hidden_size
     frames = x.shape[-2]
@@ -68,12 +71,12 @@ def masked_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     outputs = []
     for suffix, steps in (("", range(frames)), ("_reverse", range(frames - 1, -1, -1))):
         w_hh, b_hh = getattr(gru, f"weight_hh_l0{suffix}"), getattr(gru, f"bias_hh_l0{suffix}")
-        gates_x = F.linear(x, getattr(gru, f"weight_ih_l0{suffix}"), getattr(gru, f"bias_ih_l0{suffix}"))
+        gates_x = linear(x, getattr(gru, f"weight_ih_l0{suffix}"), getattr(gru, f"bias_ih_l0{suffix}"))
         h = x.new_zeros(x.shape[:-2] + (hidden,))
         out: list[Tensor] = [h] * frames
         for t in steps:
             x_r, x_z, x_n = gates_x[..., t, :].chunk(3, dim=-1)
-            h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+            h_r, h_z, h_n = linear(h, w_hh, b_hh).chunk(3, dim=-1)
             r = torch.sigmoid(x_r + h_r)
             z = torch.sigmoid(x_z + h_z)
             n = torch.tanh(x_n + r * h_n)
@@ -94,7 +97,7 @@ class RecurrentBranch(nn.Module):
         if dim % 2:
             raise ValueError(f"width {dim} must be even: the bidirectional GRU has d/2 units per direction")
         self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return zero_padding(self.norm(x + masked_gru(self.gru, x, mask)), mask)
@@ -108,14 +111,14 @@ def masked_pool_time(x: Tensor, mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """
     if k == 1:
         return x, mask
-    batch, frames, width = x.shape
+    lead, (frames, width) = x.shape[:-2], x.shape[-2:]
     pad = (-frames) % k
     x = F.pad(zero_padding(x, mask), (0, 0, 0, pad))
     mask = F.pad(mask, (0, pad))
     windows = frames // k + (pad > 0)
-    counts = mask.view(batch, windows, k).to(x.dtype)
-    total = (x.view(batch, windows, k, width) * counts.unsqueeze(-1)).sum(dim=2)
-    n = counts.sum(dim=2)
+    counts = mask.view(lead + (windows, k)).to(x.dtype)
+    total = (x.view(lead + (windows, k, width)) * counts.unsqueeze(-1)).sum(dim=-2)
+    n = counts.sum(dim=-1)
     return total / n.clamp_min(1.0).unsqueeze(-1), n > 0
 
 
@@ -130,8 +133,8 @@ class LayerSum(nn.Module):
         self.logits = nn.Parameter(torch.zeros(layers))
 
     def forward(self, x: Tensor) -> Tensor:
-        weights = torch.softmax(self.logits, dim=0).to(x.dtype)
-        return torch.einsum("bltd,l->btd", x, weights)
+        weights = torch.softmax(self.logits, dim=-1).to(x.dtype)  # (L,), or (K, L) for stacked members
+        return (x * stacked(weights, 1, x.dim() - 2)[..., None, None]).sum(dim=-3)
 
 
 class InputProjection(nn.Module):
@@ -139,8 +142,8 @@ class InputProjection(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, dropout: float):
         super().__init__()
-        self.proj = nn.Linear(in_dim, dim)
-        self.norm = nn.LayerNorm(dim)
+        self.proj = Linear(in_dim, dim)
+        self.norm = LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -159,25 +162,22 @@ class MaskedAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.heads = heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.kv = Linear(dim, 2 * dim)
+        self.proj = Linear(dim, dim)
         self.attn_drop = dropout
         self.proj_drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
-        batch, tq, dim = x.shape
-        tk = context.shape[1]
+        lead, (tq, dim), tk = x.shape[:-2], x.shape[-2:], context.shape[-2]
         head_dim = dim // self.heads
-        q = self.q(x).view(batch, tq, self.heads, head_dim).transpose(1, 2)
-        k, v = self.kv(context).view(batch, tk, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        # Written out rather than F.scaled_dot_product_attention: vmap over ensemble members has no
-        # batching rule for SDPA's CPU kernel and would loop over members one by one.
+        q = self.q(x).view(lead + (tq, self.heads, head_dim)).transpose(-3, -2)  # (..., H, Tq, hd)
+        k, v = self.kv(context).view(lead + (tk, 2, self.heads, head_dim)).movedim(-3, 0).transpose(-3, -2)
         scores = (q @ k.transpose(-2, -1)) * head_dim ** -0.5
-        scores = scores.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+        scores = scores.masked_fill(~context_mask[..., None, None, :], float("-inf"))
         weights = F.dropout(torch.softmax(scores, dim=-1), self.attn_drop, self.training)
         out = weights @ v
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tq, dim)))
+        return self.proj_drop(self.proj(out.transpose(-3, -2).reshape(lead + (tq, dim))))
 
 
 class FeedForward(nn.Module):
@@ -185,8 +185,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, ff_mult: int, dropout: float):
         super().__init__()
-        self.fc1 = nn.Linear(dim, ff_mult * dim)
-        self.fc2 = nn.Linear(ff_mult * dim, dim)
+        self.fc1 = Linear(dim, ff_mult * dim)
+        self.fc2 = Linear(ff_mult * dim, dim)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -207,7 +207,7 @@ class AGRU(nn.Module):
             raise ValueError(f"width {dim} must be even: the bidirectional GRU has d/2 units per direction")
         self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
         self.attn = MaskedAttention(dim, heads, dropout)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = masked_gru(self.gru, x, mask)
@@ -224,10 +224,10 @@ class CrossModalBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float):
         super().__init__()
-        self.norm_q = nn.LayerNorm(dim)
-        self.norm_kv = nn.LayerNorm(dim)
+        self.norm_q = LayerNorm(dim)
+        self.norm_kv = LayerNorm(dim)
         self.attn = MaskedAttention(dim, heads, dropout)
-        self.norm_ff = nn.LayerNorm(dim)
+        self.norm_ff = LayerNorm(dim)
         self.ff = FeedForward(dim, ff_mult, dropout)
 
     def forward(self, q: Tensor, kv: Tensor, kv_mask: Tensor) -> Tensor:
@@ -247,7 +247,7 @@ class GatedCrossModalBlock(nn.Module):
         super().__init__()
         self.cm_t = CrossModalBlock(dim, heads, ff_mult, dropout)
         self.cm_v = CrossModalBlock(dim, heads, ff_mult, dropout)
-        self.gate = nn.Linear(2 * dim, dim) if gate else None
+        self.gate = Linear(2 * dim, dim) if gate else None
 
     def forward(self, q: Tensor, x_t: Tensor, mask_t: Tensor, x_v: Tensor, mask_v: Tensor) -> Tensor:
         f1 = self.cm_t(q, x_t, mask_t)
@@ -263,9 +263,9 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, dim: int, n_classes: int, dropout: float, in_dim: int | None = None):
         super().__init__()
-        self.fc1 = nn.Linear(dim if in_dim is None else in_dim, dim)
+        self.fc1 = Linear(dim if in_dim is None else in_dim, dim)
         self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(dim, n_classes)
+        self.fc2 = Linear(dim, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.drop(F.relu(self.fc1(x))))

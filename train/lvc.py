@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from train.layers import AGRU, zero_padding
+from train.members import BatchNorm1d, LayerNorm, Linear, linear, stacked
 
 
 class LearnableVisualCenter(nn.Module):
@@ -38,23 +39,24 @@ class LearnableVisualCenter(nn.Module):
             raise ValueError(f"the LVC needs at least one codeword, got {codewords}")
         self.codewords = nn.Parameter(torch.randn(codewords, dim))
         self.smoothing = nn.Parameter(torch.full((codewords,), 1.0 / math.sqrt(dim)))
-        self.bn = nn.BatchNorm1d(codewords)
-        self.fc = nn.Linear(dim, dim)
+        self.bn = BatchNorm1d(codewords)
+        self.fc = Linear(dim, dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = zero_padding(x, mask)
+        nd = x.dim()
         # ||x_i - c_k||^2 expanded, so no (B, T, K, d) tensor is built.
         dist = (
             x.pow(2).sum(-1, keepdim=True)
-            - 2.0 * x @ self.codewords.t()
-            + self.codewords.pow(2).sum(-1)
+            - 2.0 * linear(x, self.codewords)
+            + stacked(self.codewords.pow(2).sum(-1), 1, nd)
         )  # (B, T, K)
-        assign = torch.softmax(-self.smoothing * dist, dim=-1)
+        assign = torch.softmax(-stacked(self.smoothing, 1, nd) * dist, dim=-1)
         assign = assign * mask.unsqueeze(-1).to(assign.dtype)
         # e_k = sum_i a_ik x_i - (sum_i a_ik) c_k
-        encoded = assign.transpose(1, 2) @ x - assign.sum(dim=1).unsqueeze(-1) * self.codewords  # (B, K, d)
-        centre = torch.relu(self.bn(encoded)).mean(dim=1)  # (B, d)
-        scale = torch.sigmoid(self.fc(centre)).unsqueeze(1)  # (B, 1, d)
+        encoded = assign.transpose(-2, -1) @ x - assign.sum(dim=-2).unsqueeze(-1) * stacked(self.codewords, 2, nd)  # (B, K, d)
+        centre = torch.relu(self.bn(encoded)).mean(dim=-2)  # (B, d)
+        scale = torch.sigmoid(self.fc(centre)).unsqueeze(-2)  # (B, 1, d)
         return zero_padding(x * scale, mask)
 
 
@@ -65,7 +67,7 @@ class AGRULVC(nn.Module):
         super().__init__()
         self.global_branch = AGRU(dim, heads, dropout)
         self.local_branch = LearnableVisualCenter(dim, codewords)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         out = self.global_branch(x, mask) + self.local_branch(x, mask)

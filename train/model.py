@@ -33,6 +33,7 @@ from train.layers import (
     zero_padding,
 )
 from train.lvc import AGRULVC
+from train.members import LayerNorm, Linear, stacked
 
 MODALITIES = ("a", "t", "v")  # audio (major), text, video
 _NAMES = {"a": "audio", "t": "text", "v": "video"}
@@ -200,7 +201,8 @@ class ModalityInput(nn.Module):
         if check:
             self._check(x, mask)
         if not prepared:
-            x = (x - self.feat_mean) / self.feat_std
+            plain = 1 if self.spec.layers is None else 3  # (D,) or (L, 1, D); stacked members add K in front
+            x = (x - stacked(self.feat_mean, plain, x.dim())) / stacked(self.feat_std, plain, x.dim())
         # Zero the padding first: a NaN there would otherwise reach the weight gradients as 0 * NaN.
         if self.layer_sum is not None:
             x = self.layer_sum(zero_padding(x, mask.unsqueeze(-2).expand(x.shape[:-1])))
@@ -280,8 +282,8 @@ class EmotionModel(nn.Module):
         else:
             self.fusion = nn.ModuleList()
         # The pre-norm stack leaves its output unnormalised; a final LayerNorm as in MulT's encoder.
-        self.fusion_norm = nn.LayerNorm(cfg.d) if n > 1 else nn.Identity()
-        self.shared = nn.Linear(cfg.d, cfg.shared_dim) if cfg.uses_margin else None
+        self.fusion_norm = LayerNorm(cfg.d) if n > 1 else nn.Identity()
+        self.shared = Linear(cfg.d, cfg.shared_dim) if cfg.uses_margin else None
         self.pool = TimePool(cfg.d, cfg.pooling)
         self.head = ClassifierHead(cfg.d, n_classes, cfg.dropout, in_dim=self.pool.out_dim)
 
@@ -336,7 +338,7 @@ class EmotionModel(nn.Module):
         z = None
         if self.shared is not None:
             pooled = [masked_mean(features[f"x_{m}"], features[f"mask_{m}"]) for m in self.cfg.modalities]
-            z = self.shared(torch.stack(pooled, dim=1))
+            z = self.shared(torch.stack(pooled, dim=-2))
         return ModelOutput(logits=logits, z=z, embedding=embedding)
 
     def forward(self, batch: dict[str, tuple[Tensor, Tensor]], prepared: bool = False, check: bool = True) -> ModelOutput:
