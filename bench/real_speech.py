@@ -12,7 +12,7 @@ offline default encoder (:data:`extract.base.DEFAULTS`, as ``extract run --modal
 and the eGeMAPSv02 functionals. Then, on the same leave-one-group-out folds:
 
 - ``classical``: eGeMAPSv02 functionals (88 per utterance), standardised, scikit-learn's
-  LogisticRegression (``train.baseline``: C = 1, max_iter 5000), fit on the head's training rows
+  LogisticRegression (``train.baseline``: C = 1, tol 1e-8, max_iter 5000), fit on the head's training rows
   (the training speakers less the validation speaker the head picks its epoch on);
 - ``classical, all training speakers``: the same fit on every training speaker, the protocol of
   emodb-dev's README reference figure (a stronger baseline than the head's own rows give);

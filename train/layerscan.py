@@ -20,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from train import metrics
-from train.baseline import MAX_ITER, BaselineSpec, pooled, probe_fold, run_probe
+from train.baseline import FIT, BaselineSpec, pooled, probe_fold, run_probe
 from train.baseline import summarise as summarise_probe
 from train.config import TrainConfig
 from train.cv import synthetic_note
@@ -30,8 +30,7 @@ from train.invocation import Invocation, invocation
 from train.results import ProbeFold, ProbeReport, Summary
 
 FOLD_KEYS = ("group", *metrics.SCALARS, "n_test", "n_train")
-METHOD = ("one layer at a time: mean and std over time, standardised on the training rows, "
-          f"LogisticRegression(C=1, max_iter={MAX_ITER})")
+METHOD = f"one layer at a time: mean and std over time, standardised on the training rows, {FIT}"
 
 
 def layer_labels(spec: str | None, n_layers: int) -> list[str]:

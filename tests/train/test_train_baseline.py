@@ -10,15 +10,16 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 import features
 from features.provenance import Provenance
 from manifests.io import manifest_hash
 from train import metrics
-from train.baseline import BaselineSpec, pooled, run_probe
+from train.baseline import MAX_ITER, TOL, BaselineSpec, fit_predict, pooled, run_probe, span_coordinates
 from train.cli import cli
 from train.data import load_features
-from train.folds import split_fold
+from train.folds import Split, split_fold
 from train.results import Setting
 
 TINY = ["--d", "8", "--epochs", "1", "--batch-size", "8", "--frame-pool", "2", "--num-threads", "1", "--seed", "0"]
@@ -69,17 +70,66 @@ def test_probe_is_scikit_learn_on_the_heads_split(small_corpus, tiny_cfg):
     cfg = tiny_cfg.replace(modalities=("a", "t"))
     folds = run_probe(cfg, rows, store, BaselineSpec({"a": "audio", "t": "text"}))
     assert [f.group for f in folds] == ["1", "2", "3"]
-    # The same fold by hand: the head's split, fit on its training rows only.
+    # The same fold by hand: the head's split, fit on all columns of its training rows only.
     data = load_features(rows, store, cfg.sets, ("a", "t"))
     split = split_fold(rows, "2", cfg.val, cfg.val_fraction, cfg.seed)
     x = np.concatenate([pooled(data.modalities["a"]), pooled(data.modalities["t"])], axis=1)
     tr, te = list(split.train), list(split.test)
     scaler = StandardScaler().fit(x[tr])
-    pred = LogisticRegression(max_iter=5000).fit(scaler.transform(x[tr]), data.labels[tr]).predict(scaler.transform(x[te]))
+    clf = LogisticRegression(tol=TOL, max_iter=MAX_ITER).fit(scaler.transform(x[tr]), data.labels[tr])
+    pred = clf.predict(scaler.transform(x[te]))
     assert folds[1].scores["acc"] == pytest.approx(accuracy_score(data.labels[te], pred))
     assert folds[1].scores["wf1"] == pytest.approx(f1_score(data.labels[te], pred, average="weighted"))
     assert folds[1].n_train == len(split.train) and folds[1].scores["n_test"] == len(split.test)
     assert np.mean([f.scores["acc"] for f in folds]) > 0.5  # the label signal is there; chance is 0.25
+
+
+def synthetic_problem(n: int, p: int, amp: float, seed: int) -> tuple[np.ndarray, np.ndarray, Split]:
+    """4 classes, a class signal of size ``amp`` in 40 columns (fewer when ``p`` is small), columns on
+    scales 0.1..100, 5 constant columns; the first 3/4 of the rows train, the rest test."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.normal(size=(n, p))
+    k = min(40, p - 5)
+    x[:, 5:5 + k] += amp * rng.normal(size=(4, k))[y]
+    x *= rng.uniform(0.1, 100, p)
+    x[:, :5] = 7.0
+    cut = 3 * n // 4
+    return x, y, Split("1", tuple(range(cut)), (), tuple(range(cut, n)), None)
+
+
+@pytest.mark.parametrize("n, p, amp", [(120, 3000, 0.7), (400, 40, 0.3)])
+def test_the_fit_on_the_training_span_is_the_fit_on_all_columns(n, p, amp):
+    x, y, split = synthetic_problem(n, p, amp, seed=n)
+    tr, te = list(split.train), list(split.test)
+    scaler = StandardScaler().fit(x[tr])
+    x_train, x_test = scaler.transform(x[tr]), scaler.transform(x[te])
+    with threadpool_limits(limits=1):
+        full = LogisticRegression(C=1.0, tol=TOL, max_iter=MAX_ITER, random_state=0).fit(x_train, y[tr])
+    z_train, z_test = span_coordinates(x_train, x_test)
+    assert z_train.shape == (len(tr), min(len(tr), p)) and z_test.shape == (len(te), min(len(tr), p))
+    span = LogisticRegression(C=1.0, tol=TOL, max_iter=MAX_ITER, random_state=0).fit(z_train, y[tr])
+    assert full.n_iter_[0] < MAX_ITER and span.n_iter_[0] < MAX_ITER
+    # Both reach the one optimum: the test rows' decision values agree to ~1e-5 (p > n) and ~1e-12
+    # (p < n) as measured; the bound leaves a margin and is far below any decision a class hangs on.
+    gap = np.abs(full.decision_function(x_test) - span.decision_function(z_test)).max()
+    assert gap < 1e-3, gap
+    np.testing.assert_array_equal(fit_predict(x, y, split, seed=0), full.predict(x_test))
+    assert 0.4 < (full.predict(x_test) == y[te]).mean() < 0.95  # learnable, not trivial; chance is 0.25
+
+
+def test_only_the_training_rows_define_the_span():
+    x, y, split = synthetic_problem(120, 3000, 0.7, seed=1)
+    pred = fit_predict(x, y, split, seed=0)
+    other = x.copy()
+    changed = list(split.test[:15])
+    other[changed] = np.random.default_rng(2).normal(size=(15, 3000)) * 50
+    again = fit_predict(other, y, split, seed=0)
+    np.testing.assert_array_equal(again[15:], pred[15:])
+    assert (again[:15] != pred[:15]).any()
+    # The basis itself: the training rows' coordinates do not move with the test rows.
+    x_train = StandardScaler().fit_transform(x[list(split.train)])
+    np.testing.assert_array_equal(span_coordinates(x_train, x[changed])[0], span_coordinates(x_train, other[changed])[0])
 
 
 def test_paired_difference_is_the_paired_t_interval():
