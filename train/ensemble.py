@@ -208,8 +208,10 @@ class Ensemble:
                   grad_scale=scale)
 
     def state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member ``k``'s state_dict (parameters and buffers), on the CPU."""
-        return {n: t[k].detach().cpu().clone() for n, t in (self.params | self.buffers).items()}
+        """Member ``k``'s state_dict (parameters and buffers), on the CPU, as ordinary contiguous tensors
+        (whatever memory order the stacked ones are held in)."""
+        return {n: t[k].detach().cpu().clone(memory_format=torch.contiguous_format)
+                for n, t in (self.params | self.buffers).items()}
 
     @torch.no_grad()
     def load(self, k: int, state: dict[str, torch.Tensor]) -> None:

@@ -111,3 +111,21 @@ def test_whole_head_stacked_equals_each_member(modalities, option):
         for name, p in model.named_parameters():
             if p.grad is not None:
                 torch.testing.assert_close(params[name].grad[k], p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_checkpointed_member_state_is_contiguous_and_loads_into_one_model():
+    """The ensemble holds weight matrices in (K, in, out) memory order; a member's state_dict is plain."""
+    from train.config import TrainConfig
+    from train.ensemble import Ensemble
+
+    torch.manual_seed(5)
+    cfg = TrainConfig(model=ModelConfig(modalities=("t",), d=8, heads=2, n_blocks=1, dropout=0.0))
+    models = [build_model(cfg.model, {"t": InputSpec(6)}, 3) for _ in range(2)]
+    ens = Ensemble([cfg, cfg], models, prepared=False)
+    assert not ens.params["head.fc1.weight"].is_contiguous()
+    state = ens.state(1)
+    assert all(t.is_contiguous() for t in state.values())
+    fresh = build_model(cfg.model, {"t": InputSpec(6)}, 3)
+    fresh.load_state_dict(state)
+    for name, p in fresh.state_dict().items():
+        torch.testing.assert_close(p, models[1].state_dict()[name])
