@@ -56,7 +56,27 @@ class TimePool(nn.Module):
         return torch.cat([mean, torch.sqrt(var + self.eps)], dim=-1)
 
 
-def masked_gru(gru: nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
+class BiGRUWeights(nn.Module):
+    """The parameters of a one-layer bidirectional ``nn.GRU`` (input ``in_dim``, ``hidden`` units per
+    direction), under its names (``weight_ih_l0``, ``bias_hh_l0_reverse``...) and with its
+    initialisation, drawn in its order: checkpoints and seeded runs are those of an ``nn.GRU``.
+    :func:`masked_gru` runs the recurrence. Not an ``nn.GRU`` itself: ``torch.compile`` (the CUDA
+    graph capture of a training step) refuses to trace a model that holds one."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.hidden_size = hidden
+        for suffix in ("", "_reverse"):
+            self.register_parameter(f"weight_ih_l0{suffix}", nn.Parameter(torch.empty(3 * hidden, in_dim)))
+            self.register_parameter(f"weight_hh_l0{suffix}", nn.Parameter(torch.empty(3 * hidden, hidden)))
+            self.register_parameter(f"bias_ih_l0{suffix}", nn.Parameter(torch.empty(3 * hidden)))
+            self.register_parameter(f"bias_hh_l0{suffix}", nn.Parameter(torch.empty(3 * hidden)))
+        bound = hidden ** -0.5
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+
+def masked_gru(gru: BiGRUWeights | nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     """A one-layer bidirectional batch-first ``gru`` over real frames only: x (B, T, d_in), mask (B, T)
     -> (B, T, 2 * hidden), padding 0.
 
@@ -96,7 +116,7 @@ class RecurrentBranch(nn.Module):
         super().__init__()
         if dim % 2:
             raise ValueError(f"width {dim} must be even: the bidirectional GRU has d/2 units per direction")
-        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.gru = BiGRUWeights(dim, dim // 2)
         self.norm = LayerNorm(dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -205,7 +225,7 @@ class AGRU(nn.Module):
         super().__init__()
         if dim % 2:
             raise ValueError(f"width {dim} must be even: the bidirectional GRU has d/2 units per direction")
-        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.gru = BiGRUWeights(dim, dim // 2)
         self.attn = MaskedAttention(dim, heads, dropout)
         self.norm = LayerNorm(dim)
 

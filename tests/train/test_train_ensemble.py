@@ -7,10 +7,10 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from train.data import load_features, make_batch, pool_frames, prepare
-from train.batches import length_bin
+from train.batches import length_bin, pad_members
 from train.dispatch import train_grouped
 from train.ensemble import Ensemble, Member, ensemble_key, train_members
-from train.layers import masked_gru, zero_padding
+from train.layers import BiGRUWeights, masked_gru, zero_padding
 from train.loop import train_fold
 from train.model import build_model
 from train.stats import input_stats
@@ -29,6 +29,16 @@ def _packed(gru, x, mask):
     out, _ = gru(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
     h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return zero_padding(h, mask)
+
+
+def test_gru_weights_are_an_nn_gru_s_names_shapes_and_seeded_values():
+    torch.manual_seed(3)
+    ours = BiGRUWeights(6, 4)
+    torch.manual_seed(3)
+    theirs = torch.nn.GRU(6, 4, batch_first=True, bidirectional=True)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for name, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], value), name
 
 
 def test_masked_gru_equals_the_packed_gru_with_its_gradients():
@@ -193,3 +203,29 @@ def test_dask_tasks_queue_the_costliest_ensembles_first(tiny_cfg):
     members = [Member(audio, g) for g in "123"] + [Member(both, g) for g in "12"] + [Member(audio.replace(epochs=9), "1")]
     assert dask_tasks(members, sequential=False) == [[3, 4], [5], [0, 1, 2]]
     assert dask_tasks(members, sequential=True) == [[3], [4], [5], [0], [1], [2]]
+
+
+@pytest.mark.slow
+def test_the_training_step_traces_as_one_graph(data, tiny_cfg):
+    """What CUDA graph capture (``compile``) needs, checked on the CPU: the whole step (model, losses)
+    compiles with ``fullgraph=True``, i.e. without a host synchronisation or an untraceable module, and
+    computes what the eager step computes."""
+    cfg = tiny_cfg.replace(dropout=0.0)
+    torch.manual_seed(0)
+    models = [build_model(cfg.model, data.specs(), len(data.classes)) for _ in range(2)]
+    ens = Ensemble([cfg, cfg.replace(lam=0.5)], models, prepared=False)
+    chunks = [np.arange(0, 8), np.arange(8, 16)]
+    inputs = pad_members([data, data], chunks, "cpu")
+    labels = torch.from_numpy(np.stack([data.labels[c] for c in chunks]))
+    ens.base.train(True)
+    compiled = torch.compile(ens._forward, backend="aot_eager", fullgraph=True)
+    got = compiled(ens.params, ens.buffers, inputs, labels, ens.lam, ens.alpha)
+    got_grads = torch.autograd.grad(got[0].sum(), list(ens.params.values()), allow_unused=True)
+    want = ens._forward(ens.params, ens.buffers, inputs, labels, ens.lam, ens.alpha)
+    want_grads = torch.autograd.grad(want[0].sum(), list(ens.params.values()), allow_unused=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(got_grads, want_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
