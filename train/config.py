@@ -34,8 +34,9 @@ class TrainConfig:
     are reproducible for a fixed seed and thread count.
     ``precision`` (CUDA only): ``"fp32"`` (every preset), ``"tf32"`` (TF32 matmuls, ~10-bit
     mantissa) or ``"bf16"`` (bfloat16 autocast). ``compile`` (CUDA only): capture the step with
-    ``torch.compile(mode="reduce-overhead")`` (CUDA graphs, one per length bin). Neither is
-    measured yet: no GPU was lent while they were written.
+    ``torch.compile(mode="reduce-overhead")`` (CUDA graphs, one per length bin; torch compiles
+    only the first 8 shapes a run meets and runs the others eagerly: bench/RESULTS.md). Neither
+    is measured yet: no GPU was lent while they were written.
     ``sets``: modality key -> feature-set name in the store.
     """
 
