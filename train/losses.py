@@ -1,6 +1,8 @@
 """Losses of the head: the margin loss of homogeneous feature discrepancy learning (paper Eq. 6) and Eq. 8."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -52,8 +54,7 @@ def margin_loss(z: Tensor, labels: Tensor, alpha: float | Tensor = 0.5) -> Tenso
     # An empty triplet set has a hinge sum of exactly 0: dividing by max(count, 1) gives the 0 without
     # a host synchronisation, so the step batches over ensemble members.
     count = (positive.sum(dim=-1) * negative.sum(dim=-1)).sum(dim=-1).clamp_min(1)
-    members = max(1, cos.numel() // (n * n))
-    chunk = max(1, _MAX_SLAB // (members * n * n))
+    chunk = max(1, _MAX_SLAB // (math.prod(lead) * n * n))
     if chunk >= n:
         return _hinge_sum(cos, positive, negative, alpha) / count.to(cos.dtype)
     total = z.sum(dim=(-3, -2, -1)) * 0.0

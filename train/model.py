@@ -178,6 +178,7 @@ class ModalityInput(nn.Module):
         # Buffers, not parameters: they are set once from the training split (never the test
         # session) and travel with the checkpoint, so prediction standardises the same way.
         stat_shape = (spec.layers, 1, spec.dim) if spec.layers is not None else (spec.dim,)
+        self.stat_dims = len(stat_shape)  # stacked members' statistics add K in front
         self.register_buffer("feat_mean", torch.zeros(stat_shape))
         self.register_buffer("feat_std", torch.ones(stat_shape))
         self.layer_sum = LayerSum(spec.layers) if spec.layers is not None else None
@@ -201,8 +202,7 @@ class ModalityInput(nn.Module):
         if check:
             self._check(x, mask)
         if not prepared:
-            plain = 1 if self.spec.layers is None else 3  # (D,) or (L, 1, D); stacked members add K in front
-            x = (x - stacked(self.feat_mean, plain, x.dim())) / stacked(self.feat_std, plain, x.dim())
+            x = (x - stacked(self.feat_mean, self.stat_dims, x.dim())) / stacked(self.feat_std, self.stat_dims, x.dim())
         # Zero the padding first: a NaN there would otherwise reach the weight gradients as 0 * NaN.
         if self.layer_sum is not None:
             x = self.layer_sum(zero_padding(x, mask.unsqueeze(-2).expand(x.shape[:-1])))

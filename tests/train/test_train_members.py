@@ -98,9 +98,7 @@ def test_whole_head_stacked_equals_each_member(modalities, option):
         batch[m] = (torch.randn(shape), mask)
     for model in models:
         model.train()  # BatchNorm in the video branch normalises with its batch
-    params, buffers = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")
-    out = functional_call(base, (params, buffers), (batch,), {"check": False})
+    out, params, _ = _stacked_call(models, batch, check=False)
     (out.logits.square().sum() + (0 if out.z is None else out.z.sum())).backward()
     for k, model in enumerate(models):
         mine = model({m: (x[k], mask[k]) for m, (x, mask) in batch.items()})
