@@ -55,6 +55,19 @@ def check_scheduler(text: str | None) -> Scheduler | None:
     return None if text is None else Scheduler.parse(text)
 
 
+# Dask settings for the local:N clusters started here, where they differ from Dask's defaults
+# (bench/RESULTS.md, "Dask workers"). A tcp:// cluster keeps its own settings: see the README.
+LOCAL_CONFIG = {
+    # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, so that they hand freed memory back to the OS.
+    # Setting it also fixes glibc's mmap threshold at 128 KiB: every larger tensor is mapped and
+    # unmapped anew, page faults and all, and a training task ran 28% slower. None leaves it unset.
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    # One task at a time per one-thread worker; at Dask's 1.1 a worker takes a second task, which
+    # waits behind its first while another worker, done, idles.
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
+
 @contextmanager
 def dask_client(scheduler: str | None, *, gpu: bool = False) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler``, closed (with its local cluster) on exit; ``None`` yields ``None``.
@@ -68,12 +81,14 @@ def dask_client(scheduler: str | None, *, gpu: bool = False) -> Iterator[Any]:
     if spec is None:
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
     if spec.workers is not None:
         resources = {"GPU": 1} if gpu else None
-        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          resources=resources) as cluster, Client(cluster) as client:
+        with dask.config.set(LOCAL_CONFIG), LocalCluster(
+                n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                resources=resources) as cluster, Client(cluster) as client:
             yield client
         return
     try:
@@ -143,10 +158,10 @@ def run_tasks(
 
     from distributed import as_completed
 
-    futures = {
-        client.submit(fn, task, key=key, pure=False, resources=resources): i
-        for i, (task, key) in enumerate(zip(tasks, keys))
-    }
+    # One map, not a submit per task: the scheduler then sees every task at once and queues what no
+    # worker has room for (started in task order as workers free up); tasks submitted one by one
+    # were handed out to busy workers before their number was known.
+    futures = {f: i for i, f in enumerate(client.map(fn, list(tasks), key=keys, pure=False, resources=resources))}
     try:
         for future in as_completed(list(futures)):
             settle(futures[future], future.result)

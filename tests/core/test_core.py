@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+import time
+from pathlib import Path
 
 import click
+import dask
 import pytest
 from click.testing import CliRunner
 
@@ -63,6 +66,30 @@ def test_run_tasks_on_a_local_cluster_gives_the_same_outcomes():
         outcomes = run_tasks(_square_or_fail, [1, 2, 3, 4], client=client, stop_on_error=False)
     assert [o.value for o in outcomes] == [1, 4, None, 16]
     assert isinstance(outcomes[2].error, ValueError)
+
+
+def _first_waits_for_the_others(task: tuple[str, int, int]) -> str:
+    """Task 0 waits until every other task has run; the others say how glibc's malloc is set up."""
+    folder, i, n = task
+    if i == 0:
+        deadline = time.monotonic() + 20
+        while len(list(Path(folder).glob("done-*"))) < n - 1:
+            if time.monotonic() > deadline:
+                return "a task waited behind this one while another worker was free"
+            time.sleep(0.05)
+        return "ok"
+    (Path(folder) / f"done-{i}").touch()
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset")
+
+
+@pytest.mark.slow
+def test_a_local_cluster_starts_queued_tasks_on_free_workers_with_glibc_s_malloc_defaults(tmp_path):
+    # Task 0 holds one worker until tasks 1-4 are done: only if none of them was handed to that worker
+    # behind it (Dask's default saturation gives each worker two) does it see them finish. Work
+    # stealing, off here, could rescue a waiting task, but not surely in time.
+    with dask.config.set({"distributed.scheduler.work-stealing": False}), dask_client("local:2") as client:
+        outcomes = run_tasks(_first_waits_for_the_others, [(str(tmp_path), i, 5) for i in range(5)], client=client)
+    assert [o.value for o in outcomes] == ["ok"] + ["unset"] * 4
 
 
 def test_no_scheduler_means_no_client():
