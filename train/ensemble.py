@@ -367,7 +367,7 @@ def train_members(members: Sequence[Member], rows, data: FeatureData, *, progres
             passes[i].append("train")
             record = {"epoch": epoch, "train_loss": tr.loss, "train_ce": tr.ce, "train_margin": tr.margin}
             timing[i].append({"epoch": epoch, "seconds": tr.seconds_total, "seconds_data": tr.seconds_data,
-                              "members": k})
+                              "seconds_val": va.seconds_total if va is not None else 0.0, "members": k})
             if va is not None:
                 passes[i].append("val")
                 scores = _scores(states[i].data, va)

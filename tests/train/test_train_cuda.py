@@ -1,0 +1,59 @@
+"""The CUDA-only parts of training: device-resident inputs, TF32/bf16 and graph capture (``compile``).
+
+They run only where torch sees a GPU; CI has none and skips them. ``bench/gpu.sh`` runs this file
+first on a lent GPU machine, before it times anything.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from train.cv import fold_members
+from train.data import load_features
+from train.dispatch import train_grouped
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def folds(small_corpus, tiny_cfg):
+    """Trains the corpus's folds as one ensemble with ``tiny_cfg`` (dropout off) and the given overrides."""
+    _, store, rows = small_corpus
+    cfg = tiny_cfg.replace(dropout=0.0)
+    data = load_features(rows, [store], cfg.sets, ("a", "t", "v"))
+
+    def train(**overrides):
+        return train_grouped(fold_members(cfg.replace(**overrides), rows, None), rows, data, progress=False)
+
+    return train
+
+
+def losses(results) -> np.ndarray:
+    return np.array([[h["train_loss"] for h in r.history] for r in results])
+
+
+def test_a_cuda_ensemble_trains_as_on_the_cpu(folds):
+    cpu, gpu = folds(), folds(device="cuda")
+    np.testing.assert_allclose(losses(gpu), losses(cpu), rtol=1e-3)
+    for c, g in zip(cpu, gpu):
+        assert g.best_epoch == c.best_epoch
+        assert abs(g.metrics["wf1"] - c.metrics["wf1"]) <= 0.05
+
+
+def test_a_cuda_run_is_reproducible(folds):
+    first, again = folds(device="cuda"), folds(device="cuda")
+    np.testing.assert_array_equal(losses(again), losses(first))
+    assert [r.metrics for r in again] == [r.metrics for r in first]
+
+
+def test_the_captured_step_trains_as_the_eager_one(folds):
+    eager, captured = folds(device="cuda"), folds(device="cuda", compile=True)
+    np.testing.assert_allclose(losses(captured), losses(eager), rtol=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_reduced_precision_trains_near_fp32(folds, precision):
+    fp32, reduced = folds(device="cuda"), folds(device="cuda", precision=precision)
+    assert np.isfinite(losses(reduced)).all()
+    np.testing.assert_allclose(losses(reduced), losses(fp32), rtol=0.05)
