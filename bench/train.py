@@ -2,6 +2,7 @@
 the same K folds as one batched ensemble (train.ensemble).
 
     python bench/train.py [--device cpu|cuda] [--scale 0.1] [--folds 5] [--paper-utts 60] [--results FILE]
+        [--protocol-epochs 50] [--protocol-fraction 1] [--compile] [--json FILE]
 
 Workload: 7,380 utterances (times ``--scale``) in five sessions, six classes in
 IEMOCAP's proportions; durations lognormal with IEMOCAP's mean (4.55 s) and 95th
@@ -17,7 +18,10 @@ Measures, in one run and on the same data:
 - ``paper``: the same on ``--paper-utts`` utterances only (batch 2 is slow on a CPU), extrapolated
   linearly to an epoch of the whole store's folds (the table says so);
 - with ``--device cuda`` also the paper's protocol (5 folds x 50 epochs at batch 2 on the store)
-  and the Tables 1-2 grid (6 settings + 4 more lambdas, 5 folds each) as ensembles, wall time.
+  and the Tables 1-2 grid (6 settings + 4 more lambdas, 5 folds each) as ensembles, wall time of
+  their training; ``--protocol-epochs 2 --protocol-fraction 0.05`` runs 2 epochs of each on 5% of
+  the utterances and extrapolates, to fit a device's time limit (``--json`` keeps the figures of
+  every stage done). bench/GPU.md has the one-call recipe for a lent GPU machine.
 - ``--payoff``: the two-stage payoff, cached features against recomputing frozen wav2vec 2.0 base
   features from the waveform every step (slow on a CPU: the encoder dominates).
 """
@@ -48,6 +52,7 @@ from manifests.io import manifest_hash, write_manifest  # noqa: E402
 from train.cv import fold_members  # noqa: E402
 from train.data import FeatureData, load_features  # noqa: E402
 from train.dispatch import train_grouped  # noqa: E402
+from train.ensemble import Member, ensemble_key  # noqa: E402
 from train.loop import seed_everything  # noqa: E402
 from train.model import InputSpec, build_model  # noqa: E402
 from train.presets import preset  # noqa: E402
@@ -160,18 +165,43 @@ def subset(rows: list[Utterance], data: FeatureData, n: int, rng: np.random.Gene
     return sub_rows, FeatureData([r.utt_id for r in sub_rows], sub_rows, data.classes, data.labels[keep], mods)
 
 
-def gpu_protocols(manifest: Path, store: Path, device: str) -> dict:
-    """The paper's protocol (5 folds x 50 epochs) and the Tables 1-2 grid, as ensembles, on ``device``."""
-    from train.ablate import run_ablation
-    from train.cv import run_cv
+PROTOCOL_EPOCHS = 50
 
-    cfg = preset("paper", device=device)
+
+def timed_protocol(members: list[Member], rows: list[Utterance], data: FeatureData, scale: float) -> dict:
+    """Wall time of training ``members`` grouped into ensembles, as cv and ablate group them (training,
+    validation and test passes; no probe, no reports), extrapolated to the paper's 50 epochs on
+    ``scale`` times as many utterances: each ensemble's missing epochs cost what its last epoch's
+    training and validation passes did (run 2 epochs or more with ``compile``, so that the last one
+    holds no graph capture), and time grows linearly with the utterances (the whole wall time is
+    scaled, fixed costs too, so the estimate errs high)."""
     t = time.perf_counter()
-    run_cv(cfg, manifest, str(store), progress=False)
-    protocol = time.perf_counter() - t
-    t = time.perf_counter()
-    run_ablation(cfg, manifest, str(store), progress=False)
-    return {"paper_protocol_s": protocol, "tables_1_2_s": time.perf_counter() - t}
+    results = train_grouped(members, rows, data, progress=False)
+    wall = time.perf_counter() - t
+    timings = {ensemble_key(m.cfg): r.timing for m, r in zip(members, results)}  # members of one ensemble share passes
+    epochs = members[0].cfg.epochs
+    last = [tm[-1]["seconds"] + tm[-1]["seconds_val"] for tm in timings.values()]
+    return {"epochs": epochs, "utterances": len(rows), "scale": scale, "members": len(members),
+            "ensembles": len(timings), "wall_s": wall, "last_epoch_s": last,
+            "full_s": scale * (wall + max(0, PROTOCOL_EPOCHS - epochs) * sum(last))}
+
+
+def gpu_protocols(rows: list[Utterance], data: FeatureData, device: str, epochs: int, fraction: float,
+                  compile_step: bool) -> dict:
+    """The paper's protocol (5 folds x 50 epochs at batch 2) and the Tables 1-2 grid (6 modality
+    settings + 4 more lambdas, 5 folds each), as ensembles on ``device``: ``epochs`` epochs on
+    ``fraction`` of the utterances (as many per session), extrapolated by :func:`timed_protocol`."""
+    from train.ablate import plan
+
+    sub_rows, sub_data = rows, data
+    if fraction < 1:
+        sub_rows, sub_data = subset(rows, data, max(50, int(len(rows) * fraction)), np.random.default_rng(3))
+    scale = len(rows) / len(sub_rows)
+    cfg = preset("paper", device=device, epochs=epochs, compile=compile_step)
+    protocol = timed_protocol(fold_members(cfg, sub_rows, None), sub_rows, sub_data, scale)
+    print(json.dumps({"paper_protocol": protocol}), file=sys.stderr, flush=True)
+    grid = [m for setting in plan() for m in fold_members(setting.config(cfg), sub_rows, None)]
+    return {"paper_protocol": protocol, "tables_1_2": timed_protocol(grid, sub_rows, sub_data, scale)}
 
 
 def time_payoff(cfg, data, index, seconds: np.ndarray, device: str, recompute: bool) -> dict:
@@ -223,6 +253,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="time each comparison this many times (the best of each side is reported)")
     ap.add_argument("--paper-utts", type=int, default=60, help="utterances of the paper-preset comparison (CPU: keep it small)")
     ap.add_argument("--payoff", type=int, default=0, metavar="UTTS", help="also time the two-stage payoff on this many utterances")
+    ap.add_argument("--protocol-epochs", type=int, default=PROTOCOL_EPOCHS,
+                    help="with a CUDA device: epochs of the paper's protocol and of the Tables 1-2 grid actually run "
+                         "(fewer than 50: the rest extrapolated from each ensemble's last epoch; use 2 or more)")
+    ap.add_argument("--protocol-fraction", type=float, default=1.0,
+                    help="with a CUDA device: run the protocols on this fraction of the utterances and extrapolate linearly")
+    ap.add_argument("--compile", action="store_true", help="with a CUDA device: the protocols with TrainConfig.compile")
+    ap.add_argument("--json", default=None, help="write the figures as JSON to this file after each stage")
     ap.add_argument("--results", default=None, help="append the figures as Markdown to this file")
     args = ap.parse_args()
 
@@ -249,6 +286,7 @@ def main() -> None:
     rows = data.rows
     fast = preset("fast", device=args.device, epochs=args.fast_epochs)
     fig["fast"] = compare(fast, rows, data, args.folds, args.repeat)
+    save(fig, args.json)
     print(json.dumps(fig["fast"]), file=sys.stderr)
     paper_rows, paper_data = subset(rows, data, args.paper_utts, np.random.default_rng(1))
     paper = preset("paper", device=args.device, epochs=1)
@@ -256,8 +294,10 @@ def main() -> None:
     # An epoch of the whole store's folds: time scales with the training utterances.
     full_train = sum(r.group != g for g in sorted({r.group for r in rows})[:args.folds] for r in rows)
     fig["paper"]["extrapolation"] = full_train / sum(fig["paper"]["n_train"])
+    save(fig, args.json)
     if args.device.startswith("cuda"):
-        fig |= gpu_protocols(manifest, store, args.device)
+        fig |= gpu_protocols(rows, data, args.device, args.protocol_epochs, args.protocol_fraction, args.compile)
+        save(fig, args.json)
     if args.payoff:
         index = np.random.default_rng(2).choice(len(rows), size=min(args.payoff, len(rows)), replace=False)
         cfg = preset("fast", device=args.device)
@@ -269,6 +309,12 @@ def main() -> None:
     if args.results:
         with open(args.results, "a", encoding="utf-8") as out:
             out.write(report(fig) + "\n")
+
+
+def save(fig: dict, path: str | None) -> None:
+    """The figures so far, so that a run stopped later (a device's time limit) keeps them."""
+    if path:
+        Path(path).write_text(json.dumps(fig, indent=2, default=str), encoding="utf-8")
 
 
 def machine() -> str:
@@ -307,9 +353,15 @@ def report(fig: dict) -> str:
                 f"{side} {v['wall_s']:.1f} s / {v['cpu_s']:.1f} s (load {v['load'][0]:.1f} to {v['load'][1]:.1f})"
                 for side, v in pair.items()))
     lines.append("")
-    if "paper_protocol_s" in fig:
-        lines += [f"Paper protocol (5 folds x 50 epochs, batch 2): {h(fig['paper_protocol_s'])}; "
-                  f"Tables 1-2 grid: {h(fig['tables_1_2_s'])}.", ""]
+    if "paper_protocol" in fig:
+        for name, key, target in (("Paper protocol (5 folds x 50 epochs, batch 2)", "paper_protocol", "5 min"),
+                                  ("Tables 1-2 grid (10 settings x 5 folds x 50 epochs)", "tables_1_2", "15 min")):
+            g = fig[key]
+            run = f"{g['epochs']} epochs on {g['utterances']} utterances run in {h(g['wall_s'])}"
+            measured = g["epochs"] >= PROTOCOL_EPOCHS and g["scale"] == 1
+            full = h(g["full_s"]) if measured else f"{h(g['full_s'])} extrapolated ({run})"
+            lines.append(f"- {name}, {g['ensembles']} ensemble(s) of {g['members']} members in all: **{full}** (target {target}).")
+        lines.append("")
     if "payoff" in fig:
         c, r = fig["payoff"]["cached"], fig["payoff"]["recompute"]
         lines += [f"Two-stage payoff ({c['utts']} utterances, audio only): cached {h(c['seconds'])}, recomputing "
