@@ -38,6 +38,7 @@ from train import metrics
 from train.config import TrainConfig
 from train.data import FeatureData, ModalityData, as_rows, load_features
 from train.folds import Split, groups, split_fold
+from train.invocation import Invocation, invocation
 from train.results import ProbeFold, ProbeReport, Summary
 
 MAX_ITER = 5000
@@ -197,25 +198,35 @@ class BaselineReport:
     baseline: ProbeReport
     classical: ProbeReport | None
     config: TrainConfig
+    sets: dict[str, dict[str, Any]]  # the run's input sets: identity and provenance, by modality
+    note: str | None
+    run: Invocation
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"classes": list(self.classes), "baseline": self.baseline.to_json()}
         if self.classical is not None:
             out["classical"] = self.classical.to_json()
+        out["sets"] = self.sets
         out["config"] = self.config.to_json()
+        if self.note:
+            out["note"] = self.note
+        out["run"] = self.run.to_json()
         return out
 
 
 def run_baseline(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
                  classical: BaselineSpec | None = None) -> BaselineReport:
-    """The probe alone on ``cfg``'s folds; with ``out_dir``: baseline.json, baseline.md and baseline.csv."""
+    """The probe alone on ``cfg``'s folds; with ``out_dir``: baseline.json, baseline.md, baseline.csv and report.html."""
+    from train.cv import synthetic_note
+
     rows = as_rows(manifest)
     spec = input_spec(cfg)
     data = load_features(rows, store, spec.sets, spec.modalities)
     report = BaselineReport(
         classes=tuple(data.classes), baseline=summarise(run_probe(cfg, rows, store, spec, data=data), None, spec),
         classical=None if classical is None else summarise(run_probe(cfg, rows, store, classical), None, classical),
-        config=cfg)
+        config=cfg, sets={m: data.modalities[m].describe() for m in spec.modalities}, note=synthetic_note(rows),
+        run=invocation(manifest, store))
     if out_dir is not None:
         from pathlib import Path
 

@@ -162,7 +162,7 @@ def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, 
 @cli.command()
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="The manifest (JSONL) the store was extracted from.")
 @click.option("--store", required=True, multiple=True, help="A feature store; repeat it for one store per modality.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write baseline.md, .csv and .json here.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write baseline.md, .csv, .json and report.html here.")
 @click.option("--preset", default="fast", show_default=True, help=_PRESET_HELP)
 @click.option("--modalities", default=None, help="Comma-separated subset of a,t,v. Default: the preset's.")
 @click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio,t=text,v=video.")

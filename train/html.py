@@ -1,4 +1,4 @@
-"""report.html: one self-contained page per `train cv`, `ablate`, `tune` and `layers` run.
+"""report.html: one self-contained page per `train cv`, `ablate`, `tune`, `layers` and `baseline` run.
 
 Everything the page shows is inside the file: the figures as PNG data URIs (the ones the run
 wrote beside it), the CSS in a ``<style>`` element, no script, no font, no link to load. Its
@@ -19,11 +19,12 @@ from typing import Any
 
 from emocache.atomic import write_text
 from train.invocation import python_call
-from train.report import (BASELINE_TEXT, CHECKPOINT_CONFIG, LAYER_WEIGHTS_TEXT, ablation_table, comparison_table,
-                          fold_table, interval, layer_weight_tables, layers_fold_table, layers_table, pct, tune_table)
+from train.report import (BASELINE_TEXT, CHECKPOINT_CONFIG, LAYER_WEIGHTS_TEXT, ablation_table, baseline_table,
+                          comparison_table, fold_table, interval, layer_weight_tables, layers_fold_table, layers_table, pct, tune_table)
 
 REPORT = "report.html"
-TITLES = {"cv": "cross-validation", "ablate": "ablation", "tune": "settings search", "layers": "layer analysis"}
+TITLES = {"cv": "cross-validation", "ablate": "ablation", "tune": "settings search", "layers": "layer analysis",
+          "baseline": "linear probe"}
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1d1d1f; background: #fafafa; }
@@ -283,7 +284,20 @@ def layers_page(out_dir: Path, report: dict[str, Any]) -> str:
     ])
 
 
-PAGES = {"cv": cv_page, "ablate": ablation_page, "tune": tune_page, "layers": layers_page}
+def baseline_page(out_dir: Path, report: dict[str, Any]) -> str:
+    results = para("baseline: " + BASELINE_TEXT) + table(*baseline_table(report), "baseline")
+    results += "".join(para(f"{name}: sets {', '.join(f'{m}={s}' for m, s in report[key]['sets'].items())}.")
+                       for key, name in (("baseline", "baseline"), ("classical", "classical")) if report.get(key))
+    results += para(f"Classes ({len(report['classes'])}): {', '.join(report['classes'])}.")
+    return page("baseline", out_dir, report, [
+        ("results", "Results", results),
+        ("config", "Configuration", para("The folds are those of `train cv` with this configuration:") + pre(report["config"])),
+        ("provenance", "Set identities and provenance", provenance(report["sets"])),
+        ("reproduce", "Reproduce", reproduce("baseline", report, out_dir)),
+    ])
+
+
+PAGES = {"cv": cv_page, "ablate": ablation_page, "tune": tune_page, "layers": layers_page, "baseline": baseline_page}
 
 
 def write_html(out_dir: str | os.PathLike, kind: str, report: dict[str, Any]) -> Path:

@@ -76,7 +76,7 @@ def _spec(probe: dict[str, Any] | None) -> str:
 
 
 def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
-    """The Python that runs ``kind`` ("cv", "ablate", "tune", "layers") again into ``out_dir``, with
+    """The Python that runs ``kind`` ("cv", "ablate", "tune", "layers", "baseline") again into ``out_dir``, with
     the configuration read back from the run's own JSON."""
     run = report.get("run") or {}
     manifest = json.dumps(run.get("manifest", "MANIFEST.jsonl"))
@@ -107,6 +107,11 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
         head += ["from train.layerscan import run_layers",
                  f"cfg = TrainConfig.from_json(json.load(open({layers_json}))['config'])",
                  f"run_layers(cfg, {manifest}, {stores}, {out}, modality={report['modality']!r})"]
+    elif kind == "baseline":
+        baseline_json = json.dumps(os.path.join(out_dir, "baseline.json"))
+        head += ["from train.baseline import BaselineSpec, run_baseline",
+                 f"cfg = TrainConfig.from_json(json.load(open({baseline_json}))['config'])",
+                 f"run_baseline(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))})"]
     else:
-        raise ValueError(f"no Python call for a run of kind {kind!r}; kinds: cv, ablate, tune, layers")
+        raise ValueError(f"no Python call for a run of kind {kind!r}; kinds: cv, ablate, tune, layers, baseline")
     return "\n".join(head) + "\n"

@@ -280,10 +280,13 @@ def baseline_markdown(report: dict[str, Any]) -> str:
 
 
 def write_baseline(out_dir: Path, report: dict[str, Any]) -> None:
-    """baseline.md, baseline.csv and baseline.json."""
+    """baseline.md, baseline.csv, baseline.json and report.html."""
+    from train.html import write_html
+
     write_csv(out_dir / "baseline.csv", *baseline_table(report))
     write_text(out_dir / "baseline.md", baseline_markdown(report))
     write_json(out_dir / "baseline.json", report)
+    write_html(out_dir, "baseline", report)
 
 
 def tune_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -1,4 +1,4 @@
-"""report.html of every kind of run (cv, ablate, tune, layers): self-contained, reproducible, and
+"""report.html of every kind of run (cv, ablate, tune, layers, baseline): self-contained, reproducible, and
 rendered in a real headless Chromium (the Debian package, driven by Playwright) without errors,
 network requests or broken images, with its tables there."""
 from __future__ import annotations
@@ -27,9 +27,10 @@ TABLES = {
     "tune": {"trials": 2, "test": 2, "provenance": 2, "checkpoints": 3},
     "tune/test": {"folds": 5, "comparison": 1, "layer-weights-a": 5, "provenance": 2, "checkpoints": 3},
     "layers": {"layers": 3, "layer-folds": 2, "provenance": 1},
+    "baseline": {"baseline": 5, "provenance": 3},
 }
 # How many figures each page inlines: confusion, per-fold bars, layer weights, one learning curve per fold...
-IMAGES = {"cv": 6, "ablate": 2, "ablate/AT": 6, "tune": 7, "tune/test": 6, "layers": 1}
+IMAGES = {"cv": 6, "ablate": 2, "ablate/AT": 6, "tune": 7, "tune/test": 6, "layers": 1, "baseline": 0}
 
 
 def _invoke(*args: str) -> None:
@@ -49,6 +50,7 @@ def runs(small_corpus, tmp_path_factory):
     space.write_text(json.dumps({"lr": [3e-3, 3e-4]}))
     _invoke("tune", *data, "--out", str(root / "tune"), "--space", str(space), "--modalities", "a,t", *TINY)
     _invoke("layers", *data, "--out", str(root / "layers"))
+    _invoke("baseline", *data, "--out", str(root / "baseline"), "--seed", "0")
     return root, manifest, store
 
 
@@ -133,14 +135,14 @@ def _python_call(page: Path) -> str:
 
 def test_the_python_call_of_a_report_runs_the_same_again(runs, tmp_path):
     root, _, _ = runs
-    for kind, name in (("cv", "cv.json"), ("layers", "layers.json")):
+    for kind, name in (("cv", "cv.json"), ("layers", "layers.json"), ("baseline", "baseline.json")):
         before = json.loads((root / kind / name).read_text())
         copy = tmp_path / kind
         shutil.copytree(root / kind, copy)
         code = _python_call(copy / "report.html").replace(str(root / kind), str(copy))
         exec(compile(code, f"report.html of {kind}", "exec"), {})
         after = json.loads((copy / name).read_text())
-        key = "mean" if kind == "cv" else "layers"
+        key = {"cv": "mean", "layers": "layers", "baseline": "baseline"}[kind]
         assert after[key] == before[key], kind
 
 
