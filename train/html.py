@@ -20,7 +20,8 @@ from typing import Any
 from emocache.atomic import write_text
 from train.invocation import python_call
 from train.report import (BASELINE_TEXT, CHECKPOINT_CONFIG, LAYER_WEIGHTS_TEXT, ablation_table, baseline_table,
-                          comparison_table, fold_table, interval, layer_weight_tables, layers_fold_table, layers_table, pct, tune_table)
+                          comparison_table, fold_table, interval, layer_weight_tables, layers_fold_table, layers_table,
+                          pct, probe_sets, tune_table)
 
 REPORT = "report.html"
 TITLES = {"cv": "cross-validation", "ablate": "ablation", "tune": "settings search", "layers": "layer analysis",
@@ -286,8 +287,7 @@ def layers_page(out_dir: Path, report: dict[str, Any]) -> str:
 
 def baseline_page(out_dir: Path, report: dict[str, Any]) -> str:
     results = para("baseline: " + BASELINE_TEXT) + table(*baseline_table(report), "baseline")
-    results += "".join(para(f"{name}: sets {', '.join(f'{m}={s}' for m, s in report[key]['sets'].items())}.")
-                       for key, name in (("baseline", "baseline"), ("classical", "classical")) if report.get(key))
+    results += "".join(para(line + ".") for line in probe_sets(report))
     results += para(f"Classes ({len(report['classes'])}): {', '.join(report['classes'])}.")
     return page("baseline", out_dir, report, [
         ("results", "Results", results),

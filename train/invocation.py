@@ -75,6 +75,11 @@ def _spec(probe: dict[str, Any] | None) -> str:
     return f"BaselineSpec({probe['sets']!r})" if probe else "None"
 
 
+def _config_from(path: str) -> str:
+    """The line that reads the run's TrainConfig back from the ``config`` of its JSON at ``path``."""
+    return f"cfg = TrainConfig.from_json(json.load(open({json.dumps(path)}))['config'])"
+
+
 def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
     """The Python that runs ``kind`` ("cv", "ablate", "tune", "layers", "baseline") again into ``out_dir``, with
     the configuration read back from the run's own JSON."""
@@ -85,7 +90,7 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
     head = ["import json", "from train.config import TrainConfig"]
     if kind == "cv":
         head += ["from train.baseline import BaselineSpec", "from train.cv import run_cv",
-                 f"cfg = TrainConfig.from_json(json.load(open({json.dumps(os.path.join(out_dir, 'cv.json'))}))['config'])",
+                 _config_from(os.path.join(out_dir, "cv.json")),
                  f"run_cv(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))})"]
     elif kind == "ablate":
         from train.results import Setting
@@ -94,7 +99,7 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
         lambdas = [r["lam"] for r in report["rows"] if len(r["modalities"]) == 3]
         ref = os.path.join(out_dir, Setting.from_label(report["reference"]).folder, "cv.json")
         head += ["from train.ablate import run_ablation", "from train.baseline import BaselineSpec",
-                 f"cfg = TrainConfig.from_json(json.load(open({json.dumps(ref)}))['config'])",
+                 _config_from(ref),
                  f"run_ablation(cfg, {manifest}, {stores}, {out}, settings={settings!r}, lambdas={lambdas or [1.0]!r}, "
                  f"classical={_spec(report.get('classical'))})"]
     elif kind == "tune":
@@ -103,14 +108,10 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
                  f"run_tune(TrainConfig.from_json(tune['base']), {manifest}, {stores}, {out}, space=tune['space'], "
                  f"n_trials=tune['n_trials'], test={'test' in report})"]
     elif kind == "layers":
-        layers_json = json.dumps(os.path.join(out_dir, "layers.json"))
-        head += ["from train.layerscan import run_layers",
-                 f"cfg = TrainConfig.from_json(json.load(open({layers_json}))['config'])",
+        head += ["from train.layerscan import run_layers", _config_from(os.path.join(out_dir, "layers.json")),
                  f"run_layers(cfg, {manifest}, {stores}, {out}, modality={report['modality']!r})"]
     elif kind == "baseline":
-        baseline_json = json.dumps(os.path.join(out_dir, "baseline.json"))
-        head += ["from train.baseline import BaselineSpec, run_baseline",
-                 f"cfg = TrainConfig.from_json(json.load(open({baseline_json}))['config'])",
+        head += ["from train.baseline import BaselineSpec, run_baseline", _config_from(os.path.join(out_dir, "baseline.json")),
                  f"run_baseline(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))})"]
     else:
         raise ValueError(f"no Python call for a run of kind {kind!r}; kinds: cv, ablate, tune, layers, baseline")

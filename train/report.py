@@ -271,11 +271,15 @@ def baseline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def probe_sets(report: dict[str, Any]) -> list[str]:
+    """One line per probe the report carries: the sets it read."""
+    return [f"{prefix}: sets {', '.join(f'{m}={s}' for m, s in probe['sets'].items())}" for prefix, probe in _probes(report)]
+
+
 def baseline_markdown(report: dict[str, Any]) -> str:
     text = markdown(*baseline_table(report))
     text += "\nbaseline: " + BASELINE_TEXT + "\n"
-    for prefix, probe in _probes(report):
-        text += f"{prefix}: sets {', '.join(f'{m}={s}' for m, s in probe['sets'].items())}\n"
+    text += "".join(line + "\n" for line in probe_sets(report))
     return text + f"Classes ({len(report['classes'])}): {', '.join(report['classes'])}.\n"
 
 
