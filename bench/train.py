@@ -37,6 +37,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -187,10 +188,11 @@ def timed_protocol(members: list[Member], rows: list[Utterance], data: FeatureDa
 
 
 def gpu_protocols(rows: list[Utterance], data: FeatureData, device: str, epochs: int, fraction: float,
-                  compile_step: bool) -> dict:
-    """The paper's protocol (5 folds x 50 epochs at batch 2) and the Tables 1-2 grid (6 modality
+                  compile_step: bool) -> Iterator[tuple[str, dict]]:
+    """The paper's protocol (5 folds x 50 epochs at batch 2), then the Tables 1-2 grid (6 modality
     settings + 4 more lambdas, 5 folds each), as ensembles on ``device``: ``epochs`` epochs on
-    ``fraction`` of the utterances (as many per session), extrapolated by :func:`timed_protocol`."""
+    ``fraction`` of the utterances (as many per session), extrapolated by :func:`timed_protocol`.
+    Yields each one's figures as soon as it has them."""
     from train.ablate import plan
 
     sub_rows, sub_data = rows, data
@@ -198,10 +200,9 @@ def gpu_protocols(rows: list[Utterance], data: FeatureData, device: str, epochs:
         sub_rows, sub_data = subset(rows, data, max(50, int(len(rows) * fraction)), np.random.default_rng(3))
     scale = len(rows) / len(sub_rows)
     cfg = preset("paper", device=device, epochs=epochs, compile=compile_step)
-    protocol = timed_protocol(fold_members(cfg, sub_rows, None), sub_rows, sub_data, scale)
-    print(json.dumps({"paper_protocol": protocol}), file=sys.stderr, flush=True)
+    yield "paper_protocol", timed_protocol(fold_members(cfg, sub_rows, None), sub_rows, sub_data, scale)
     grid = [m for setting in plan() for m in fold_members(setting.config(cfg), sub_rows, None)]
-    return {"paper_protocol": protocol, "tables_1_2": timed_protocol(grid, sub_rows, sub_data, scale)}
+    yield "tables_1_2", timed_protocol(grid, sub_rows, sub_data, scale)
 
 
 def time_payoff(cfg, data, index, seconds: np.ndarray, device: str, recompute: bool) -> dict:
@@ -296,8 +297,11 @@ def main() -> None:
     fig["paper"]["extrapolation"] = full_train / sum(fig["paper"]["n_train"])
     save(fig, args.json)
     if args.device.startswith("cuda"):
-        fig |= gpu_protocols(rows, data, args.device, args.protocol_epochs, args.protocol_fraction, args.compile)
-        save(fig, args.json)
+        for key, figures in gpu_protocols(rows, data, args.device, args.protocol_epochs, args.protocol_fraction,
+                                          args.compile):
+            fig[key] = figures
+            save(fig, args.json)
+            print(json.dumps({key: figures}), file=sys.stderr, flush=True)
     if args.payoff:
         index = np.random.default_rng(2).choice(len(rows), size=min(args.payoff, len(rows)), replace=False)
         cfg = preset("fast", device=args.device)
