@@ -42,3 +42,6 @@ gender
 # torch backend switches: set, and read by torch.
 _.allow_tf32
 _.fill_uninitialized_memory
+
+# torch.nn.Module hooks, called by torch (printing a model).
+extra_repr

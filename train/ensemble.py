@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from train.config import TrainConfig
 from train.batches import STAND_INS, Call, gather_members, pad_members, resident, step_groups
 from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
+from train.dropout import Dropout, dropout_keys
 from train.folds import Split, split_fold
 from train.losses import loss_terms
 from train.model import build_model
@@ -94,7 +95,13 @@ class Ensemble:
         self.base = copy.deepcopy(models[0]).to("meta")
         params, buffers = stack_module_state(list(models))
         self.params = {n: _matmul_layout(p.detach().to(self.device)).requires_grad_(True) for n, p in params.items()}
-        self.buffers = {n: b.to(self.device) for n, b in buffers.items()}
+        # Every member's dropout masks are its own (train.dropout): keys from its seed and step count,
+        # passed with each call, so a member trains as it would alone, whoever shares its calls.
+        self.sites = [n for n, m in self.base.named_modules() if isinstance(m, Dropout)]
+        for n in self.sites:
+            self.base.get_submodule(n).counter_based = True
+        keys = {f"{n}.key" for n in self.sites}
+        self.buffers = {n: b.to(self.device) for n, b in buffers.items() if n not in keys}
         k = len(models)
         dev = self.device
         self.moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in self.params.items()}
@@ -111,10 +118,10 @@ class Ensemble:
         if self.device.startswith("cuda") and self.cfg.compile:
             self._run = torch.compile(self._run, mode="reduce-overhead", dynamic=False)
 
-    def _forward(self, params, buffers, inputs, labels, lam, alpha):
+    def _forward(self, params, buffers, keys, inputs, labels, lam, alpha):
         bf16 = self.device.startswith("cuda") and self.cfg.precision == "bf16"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            out = functional_call(self.base, (params, buffers), (inputs,), {"prepared": self.prepared, "check": False})
+            out = functional_call(self.base, (params, buffers, keys), (inputs,), {"prepared": self.prepared, "check": False})
         loss, ce, mar = loss_terms(out, labels, lam, alpha)
         return loss, ce, mar, torch.softmax(out.logits.detach().float(), dim=-1)
 
@@ -141,7 +148,8 @@ class Ensemble:
                     sel = torch.tensor(call.members, device=self.device)
                     params = {n: _matmul_layout(p.detach()[sel]).requires_grad_(train) for n, p in self.params.items()}
                     buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
-                    out = self._run(params, buffers, call.inputs, call.labels, self.lam[sel], self.alpha[sel])
+                    out = self._run(params, buffers, self._keys(call.members, train), call.inputs, call.labels,
+                                    self.lam[sel], self.alpha[sel])
                     for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
                         self.buffers[n] = self.buffers[n].index_put((sel,), b)  # out of place: a graph may hold it
                     subsets.append((sel, params))
@@ -165,12 +173,22 @@ class Ensemble:
         keep their BatchNorm statistics."""
         outside = train and bool(self.buffers) and len(call.members) < len(self.cfgs)
         buffers = {n: b.clone() for n, b in self.buffers.items()} if outside else self.buffers
-        out = self._run(self.params, buffers, call.inputs, call.labels, self.lam, self.alpha)
+        out = self._run(self.params, buffers, self._keys(range(len(self.cfgs)), train), call.inputs, call.labels,
+                        self.lam, self.alpha)
         if outside:  # out of place: the graph may hold the old statistics
             inside = self._weight(call.members).bool()
             for n, b in buffers.items():
                 self.buffers[n] = torch.where(inside.view((-1,) + (1,) * (b.dim() - 1)), b, self.buffers[n])
         return out
+
+    def _keys(self, members: Sequence[int], train: bool) -> dict[str, torch.Tensor]:
+        """Each dropout site's keys for a call's rows (``members``): their seeds and optimiser steps so far.
+        Nothing outside training, where dropout draws nothing."""
+        if not train:
+            return {}
+        keys = dropout_keys([self.cfgs[i].seed for i in members], [self.counts[i] for i in members], len(self.sites))
+        keys = torch.from_numpy(keys).to(self.device)
+        return {f"{site}.key": keys[:, j] for j, site in enumerate(self.sites)}
 
     def _weight(self, members: Sequence[int]) -> torch.Tensor:
         """(K,) 1 for ``members``, 0 for the others."""
@@ -349,8 +367,6 @@ def train_members(members: Sequence[Member], rows, data: FeatureData, *, progres
         model.set_input_stats(st.stats)
         states.append(st)
         models.append(model)
-    # The dropout masks of all members come from one generator, seeded by the first member.
-    seed_everything(cfg.seed, cfg.num_threads)
     ens = Ensemble([m.cfg for m in members], models, states[0].prepared)
     k = len(members)
     history: list[list[dict[str, float]]] = [[] for _ in range(k)]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from train.dropout import Dropout
 from train.members import LayerNorm, Linear, linear, stacked
 
 
@@ -164,7 +165,7 @@ class InputProjection(nn.Module):
         super().__init__()
         self.proj = Linear(in_dim, dim)
         self.norm = LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.norm(self.proj(x)))
@@ -185,8 +186,8 @@ class MaskedAttention(nn.Module):
         self.q = Linear(dim, dim)
         self.kv = Linear(dim, 2 * dim)
         self.proj = Linear(dim, dim)
-        self.attn_drop = dropout
-        self.proj_drop = nn.Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
+        self.proj_drop = Dropout(dropout)
 
     def forward(self, x: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
         lead, (tq, dim), tk = x.shape[:-2], x.shape[-2:], context.shape[-2]
@@ -195,7 +196,7 @@ class MaskedAttention(nn.Module):
         k, v = self.kv(context).view(lead + (tk, 2, self.heads, head_dim)).movedim(-3, 0).transpose(-3, -2)
         scores = (q @ k.transpose(-2, -1)) * head_dim ** -0.5
         scores = scores.masked_fill(~context_mask[..., None, None, :], float("-inf"))
-        weights = F.dropout(torch.softmax(scores, dim=-1), self.attn_drop, self.training)
+        weights = self.attn_drop(torch.softmax(scores, dim=-1))
         out = weights @ v
         return self.proj_drop(self.proj(out.transpose(-3, -2).reshape(lead + (tq, dim))))
 
@@ -207,10 +208,11 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = Linear(dim, ff_mult * dim)
         self.fc2 = Linear(ff_mult * dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop_hidden = Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(F.relu(self.fc1(x)))))
+        return self.drop(self.fc2(self.drop_hidden(F.relu(self.fc1(x)))))
 
 
 class AGRU(nn.Module):
@@ -284,7 +286,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, dim: int, n_classes: int, dropout: float, in_dim: int | None = None):
         super().__init__()
         self.fc1 = Linear(dim if in_dim is None else in_dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.fc2 = Linear(dim, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -100,11 +100,13 @@ def test_the_batched_optimiser_is_torch_s(data, tiny_cfg, opt):
             torch.testing.assert_close(ens.params[n][k].detach(), p.detach(), atol=1e-6, rtol=1e-5)
 
 
-def test_a_member_equals_its_sequential_run(small_corpus, data, tiny_cfg, tmp_path):
-    """Dropout off, same seed: each fold of a 3-member ensemble gives its sequential run's metrics
-    (tolerance 1e-4 on losses and scores: float rounding differs where batches are padded together)."""
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_a_member_equals_its_sequential_run(small_corpus, data, tiny_cfg, tmp_path, dropout):
+    """Same seed, dropout off or on: each fold of a 3-member ensemble gives its sequential run's metrics
+    (tolerance 1e-4 on losses and scores: float rounding differs where batches are padded together).
+    With dropout, each member's masks are its own (train.dropout), whoever shares its calls."""
     _, store, rows = small_corpus
-    cfg = tiny_cfg.replace(dropout=0.0, epochs=2)
+    cfg = tiny_cfg.replace(dropout=dropout, epochs=2)
     members = [Member(cfg, g, tmp_path / f"ens-{g}") for g in ("1", "2", "3")]
     together = train_members(members, rows, data, progress=False)
     for g, got in zip(("1", "2", "3"), together):
@@ -177,14 +179,16 @@ def test_device_resident_batches_equal_the_host_padded_ones(data, tiny_cfg):
         assert torch.equal(got, x)
 
 
-def test_members_with_unequal_batches_equal_their_sequential_runs(small_corpus, data, tiny_cfg):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_members_with_unequal_batches_equal_their_sequential_runs(small_corpus, data, tiny_cfg, dropout):
     """Members whose batches differ in size at some steps (another validation fraction each), with the
     video branch's BatchNorm: a step then runs most members on the stacked weights, one member on a
-    stand-in batch whose statistics are thrown away, and the others on copies of their weights."""
+    stand-in batch whose statistics are thrown away, and the others on copies of their weights. With
+    dropout too: a member's masks do not depend on which call it ran in."""
     from train.folds import split_fold
 
     _, _, rows = small_corpus
-    cfg = tiny_cfg.replace(dropout=0.0, epochs=2, batch_size=6)
+    cfg = tiny_cfg.replace(dropout=dropout, epochs=2, batch_size=6)
     cfgs = [cfg.replace(val_fraction=f) for f in (0.1, 0.3, 0.5)]
     sizes = [len(split_fold(rows, "1", c.val, c.val_fraction, c.seed).train) for c in cfgs]
     assert len({n % cfg.batch_size for n in sizes}) == 3 and len({-(-n // cfg.batch_size) for n in sizes}) > 1
@@ -210,18 +214,19 @@ def test_the_training_step_traces_as_one_graph(data, tiny_cfg):
     """What CUDA graph capture (``compile``) needs, checked on the CPU: the whole step (model, losses)
     compiles with ``fullgraph=True``, i.e. without a host synchronisation or an untraceable module, and
     computes what the eager step computes."""
-    cfg = tiny_cfg.replace(dropout=0.0)
+    cfg = tiny_cfg.replace(dropout=0.3)
     torch.manual_seed(0)
     models = [build_model(cfg.model, data.specs(), len(data.classes)) for _ in range(2)]
-    ens = Ensemble([cfg, cfg.replace(lam=0.5)], models, prepared=False)
+    ens = Ensemble([cfg, cfg.replace(lam=0.5, seed=1)], models, prepared=False)
     chunks = [np.arange(0, 8), np.arange(8, 16)]
     inputs = pad_members([data, data], chunks, "cpu")
     labels = torch.from_numpy(np.stack([data.labels[c] for c in chunks]))
     ens.base.train(True)
+    keys = ens._keys([0, 1], train=True)
     compiled = torch.compile(ens._forward, backend="aot_eager", fullgraph=True)
-    got = compiled(ens.params, ens.buffers, inputs, labels, ens.lam, ens.alpha)
+    got = compiled(ens.params, ens.buffers, keys, inputs, labels, ens.lam, ens.alpha)
     got_grads = torch.autograd.grad(got[0].sum(), list(ens.params.values()), allow_unused=True)
-    want = ens._forward(ens.params, ens.buffers, inputs, labels, ens.lam, ens.alpha)
+    want = ens._forward(ens.params, ens.buffers, keys, inputs, labels, ens.lam, ens.alpha)
     want_grads = torch.autograd.grad(want[0].sum(), list(ens.params.values()), allow_unused=True)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)

@@ -1,0 +1,80 @@
+"""Counter-based dropout: masks from (key, coordinates), the same however a batch is padded."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from train.dropout import Dropout, dropout_keys, keep_mask
+
+
+def _keys(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(dropout_keys([seed] * n, list(range(n)), 1)[:, 0].copy())
+
+
+@pytest.mark.parametrize("p", [0.1, 0.4, 0.9])
+def test_elements_are_kept_with_probability_one_minus_p(p):
+    mask = keep_mask((4, 16, 50, 64), _keys(4), p)
+    n = mask.numel()
+    assert abs(mask.float().mean().item() - (1 - p)) < 4 * (p * (1 - p) / n) ** 0.5
+
+
+def test_a_real_element_s_mask_does_not_depend_on_padding_or_on_other_members():
+    keys = _keys(3)
+    short = keep_mask((3, 8, 5, 2, 7), keys, 0.5)
+    padded = keep_mask((3, 8, 9, 6, 7), keys, 0.5)
+    assert torch.equal(padded[:, :, :5, :2], short)
+    alone = keep_mask((8, 5, 2, 7), keys[1], 0.5)  # one model: a scalar key, no member axis
+    assert torch.equal(alone, short[1])
+
+
+def test_masks_of_other_keys_and_of_neighbouring_elements_are_unrelated():
+    p = 0.5
+    keys = torch.from_numpy(dropout_keys([0, 1, 0, 0], [0, 0, 1, 0], 2).copy())
+    masks = keep_mask((4, 2, 64, 256), keys[:, 0], p).float()
+    other_site = keep_mask((4, 2, 64, 256), keys[:, 1], p).float()
+    n = masks[0].numel()
+    bound = 4 * (0.25 / n) ** 0.5  # 4 standard errors of an agreement rate of 1/2
+    for a, b in [(masks[0], masks[1]), (masks[0], masks[2]), (masks[0], other_site[0]),
+                 (masks[0, :, :, 1:], masks[0, :, :, :-1]), (masks[0, :, 1:], masks[0, :, :-1]),
+                 (masks[0, 1], masks[0, 0])]:
+        assert abs((a == b).float().mean().item() - 0.5) < bound
+    assert torch.equal(masks[0], masks[3])  # same seed, step and site: the same mask
+
+
+def test_keys_depend_on_seed_step_and_site():
+    keys = dropout_keys([0, 0, 1, 0], [0, 1, 0, 0], 3)
+    assert keys.dtype == np.int64 and keys.shape == (4, 3)
+    assert len({int(v) for v in keys[:3].ravel()}) == 9 and np.array_equal(keys[0], keys[3])
+
+
+def test_too_many_or_too_long_axes_are_refused():
+    with pytest.raises(ValueError, match="at most 4 axes"):
+        keep_mask((2, 2, 2, 2, 2), torch.tensor(0), 0.5)
+    with pytest.raises(ValueError, match="shorter than 65536"):
+        keep_mask((2, 70000), torch.tensor(0), 0.5)
+
+
+def test_the_module_scales_kept_elements_passes_gradients_and_is_off_in_eval():
+    drop = Dropout(0.25)
+    drop.counter_based = True
+    drop.key.fill_(12345)
+    x = torch.randn(4, 10, 6, requires_grad=True)
+    y = drop(x)
+    kept = keep_mask(x.shape, drop.key, 0.25)
+    torch.testing.assert_close(y, torch.where(kept, x / 0.75, torch.zeros(())))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, kept.float() / 0.75)
+    assert torch.equal(drop.eval()(x), x)
+    assert "key" not in drop.state_dict()  # a checkpoint holds no key
+
+
+def test_without_keys_the_module_draws_from_torch_s_generator():
+    drop = Dropout(0.5)
+    x = torch.ones(1000)
+    torch.manual_seed(7)
+    first = drop(x)
+    torch.manual_seed(7)
+    assert torch.equal(drop(x), first) and not torch.equal(drop(x), first)
+    torch.manual_seed(7)
+    assert torch.equal(torch.nn.functional.dropout(x, 0.5, True), first)

@@ -1,0 +1,104 @@
+"""Dropout whose masks are a function of (member seed, step, site, element coordinates).
+
+Why: an ensemble (:mod:`train.ensemble`) must train each member as that member would train alone.
+Masks drawn from one random generator depend on which members share a call, in what order, and how
+far their batches are padded, so a fold's figures would change with the other settings of a run (add
+a lambda to an ablation and every fold moved). A counter-based mask depends on none of that: an
+element is kept when a hash of its key and its coordinates (batch row, frame, channel, ...) falls at
+or above ``p``. The coordinates of a real element are the same in a padded batch as in an unpadded
+one, because padding always comes last.
+
+The hash is SplitMix64's (Steele, Lea and Flood 2014): state ``key + counter * golden ratio``, then
+its finaliser; the counter packs each axis's coordinate into 16 bits. On the CPU it costs less than
+``torch.bernoulli_`` (bench/RESULTS.md).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_AXIS_BITS = 16
+_MAX_AXES = 64 // _AXIS_BITS
+_KEEP_BITS = 24
+
+
+def _int64(value: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
+    """bool, ``shape``: True where an element is kept (probability 1 - p).
+
+    ``key`` (int64) covers the leading axes of ``shape``: () for one model, (K,) for K stacked members.
+    Every other axis (at most four, each shorter than 65,536) enters through its coordinate."""
+    inner = tuple(shape[key.dim():])
+    if len(inner) > _MAX_AXES or any(n >= 1 << _AXIS_BITS for n in inner):
+        raise ValueError(f"counter-based dropout takes at most {_MAX_AXES} axes after the member axis, each "
+                         f"shorter than {1 << _AXIS_BITS}; got {tuple(shape)}")
+    z = key.reshape(key.shape + (1,) * len(inner))
+    for i, n in enumerate(inner):
+        later = len(inner) - 1 - i
+        coord = (torch.arange(n, dtype=torch.int64, device=key.device) << (_AXIS_BITS * later)) * _int64(_GOLDEN)
+        z = z + coord.view((n,) + (1,) * later)
+    if not inner:
+        z = z.clone()  # the finaliser works in place: never on the caller's key
+    # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one.
+    shifted = torch.empty_like(z)
+    for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
+        torch.bitwise_right_shift(z, bits, out=shifted).bitwise_and_((1 << (64 - bits)) - 1)
+        z.bitwise_xor_(shifted)
+        if mult is not None:
+            z.mul_(_int64(mult))
+    top = z.bitwise_right_shift_(64 - _KEEP_BITS).bitwise_and_((1 << _KEEP_BITS) - 1)
+    return top >= round(p * (1 << _KEEP_BITS))
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    z = z.copy()
+    for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
+        z ^= z >> np.uint64(bits)
+        if mult is not None:
+            z *= np.uint64(mult)
+    return z
+
+
+def dropout_keys(seeds: Sequence[int], steps: Sequence[int], sites: int) -> np.ndarray:
+    """(K, sites) int64: the key of each member (its seed and how many optimiser steps it has taken) at
+    each dropout site of its model. Keys of different seeds, steps or sites are unrelated numbers."""
+    with np.errstate(over="ignore"):
+        golden = np.uint64(_GOLDEN)
+        z = _mix(np.asarray(seeds, dtype=np.int64).astype(np.uint64)[:, None] * golden + golden)
+        z = _mix(z + np.asarray(steps, dtype=np.uint64)[:, None] * golden)
+        z = _mix(z + np.arange(1, sites + 1, dtype=np.uint64)[None, :] * golden)
+    return z.view(np.int64)
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout(p)`` that, once :attr:`counter_based` is set, draws its masks from :func:`keep_mask`
+    with its ``key`` buffer instead of torch's generator: :class:`train.ensemble.Ensemble` sets it on its
+    model and passes every call's keys (:func:`dropout_keys`). The key is not saved in checkpoints."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.counter_based = False
+        self.register_buffer("key", torch.zeros((), dtype=torch.int64), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if not self.counter_based:
+            return F.dropout(x, self.p, True)
+        scale = keep_mask(x.shape, self.key, self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * scale
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, counter_based={self.counter_based}"
