@@ -50,15 +50,14 @@ def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
         z = z + coord.view((n,) + (1,) * later)
     if not inner:
         z = z.clone()  # the finaliser works in place: never on the caller's key
-    # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one.
+    # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one
+    # (but the last, which reaches the low bits read below only from bits a logical shift keeps too).
     shifted = torch.empty_like(z)
-    for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
+    for bits, mult in ((30, _MIX1), (27, _MIX2)):
         torch.bitwise_right_shift(z, bits, out=shifted).bitwise_and_((1 << (64 - bits)) - 1)
-        z.bitwise_xor_(shifted)
-        if mult is not None:
-            z.mul_(_int64(mult))
-    top = z.bitwise_right_shift_(64 - _KEEP_BITS).bitwise_and_((1 << _KEEP_BITS) - 1)
-    return top >= round(p * (1 << _KEEP_BITS))
+        z.bitwise_xor_(shifted).mul_(_int64(mult))
+    z.bitwise_xor_(torch.bitwise_right_shift(z, 31, out=shifted))
+    return z.bitwise_and_((1 << _KEEP_BITS) - 1) >= round(p * (1 << _KEEP_BITS))
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
