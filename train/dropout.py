@@ -26,7 +26,7 @@ _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
 _AXIS_BITS = 16
 _MAX_AXES = 64 // _AXIS_BITS
-_KEEP_BITS = 24
+_DRAWS = 4  # 16-bit draws per 64-bit hash
 
 
 def _int64(value: int) -> int:
@@ -35,29 +35,32 @@ def _int64(value: int) -> int:
 
 
 def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
-    """bool, ``shape``: True where an element is kept (probability 1 - p).
+    """bool, ``shape``: True where an element is kept (probability 1 - p, to 1/65,536).
 
     ``key`` (int64) covers the leading axes of ``shape``: () for one model, (K,) for K stacked members.
-    Every other axis (at most four, each shorter than 65,536) enters through its coordinate."""
+    Every other axis (at least one, at most four, each shorter than 65,536) enters through its
+    coordinate; each 64-bit hash gives four 16-bit draws, for four neighbours on the last axis."""
     inner = tuple(shape[key.dim():])
-    if len(inner) > _MAX_AXES or any(n >= 1 << _AXIS_BITS for n in inner):
-        raise ValueError(f"counter-based dropout takes at most {_MAX_AXES} axes after the member axis, each "
+    if not 1 <= len(inner) <= _MAX_AXES or any(n >= 1 << _AXIS_BITS for n in inner):
+        raise ValueError(f"counter-based dropout takes 1 to {_MAX_AXES} axes after the member axis, each "
                          f"shorter than {1 << _AXIS_BITS}; got {tuple(shape)}")
-    z = key.reshape(key.shape + (1,) * len(inner))
-    for i, n in enumerate(inner):
-        later = len(inner) - 1 - i
+    hashed = inner[:-1] + (-(-inner[-1] // _DRAWS),)
+    z = key.reshape(key.shape + (1,) * len(hashed))
+    for i, n in enumerate(hashed):
+        later = len(hashed) - 1 - i
         coord = (torch.arange(n, dtype=torch.int64, device=key.device) << (_AXIS_BITS * later)) * _int64(_GOLDEN)
         z = z + coord.view((n,) + (1,) * later)
-    if not inner:
-        z = z.clone()  # the finaliser works in place: never on the caller's key
-    # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one
-    # (but the last, which reaches the low bits read below only from bits a logical shift keeps too).
+    # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one.
     shifted = torch.empty_like(z)
-    for bits, mult in ((30, _MIX1), (27, _MIX2)):
+    for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
         torch.bitwise_right_shift(z, bits, out=shifted).bitwise_and_((1 << (64 - bits)) - 1)
-        z.bitwise_xor_(shifted).mul_(_int64(mult))
-    z.bitwise_xor_(torch.bitwise_right_shift(z, 31, out=shifted))
-    return z.bitwise_and_((1 << _KEEP_BITS) - 1) >= round(p * (1 << _KEEP_BITS))
+        z.bitwise_xor_(shifted)
+        if mult is not None:
+            z.mul_(_int64(mult))
+    # The hash's four 16-bit quarters as int16 (little-endian: the same on CPUs and GPUs), each uniform
+    # on [-32768, 32768).
+    draws = z.view(torch.int16)[..., :inner[-1]]
+    return draws >= round(p * (1 << 16)) - (1 << 15)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -96,8 +99,7 @@ class Dropout(nn.Module):
             return x
         if not self.counter_based:
             return F.dropout(x, self.p, True)
-        scale = keep_mask(x.shape, self.key, self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * scale
+        return (x * keep_mask(x.shape, self.key, self.p)).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}, counter_based={self.counter_based}"

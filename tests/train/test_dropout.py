@@ -24,6 +24,8 @@ def test_a_real_element_s_mask_does_not_depend_on_padding_or_on_other_members():
     short = keep_mask((3, 8, 5, 2, 7), keys, 0.5)
     padded = keep_mask((3, 8, 9, 6, 7), keys, 0.5)
     assert torch.equal(padded[:, :, :5, :2], short)
+    # the last axis too (attention's keys): four neighbours there share one hash
+    assert torch.equal(keep_mask((3, 8, 5, 13), keys, 0.5)[..., :7], keep_mask((3, 8, 5, 7), keys, 0.5))
     alone = keep_mask((8, 5, 2, 7), keys[1], 0.5)  # one model: a scalar key, no member axis
     assert torch.equal(alone, short[1])
 
@@ -49,8 +51,10 @@ def test_keys_depend_on_seed_step_and_site():
 
 
 def test_too_many_or_too_long_axes_are_refused():
-    with pytest.raises(ValueError, match="at most 4 axes"):
+    with pytest.raises(ValueError, match="takes 1 to 4 axes"):
         keep_mask((2, 2, 2, 2, 2), torch.tensor(0), 0.5)
+    with pytest.raises(ValueError, match="takes 1 to 4 axes"):
+        keep_mask((3,), torch.zeros(3, dtype=torch.int64), 0.5)
     with pytest.raises(ValueError, match="shorter than 65536"):
         keep_mask((2, 70000), torch.tensor(0), 0.5)
 

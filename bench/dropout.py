@@ -1,0 +1,86 @@
+"""Counter-based dropout (train/dropout.py) against torch's own, at the presets' shapes.
+
+    python bench/dropout.py [--members 5] [--repeat 200] [--device cpu] [--json FILE]
+
+For each shape, one dropout site's forward and backward: ``F.dropout`` (torch's generator: one
+``bernoulli_`` and a product) against :class:`train.dropout.Dropout` with its keys set, as an
+ensemble runs it (a hash of key and coordinates per element, about fifteen integer operators). Prints
+microseconds per site for each, best of interleaved rounds, and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
+
+from train.dropout import Dropout, dropout_keys  # noqa: E402
+
+# (name, shape after the member axis, p): the `fast` preset on the demo (B 16, d 128, 4 heads, frame pooling
+# 10) and the `paper` preset on IEMOCAP-like lengths (B 2, d 256, 225 audio frames, 30 text tokens).
+SHAPES = [
+    ("fast feed-forward hidden (B, 1, 4d)", (16, 1, 512), 0.4),
+    ("fast projection (B, T, d)", (16, 3, 128), 0.4),
+    ("fast attention (B, H, 1, T)", (16, 4, 1, 23), 0.4),
+    ("paper feed-forward hidden (B, T_a, 4d)", (2, 225, 1024), 0.1),
+    ("paper attention (B, H, T_a, T_t)", (2, 4, 225, 30), 0.1),
+]
+
+
+def _time(fn, repeat: int, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeat * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", type=int, default=5, help="K, the ensemble's members (default 5)")
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best of each is kept")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (the presets train with 1)")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    k = args.members
+    rows = []
+    for name, shape, p in SHAPES:
+        x = torch.randn((k,) + shape, device=args.device, requires_grad=True)
+        drop = Dropout(p).to(args.device)
+        drop.counter_based = True
+        drop.key = torch.from_numpy(dropout_keys(range(k), [0] * k, 1)[:, 0].copy()).to(args.device)
+
+        def ours():
+            drop(x).sum().backward()
+
+        def torchs():
+            F.dropout(x, p, True).sum().backward()
+
+        best = {"ours": float("inf"), "torch": float("inf")}
+        for _ in range(args.rounds):
+            for label, fn in (("ours", ours), ("torch", torchs)):
+                fn()
+                best[label] = min(best[label], _time(fn, args.repeat, args.device))
+        rows.append({"site": name, "shape": [k, *shape], "p": p, "us_counter_based": round(best["ours"], 1),
+                     "us_torch": round(best["torch"], 1), "ratio_torch_over_ours": round(best["torch"] / best["ours"], 2)})
+        print(f"{name:42s} {str((k,) + shape):22s} counter-based {best['ours']:8.1f} us   "
+              f"torch {best['torch']:8.1f} us   torch / ours {best['torch'] / best['ours']:.2f}x", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": args.device, "threads": args.threads, "members": k, "sites": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
