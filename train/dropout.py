@@ -14,6 +14,7 @@ its finaliser; the counter packs each axis's coordinate into 16 bits. On the CPU
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +35,23 @@ def _int64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _coordinates(n: int, later: int, device: torch.device) -> Tensor:
+    """An axis's part of the hash's counter, ``(c << 16 * later) * golden`` for c < n, shaped (n, 1, ..., 1)
+    with ``later`` ones. Kept from call to call when run eagerly: built anew at every site, its few small
+    operators would cost more than the hash itself on the CPU. A compiled step builds it in its graph."""
+    if torch.compiler.is_compiling():
+        return _counter(n, later, device)
+    return _kept_counter(n, later, device)
+
+
+def _counter(n: int, later: int, device: torch.device) -> Tensor:
+    step = _int64((_GOLDEN << (_AXIS_BITS * later)) & ((1 << 64) - 1))
+    return (torch.arange(n, dtype=torch.int64, device=device) * step).view((n,) + (1,) * later)
+
+
+_kept_counter = functools.lru_cache(maxsize=None)(_counter)
+
+
 def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
     """bool, ``shape``: True where an element is kept (probability 1 - p, to 1/65,536).
 
@@ -47,9 +65,7 @@ def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
     hashed = inner[:-1] + (-(-inner[-1] // _DRAWS),)
     z = key.reshape(key.shape + (1,) * len(hashed))
     for i, n in enumerate(hashed):
-        later = len(hashed) - 1 - i
-        coord = (torch.arange(n, dtype=torch.int64, device=key.device) << (_AXIS_BITS * later)) * _int64(_GOLDEN)
-        z = z + coord.view((n,) + (1,) * later)
+        z = z + _coordinates(n, len(hashed) - 1 - i, key.device)
     # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one.
     shifted = torch.empty_like(z)
     for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
