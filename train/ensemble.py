@@ -111,6 +111,10 @@ class Ensemble:
         # With lambda = 0 the shared encoder gets no gradient in a model of its own, so torch's optimisers
         # leave it alone (no decay either): the same here, per member.
         self.owned = [[n for n in self.params if not (c.lam == 0 and n.startswith("shared."))] for c in cfgs]
+        # (K,) which members own a parameter, for those that not all own; and each member's clipping norm.
+        self.owns = {n: torch.tensor([n in o for o in self.owned], device=dev)
+                     for n in self.params if any(n not in o for o in self.owned)}
+        self.clip = torch.tensor([c.grad_clip or 0.0 for c in cfgs], device=dev)
         self._view_members()
         self.lam = torch.tensor([c.lam for c in cfgs], device=dev)
         self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
@@ -202,8 +206,16 @@ class Ensemble:
         torch's own fused Adam, AdamW and SGD (momentum 0.9) kernels, one call per member over views of
         its slices of the stacked tensors (one sweep over each weight, not one operator per
         parameter and per term), and torch's gradient clipping, per member."""
-        grads = {n: _by_member(p.grad if p.grad is not None else torch.zeros_like(p)).unbind(0)
-                 for n, p in self.params.items()}
+        flat = {n: _by_member(p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
+        grads = {n: g.unbind(0) for n, g in flat.items()}
+        scales = None  # the fused kernels divide the gradients by it: clip_grad_norm_'s coefficient, inverted
+        if self.cfg.grad_clip is not None:
+            # Every member's norm at once, over the parameters it owns, as clip_grad_norm_ takes it: the norm
+            # of the parameters' norms.
+            norms = [torch.linalg.vector_norm(g, dim=1) for g in flat.values()]
+            norms = [torch.where(self.owns[n], norm, 0.0) if n in self.owns else norm for n, norm in zip(flat, norms)]
+            total = torch.linalg.vector_norm(torch.stack(norms, dim=1), dim=1)
+            scales = torch.clamp(self.clip / (total + 1e-6), max=1.0).reciprocal()
         opt = self.cfg.optimizer
         for k in members:
             cfg = self.cfgs[k]
@@ -211,10 +223,7 @@ class Ensemble:
             member_grads = [grads[n][k] for n in self.owned[k]]
             self.counts[k] += 1
             self.steps[k] += 1
-            scale = None  # the fused kernels divide the gradients by it: clip_grad_norm_'s coefficient, inverted
-            if cfg.grad_clip is not None:
-                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(member_grads)))
-                scale = torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0).reciprocal()
+            scale = None if scales is None else scales[k]
             if opt == "sgd":
                 torch._fused_sgd_(params, member_grads, exp_avgs, weight_decay=cfg.weight_decay, momentum=0.9,
                                   lr=cfg.lr, dampening=0.0, nesterov=False, maximize=False,

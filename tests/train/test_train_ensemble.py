@@ -100,6 +100,32 @@ def test_the_batched_optimiser_is_torch_s(data, tiny_cfg, opt):
             torch.testing.assert_close(ens.params[n][k].detach(), p.detach(), atol=1e-6, rtol=1e-5)
 
 
+def test_a_lambda_0_member_s_shared_encoder_is_neither_updated_nor_counted_in_its_clipping_norm(data, tiny_cfg):
+    """As in a model of its own, where the margin loss's shared encoder gets no gradient at lambda 0. (SGD:
+    Adam's steps barely change with the clipping coefficient.)"""
+    cfg = tiny_cfg.replace(optimizer="sgd", dropout=0.0, lr=1e-2, weight_decay=0.1, grad_clip=0.05)
+    torch.manual_seed(0)
+    models = [build_model(cfg.model, data.specs(), len(data.classes)) for _ in range(2)]
+    ens = Ensemble([cfg, cfg.replace(lam=0.0)], models, prepared=False)
+    opts = [torch.optim.SGD(m.parameters(), lr=1e-2, weight_decay=0.1, momentum=0.9) for m in models]
+    shared = [n for n in ens.params if n.startswith("shared.")]
+    assert shared
+    for _ in range(2):
+        # the shared encoder's gradients dominate the norm wherever they are (wrongly) counted
+        grads = {n: torch.randn_like(p) * (1e3 if n in shared else 1.0) for n, p in ens.params.items()}
+        for n, p in ens.params.items():
+            p.grad = grads[n].clone()
+        ens.update([0, 1])
+        for k, (m, o) in enumerate(zip(models, opts)):
+            for n, p in m.named_parameters():
+                p.grad = None if (k == 1 and n in shared) else grads[n][k].clone()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05)
+            o.step()
+    for k, m in enumerate(models):
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(ens.params[n][k].detach(), p.detach(), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_a_member_equals_its_sequential_run(small_corpus, data, tiny_cfg, tmp_path, dropout):
     """Same seed, dropout off or on: each fold of a 3-member ensemble gives its sequential run's metrics
