@@ -8,9 +8,10 @@ element is kept when a hash of its key and its coordinates (batch row, frame, ch
 or above ``p``. The coordinates of a real element are the same in a padded batch as in an unpadded
 one, because padding always comes last.
 
-The hash is SplitMix64's (Steele, Lea and Flood 2014): state ``key + counter * golden ratio``, then
+The hash is SplitMix64's (Steele, Lea and Flood 2014): state ``(key + counter) * golden ratio``, then
 its finaliser; the counter packs each axis's coordinate into 16 bits. On the CPU it costs less than
-``torch.bernoulli_`` (bench/RESULTS.md).
+torch's own dropout on large tensors, and more on small ones, where its dozen operators' overhead
+dominates (bench/dropout.py, bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _int64(value: int) -> int:
 
 
 def _coordinates(n: int, later: int, device: torch.device) -> Tensor:
-    """An axis's part of the hash's counter, ``(c << 16 * later) * golden`` for c < n, shaped (n, 1, ..., 1)
+    """An axis's part of the hash's counter, ``c << 16 * later`` for c < n, shaped (n, 1, ..., 1)
     with ``later`` ones. Kept from call to call when run eagerly: built anew at every site, its few small
     operators would cost more than the hash itself on the CPU. A compiled step builds it in its graph."""
     if torch.compiler.is_compiling():
@@ -45,8 +46,7 @@ def _coordinates(n: int, later: int, device: torch.device) -> Tensor:
 
 
 def _counter(n: int, later: int, device: torch.device) -> Tensor:
-    step = _int64((_GOLDEN << (_AXIS_BITS * later)) & ((1 << 64) - 1))
-    return (torch.arange(n, dtype=torch.int64, device=device) * step).view((n,) + (1,) * later)
+    return (torch.arange(n, dtype=torch.int64, device=device) << (_AXIS_BITS * later)).view((n,) + (1,) * later)
 
 
 _kept_counter = functools.lru_cache(maxsize=None)(_counter)
@@ -66,6 +66,9 @@ def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
     z = key.reshape(key.shape + (1,) * len(hashed))
     for i, n in enumerate(hashed):
         z = z + _coordinates(n, len(hashed) - 1 - i, key.device)
+    # SplitMix64's state: (key + counter) * golden is its state at that counter for the seed key * golden.
+    # (Multiplying the counter alone by golden, arange * constant, crashed inductor's CPU code, torch 2.14.)
+    z.mul_(_int64(_GOLDEN))
     # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one.
     shifted = torch.empty_like(z)
     for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
@@ -73,10 +76,9 @@ def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
         z.bitwise_xor_(shifted)
         if mult is not None:
             z.mul_(_int64(mult))
-    # The hash's four 16-bit quarters as int16 (little-endian: the same on CPUs and GPUs), each uniform
-    # on [-32768, 32768).
-    draws = z.view(torch.int16)[..., :inner[-1]]
-    return draws >= round(p * (1 << 16)) - (1 << 15)
+    # The hash's four 16-bit quarters as int16 (little-endian, as on CPUs and GPUs), each uniform on
+    # [-32768, 32768).
+    return z.view(torch.int16)[..., :inner[-1]] >= round(p * (1 << 16)) - (1 << 15)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

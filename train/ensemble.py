@@ -191,7 +191,7 @@ class Ensemble:
         if not train:
             return {}
         keys = dropout_keys([self.cfgs[i].seed for i in members], [self.counts[i] for i in members], len(self.sites))
-        keys = torch.from_numpy(keys).to(self.device)
+        keys = torch.from_numpy(keys).to(self.device, non_blocking=True)  # no wait for the device, as the batches
         return {f"{site}.key": keys[:, j] for j, site in enumerate(self.sites)}
 
     def _weight(self, members: Sequence[int]) -> torch.Tensor:

@@ -1,6 +1,11 @@
 """Counter-based dropout: masks from (key, coordinates), the same however a batch is padded."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +87,33 @@ def test_without_keys_the_module_draws_from_torch_s_generator():
     assert torch.equal(drop(x), first) and not torch.equal(drop(x), first)
     torch.manual_seed(7)
     assert torch.equal(torch.nn.functional.dropout(x, 0.5, True), first)
+
+
+SHAPES = [(2, 4, 5, 7), (2, 16, 4, 1, 23), (3, 9)]
+
+
+def test_a_traced_mask_is_the_eager_one():
+    """What ``compile`` traces (``torch.compiler.is_compiling()`` true) gives the eager masks."""
+    for shape in SHAPES:
+        keys = _keys(shape[0])
+        traced = torch.compile(lambda k, shape=shape: keep_mask(shape, k, 0.3), backend="aot_eager", fullgraph=True)
+        assert torch.equal(traced(keys), keep_mask(shape, keys, 0.3)), shape
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler")
+def test_inductor_compiles_the_mask_to_the_eager_one():
+    """Inductor's generated code (a crash there kills the process, hence a subprocess): an earlier form of
+    the hash, arange times a 64-bit constant, made torch 2.14's CPU code crash."""
+    code = (
+        "import torch\n"
+        "from train.dropout import keep_mask, dropout_keys\n"
+        f"for shape in {SHAPES!r}:\n"
+        "    keys = torch.from_numpy(dropout_keys(range(shape[0]), [0] * shape[0], 1)[:, 0].copy())\n"
+        "    f = torch.compile(lambda k: keep_mask(shape, k, 0.3), fullgraph=True)\n"
+        "    assert torch.equal(f(keys), keep_mask(shape, keys, 0.3)), shape\n"
+        "print('same')\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
