@@ -33,8 +33,10 @@ def losses(results) -> np.ndarray:
     return np.array([[h["train_loss"] for h in r.history] for r in results])
 
 
-def test_a_cuda_ensemble_trains_as_on_the_cpu(folds):
-    cpu, gpu = folds(), folds(device="cuda")
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_a_cuda_ensemble_trains_as_on_the_cpu(folds, dropout):
+    """Dropout too: its masks are a hash of seed, step and coordinates (train.dropout), the same on both."""
+    cpu, gpu = folds(dropout=dropout), folds(device="cuda", dropout=dropout)
     np.testing.assert_allclose(losses(gpu), losses(cpu), rtol=1e-3)
     for c, g in zip(cpu, gpu):
         assert g.best_epoch == c.best_epoch
@@ -47,8 +49,9 @@ def test_a_cuda_run_is_reproducible(folds):
     assert [r.metrics for r in again] == [r.metrics for r in first]
 
 
-def test_the_captured_step_trains_as_the_eager_one(folds):
-    eager, captured = folds(device="cuda"), folds(device="cuda", compile=True)
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_captured_step_trains_as_the_eager_one(folds, dropout):
+    eager, captured = folds(device="cuda", dropout=dropout), folds(device="cuda", compile=True, dropout=dropout)
     np.testing.assert_allclose(losses(captured), losses(eager), rtol=1e-3)
 
 
