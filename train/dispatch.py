@@ -110,9 +110,9 @@ def dask_tasks(members: Sequence[Member], sequential: bool, workers: int = 1) ->
 def run_members(members: Sequence[Member], manifest, store, *, client=None, data: FeatureData | None = None,
                 test: bool = True, sequential: bool = False, progress: bool = True, desc: str = "train") -> list:
     """Every member's FoldResult, in order: in this process (``data``: the features, loaded if None), or
-    with a Dask ``client`` one task per ensemble, or per part of one (:func:`dask_tasks`; ``sequential``: per member), all
-    queued at once, costliest first, so ensembles of different architectures run side by side. The same
-    seed gives the same figures either way."""
+    with a Dask ``client`` one task per ensemble or part of one (:func:`dask_tasks`; ``sequential``: per
+    member), all queued at once, costliest first, so ensembles of different architectures run side by
+    side. The same seed gives the same figures either way."""
     from emocache.scheduler import SchedulerError, run_tasks, worker_count
     from train.data import as_rows, load_features, store_locations
 

@@ -2,11 +2,11 @@
 
 Every member keeps its own weights, optimiser state, data order (its seed's), validation choice
 of epoch, checkpoint and report: a member is the training :func:`train.loop.train_fold` would give
-it alone (with dropout off and the same seed, the same metrics up to float rounding; see
-tests/train/test_train_ensemble.py). The members' weights are stacked (``torch.func``'s
-``stack_module_state``) and one step runs the model once on them, every input carrying a leading
-member axis: the head's layers take stacked weights (:mod:`train.members`), so each of its many small
-operators runs once for K members. ``train_fold`` is the K = 1 case.
+it alone (with the same seed, the same metrics up to float rounding, dropout included: each member's
+masks come from its own seed and step, :mod:`train.dropout`; see tests/train/test_train_ensemble.py).
+The members' weights are stacked (``torch.func``'s ``stack_module_state``) and one step runs the
+model once on them, every input carrying a leading member axis: the head's layers take stacked
+weights (:mod:`train.members`), so each of its many small operators runs once for K members. ``train_fold`` is the K = 1 case.
 
 Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
@@ -205,7 +205,7 @@ class Ensemble:
         """One optimiser step for ``members`` (indices), each with its own lr, decay, clip and step count:
         torch's own fused Adam, AdamW and SGD (momentum 0.9) kernels, one call per member over views of
         its slices of the stacked tensors (one sweep over each weight, not one operator per
-        parameter and per term), and torch's gradient clipping, per member."""
+        parameter and per term), and clip_grad_norm_'s clipping, every member's norm in one pass."""
         flat = {n: _by_member(p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in self.params.items()}
         grads = {n: g.unbind(0) for n, g in flat.items()}
         scales = None  # the fused kernels divide the gradients by it: clip_grad_norm_'s coefficient, inverted

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture
 def folds(small_corpus, tiny_cfg):
-    """Trains the corpus's folds as one ensemble with ``tiny_cfg`` (dropout off) and the given overrides."""
+    """Trains the corpus's folds as one ensemble with ``tiny_cfg`` (dropout off unless overridden) and the given overrides."""
     _, store, rows = small_corpus
     cfg = tiny_cfg.replace(dropout=0.0)
     data = load_features(rows, [store], cfg.sets, ("a", "t", "v"))

@@ -75,8 +75,7 @@ def test_no_test_peeking_garbage_test_groups_change_no_score_and_no_choice(small
         # The corruption is real: a model that reads the test group sees it.
         probe = lambda m, s: run_probe(tiny_cfg, m, s, BaselineSpec({"a": "audio"}))[k].scores["acc"]
         assert probe(bad_manifest, bad_store) != probe(manifest, store)
-        # Fold `group` tests on the garbage; its validation scores are the clean ones, exactly. (All
-        # folds run, as in the clean search: with dropout, a member's masks depend on its ensemble.)
+        # Fold `group` tests on the garbage; its validation scores are the clean ones, exactly.
         dirty = score_trials(trials, bad_manifest, bad_store, progress=False)
         for t in range(len(trials)):
             assert dirty[t][k] == clean[t][k]
