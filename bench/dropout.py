@@ -62,10 +62,10 @@ def main() -> None:
         drop.counter_based = True
         drop.key = torch.from_numpy(dropout_keys(range(k), [0] * k, 1)[:, 0].copy()).to(args.device)
 
-        def ours():
+        def ours(drop=drop, x=x):
             drop(x).sum().backward()
 
-        def torchs():
+        def torchs(x=x, p=p):
             F.dropout(x, p, True).sum().backward()
 
         best = {"ours": float("inf"), "torch": float("inf")}
