@@ -82,38 +82,26 @@ def cost(cfg: TrainConfig) -> float:
     return cfg.epochs * len(cfg.model.modalities) ** 2
 
 
-def dask_tasks(members: Sequence[Member], sequential: bool, workers: int = 1) -> list[list[int]]:
+def dask_tasks(members: Sequence[Member], sequential: bool) -> list[list[int]]:
     """Member indices per Dask task, costliest first: one task per ensemble (``sequential``: per member).
     Dask starts tasks in the order they are queued: the big ensembles start first and the small ones
     fill in after them, so that no worker trains the last big ensemble alone while the others idle.
-    With fewer ensembles than ``workers`` (one `train cv` on local:2), the costliest is halved until
-    every worker has a task or every task is one member: an idle worker costs more than a smaller
-    ensemble, and a member's figures do not depend on who shares its ensemble (:mod:`train.dropout`)."""
+    (Ensembles are never split, so that the figures never depend on the number of workers: a member
+    draws its own dropout masks (:mod:`train.dropout`), but float rounding depends on which members
+    share a call, and over many epochs a rounding difference can grow into another best epoch.)"""
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(members):
         groups.setdefault(str(i) if sequential else ensemble_key(m.cfg), []).append(i)
-    tasks = list(groups.values())
-
-    def task_cost(idx: list[int]) -> float:
-        return sum(cost(members[i].cfg) for i in idx)
-
-    while len(tasks) < workers:
-        big = max((t for t in tasks if len(t) > 1), key=task_cost, default=None)
-        if big is None:
-            break
-        tasks.remove(big)
-        half = (len(big) + 1) // 2
-        tasks += [big[:half], big[half:]]
-    return sorted(tasks, key=lambda idx: (-task_cost(idx), idx[0]))
+    return sorted(groups.values(), key=lambda idx: -sum(cost(members[i].cfg) for i in idx))
 
 
 def run_members(members: Sequence[Member], manifest, store, *, client=None, data: FeatureData | None = None,
                 test: bool = True, sequential: bool = False, progress: bool = True, desc: str = "train") -> list:
     """Every member's FoldResult, in order: in this process (``data``: the features, loaded if None), or
-    with a Dask ``client`` one task per ensemble or part of one (:func:`dask_tasks`; ``sequential``: per
-    member), all queued at once, costliest first, so ensembles of different architectures run side by
-    side. The same seed gives the same figures either way."""
-    from emocache.scheduler import SchedulerError, run_tasks, worker_count
+    with a Dask ``client`` one task per ensemble (:func:`dask_tasks`; ``sequential``: per member), all
+    queued at once, costliest first, so ensembles of different architectures run side by side. The same
+    seed gives the same figures either way."""
+    from emocache.scheduler import SchedulerError, run_tasks
     from train.data import as_rows, load_features, store_locations
 
     if client is None:
@@ -125,7 +113,7 @@ def run_members(members: Sequence[Member], manifest, store, *, client=None, data
     stores = store_locations(store)
     if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
         raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
-    plan = dask_tasks(members, sequential, worker_count(client))
+    plan = dask_tasks(members, sequential)
     tasks = [EnsembleTask(tuple(members[i].cfg.to_json() for i in idx), tuple(members[i].test_group for i in idx),
                           tuple(None if members[i].out_dir is None else os.fspath(members[i].out_dir) for i in idx),
                           os.fspath(manifest), tuple(os.fspath(s) for s in stores), test) for idx in plan]

@@ -233,10 +233,6 @@ def test_dask_tasks_queue_the_costliest_ensembles_first(tiny_cfg):
     members = [Member(audio, g) for g in "123"] + [Member(both, g) for g in "12"] + [Member(audio.replace(epochs=9), "1")]
     assert dask_tasks(members, sequential=False) == [[3, 4], [5], [0, 1, 2]]
     assert dask_tasks(members, sequential=True) == [[3], [4], [5], [0], [1], [2]]
-    # More workers than ensembles: the costliest ensembles are halved, never below one member each.
-    assert dask_tasks(members, sequential=False, workers=4) == [[3], [4], [5], [0, 1, 2]]
-    assert dask_tasks(members[:3], sequential=False, workers=2) == [[0, 1], [2]]
-    assert dask_tasks(members[:3], sequential=False, workers=9) == [[0], [1], [2]]
 
 
 @pytest.mark.slow
