@@ -32,8 +32,8 @@ import torch
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
-from train.config import TrainConfig
 from train.batches import STAND_INS, Call, gather_members, pad_members, resident, step_groups
+from train.config import TrainConfig
 from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
 from train.dropout import Dropout, dropout_keys
 from train.folds import Split, split_fold
