@@ -69,36 +69,31 @@ def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
     # SplitMix64's state: (key + counter) * golden is its state at that counter for the seed key * golden.
     # (Multiplying the counter alone by golden, arange * constant, crashed inductor's CPU code, torch 2.14.)
     z.mul_(_int64(_GOLDEN))
-    # SplitMix64's finaliser; torch shifts int64 arithmetically, so each shift is masked to a logical one.
+    # The hash's four 16-bit quarters as int16 (little-endian, as on CPUs and GPUs), each uniform on
+    # [-32768, 32768).
+    return _finalise(z).view(torch.int16)[..., :inner[-1]] >= round(p * (1 << 16)) - (1 << 15)
+
+
+def _finalise(z: Tensor) -> Tensor:
+    """SplitMix64's finaliser, in place on int64 ``z`` (wrapping as uint64 would); torch shifts int64
+    arithmetically, so each shift is masked to a logical one."""
     shifted = torch.empty_like(z)
     for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
         torch.bitwise_right_shift(z, bits, out=shifted).bitwise_and_((1 << (64 - bits)) - 1)
         z.bitwise_xor_(shifted)
         if mult is not None:
             z.mul_(_int64(mult))
-    # The hash's four 16-bit quarters as int16 (little-endian, as on CPUs and GPUs), each uniform on
-    # [-32768, 32768).
-    return z.view(torch.int16)[..., :inner[-1]] >= round(p * (1 << 16)) - (1 << 15)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    z = z.copy()
-    for bits, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
-        z ^= z >> np.uint64(bits)
-        if mult is not None:
-            z *= np.uint64(mult)
     return z
 
 
 def dropout_keys(seeds: Sequence[int], steps: Sequence[int], sites: int) -> np.ndarray:
     """(K, sites) int64: the key of each member (its seed and how many optimiser steps it has taken) at
     each dropout site of its model. Keys of different seeds, steps or sites are unrelated numbers."""
-    with np.errstate(over="ignore"):
-        golden = np.uint64(_GOLDEN)
-        z = _mix(np.asarray(seeds, dtype=np.int64).astype(np.uint64)[:, None] * golden + golden)
-        z = _mix(z + np.asarray(steps, dtype=np.uint64)[:, None] * golden)
-        z = _mix(z + np.arange(1, sites + 1, dtype=np.uint64)[None, :] * golden)
-    return z.view(np.int64)
+    golden = _int64(_GOLDEN)
+    z = _finalise(torch.tensor(list(seeds), dtype=torch.int64)[:, None] * golden + golden)
+    z = _finalise(z + torch.tensor(list(steps), dtype=torch.int64)[:, None] * golden)
+    z = _finalise(z + torch.arange(1, sites + 1, dtype=torch.int64)[None, :] * golden)
+    return z.numpy()
 
 
 class Dropout(nn.Module):

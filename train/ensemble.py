@@ -6,7 +6,8 @@ it alone (with the same seed, the same metrics up to float rounding, dropout inc
 masks come from its own seed and step, :mod:`train.dropout`; see tests/train/test_train_ensemble.py).
 The members' weights are stacked (``torch.func``'s ``stack_module_state``) and one step runs the
 model once on them, every input carrying a leading member axis: the head's layers take stacked
-weights (:mod:`train.members`), so each of its many small operators runs once for K members. ``train_fold`` is the K = 1 case.
+weights (:mod:`train.members`), so each of its many small operators runs once for K members.
+``train_fold`` is the K = 1 case.
 
 Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
