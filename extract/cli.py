@@ -10,7 +10,6 @@ from emocache.scheduler import SCHEDULER_HELP
 from features import STORE_DTYPES
 
 from .base import COMPUTE_DTYPES, DEFAULTS, MODALITIES
-from .options import Batching, EncoderOptions, ExtractOptions
 
 
 @click.group()
@@ -50,15 +49,15 @@ def run(modality, manifest, store, set_name, encoder, device, dtype, store_dtype
     store is extracted into a local staging copy and published when the set is
     complete (features/SHARING.md).
     """
-    from .pipeline import extract_manifest
+    from .pipeline import run_extraction
 
-    options = ExtractOptions(
-        modality, encoder=encoder, set_name=set_name, device=device, dtype=dtype, store_dtype=store_dtype,
-        batching=Batching(cost=batch_seconds, size=batch_size), limit=limit, retry_failed=retry_failed,
-        encoder_options=EncoderOptions(layers=layers, weights=weights, trust_pickle=trust_pickle, frames=frames, max_tokens=max_tokens),
-        scheduler=scheduler,
+    summary = run_extraction(
+        manifest, store, modality, set_name=set_name, encoder=encoder, device=device, dtype=dtype,
+        store_dtype=store_dtype, batch_seconds=batch_seconds, batch_size=batch_size, limit=limit,
+        retry_failed=retry_failed, scheduler=scheduler, progress=not as_json, staging=staging,
+        options={"layers": layers, "weights": weights, "trust_pickle": trust_pickle, "frames": frames,
+                 "max_tokens": max_tokens},
     )
-    summary = extract_manifest(manifest, store, options, progress=not as_json, staging=staging)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
     else:
