@@ -22,6 +22,8 @@ Measures, in one run and on the same data:
   their training; ``--protocol-epochs 2 --protocol-fraction 0.05`` runs 2 epochs of each on 5% of
   the utterances and extrapolates, to fit a device's time limit (``--json`` keeps the figures of
   every stage done). bench/GPU.md has the one-call recipe for a lent GPU machine.
+- ``--flops``: each side's matmul arithmetic, counted, and the seconds it takes at this device's
+  measured matmul rate: the floor under any batching of the folds;
 - ``--payoff``: the two-stage payoff, cached features against recomputing frozen wav2vec 2.0 base
   features from the waveform every step (slow on a CPU: the encoder dominates).
 """
@@ -147,6 +149,45 @@ def compare(cfg, rows: list[Utterance], data: FeatureData, folds: int, repeat: i
             "data_share": epoch["seconds_data"] / epoch["seconds"]}
 
 
+def matmul_rate(device: str, threads: int) -> float:
+    """This device's fp32 batched-matmul rate (FLOP/s, best of 5) at the shape of the ``fast`` preset's
+    feed-forward layer on an ensemble of 5 (the layer that dominates its training), with ``threads``
+    torch threads, as the training runs."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    a = torch.randn(5, 1280, 512, device=device)
+    b = torch.randn(5, 512, 128, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    best = math.inf
+    for _ in range(5):
+        sync()
+        start = time.perf_counter()
+        for _ in range(10):
+            torch.bmm(a, b)
+        sync()
+        best = min(best, (time.perf_counter() - start) / 10)
+    return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] / best
+
+
+def matmul_floor(cfg, rows: list[Utterance], data: FeatureData, folds: int) -> dict:
+    """The matmul arithmetic of the same runs as :func:`compare`, counted (torch's ``FlopCounterMode``:
+    matmuls, forward and backward, in training, validation and test passes; an untimed run of each side,
+    slow under the counter), and the seconds it takes at this device's measured :func:`matmul_rate`:
+    however little else an ensemble did, it could not train faster than that. Everything else a step does
+    (elementwise work, the optimiser, batches) comes on top, on both sides."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    members = fold_members(cfg, rows, None)[:folds]
+    rate = matmul_rate(cfg.device, cfg.num_threads)
+    out = {"matmul_gflops_per_s": rate / 1e9}
+    for side, sequential in (("ensemble", False), ("sequential", True)):
+        with FlopCounterMode(display=False) as counter:
+            train_grouped(members, rows, data, progress=False, sequential=sequential)
+        out[f"{side}_gflop"] = counter.get_total_flops() / 1e9
+        out[f"{side}_floor_s"] = counter.get_total_flops() / rate
+    return out
+
+
 def subset(rows: list[Utterance], data: FeatureData, n: int, rng: np.random.Generator) -> tuple[list[Utterance], FeatureData]:
     """``n`` utterances, as many per session, with their features (no copy of other rows' frames needed)."""
     by_group: dict[str, list[int]] = {}
@@ -260,6 +301,9 @@ def main() -> None:
     ap.add_argument("--protocol-fraction", type=float, default=1.0,
                     help="with a CUDA device: run the protocols on this fraction of the utterances and extrapolate linearly")
     ap.add_argument("--compile", action="store_true", help="with a CUDA device: the protocols with TrainConfig.compile")
+    ap.add_argument("--flops", action="store_true",
+                    help="also count each side's matmul arithmetic and time it at this device's matmul rate: the "
+                         "fastest any batching could train these folds (an extra untimed run of each side)")
     ap.add_argument("--json", default=None, help="write the figures as JSON to this file after each stage")
     ap.add_argument("--results", default=None, help="append the figures as Markdown to this file")
     args = ap.parse_args()
@@ -287,11 +331,15 @@ def main() -> None:
     rows = data.rows
     fast = preset("fast", device=args.device, epochs=args.fast_epochs)
     fig["fast"] = compare(fast, rows, data, args.folds, args.repeat)
+    if args.flops:
+        fig["fast"]["floor"] = matmul_floor(fast, rows, data, args.folds)
     save(fig, args.json)
     print(json.dumps(fig["fast"]), file=sys.stderr)
     paper_rows, paper_data = subset(rows, data, args.paper_utts, np.random.default_rng(1))
     paper = preset("paper", device=args.device, epochs=1)
     fig["paper"] = compare(paper, paper_rows, paper_data, args.folds, args.repeat)
+    if args.flops:
+        fig["paper"]["floor"] = matmul_floor(paper, paper_rows, paper_data, args.folds)
     # An epoch of the whole store's folds: time scales with the training utterances.
     full_train = sum(r.group != g for g in sorted({r.group for r in rows})[:args.folds] for r in rows)
     fig["paper"]["extrapolation"] = full_train / sum(fig["paper"]["n_train"])
@@ -347,6 +395,19 @@ def report(fig: dict) -> str:
         f"| speedup, wall time (best of {len(f['runs'])} each) | **{f['speedup']:.2f}x** | **{p['speedup']:.2f}x** |",
         f"| speedup, process CPU time | **{f['cpu_speedup']:.2f}x** | **{p['cpu_speedup']:.2f}x** |",
         f"| share of the ensemble's epoch making batches | {100 * f['data_share']:.1f}% | {100 * p['data_share']:.1f}% |",
+    ]
+    if "floor" in f:
+        fl = {name: c["floor"] for name, c in (("fast", f), ("paper", p))}
+        lines += [
+            f"| matmul arithmetic, counted: ensemble / sequential | {fl['fast']['ensemble_gflop']:.0f} / "
+            f"{fl['fast']['sequential_gflop']:.0f} GFLOP | {fl['paper']['ensemble_gflop']:.0f} / {fl['paper']['sequential_gflop']:.0f} GFLOP |",
+            f"| that arithmetic at this device's fp32 matmul rate ({fl['fast']['matmul_gflops_per_s']:.0f} GFLOP/s): "
+            f"ensemble / sequential | {fl['fast']['ensemble_floor_s']:.1f} / {fl['fast']['sequential_floor_s']:.1f} s | "
+            f"{fl['paper']['ensemble_floor_s']:.1f} / {fl['paper']['sequential_floor_s']:.1f} s |",
+            f"| the most any batching could give: sequential wall / the ensemble's matmul time | "
+            f"{f['sequential_s'] / fl['fast']['ensemble_floor_s']:.2f}x | {p['sequential_s'] / fl['paper']['ensemble_floor_s']:.2f}x |",
+        ]
+    lines += [
         "",
         "Each run (wall / process CPU time, load average before and after):",
         "",
