@@ -9,7 +9,8 @@ import pytest
 import features
 from manifests import SIX_CLASSES, Utterance
 from manifests.io import manifest_hash
-from train.data import DataError, batch_order, class_list, iter_batches, load_features
+import train.data as train_data
+from train.data import DataError, FeatureData, ModalityData, batch_order, class_list, iter_batches, load_features, pool_frames
 
 SETS = {"a": "audio", "t": "text", "v": "video"}
 
@@ -104,3 +105,19 @@ def test_batches_cover_every_row_once_and_group_lengths():
     assert all((a == b).all() for a, b in zip(batches, again))
     evaluation = np.concatenate(batch_order(lengths, index, 16, None))
     assert (np.diff(lengths[evaluation]) >= 0).all()
+
+
+@pytest.mark.parametrize("layers", [None, 3])
+def test_pool_frames_means_each_window_from_frame_zero(monkeypatch, layers):
+    monkeypatch.setattr(train_data, "_PREPARE_CHUNK", 2)  # chunks end inside the corpus
+    lengths = np.array([1, 3, 7, 10, 4])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    shape = ((layers,) if layers else ()) + (int(offsets[-1]), 5)
+    frames = np.random.default_rng(0).standard_normal(shape).astype(np.float16)
+    md = ModalityData("audio", frames, offsets, 5, layers, {}, "x")
+    pooled = pool_frames(FeatureData([str(i) for i in range(5)], None, SIX_CLASSES, None, {"a": md}), 3).modalities["a"]
+    assert pooled.data.dtype == np.float32 and pooled.lengths.tolist() == [1, 1, 3, 4, 2]
+    for i, n in enumerate(lengths):
+        utt = frames[..., offsets[i]:offsets[i + 1], :].astype(np.float64)
+        want = np.stack([utt[..., s:s + 3, :].mean(axis=-2) for s in range(0, n, 3)], axis=-2)
+        np.testing.assert_allclose(pooled.data[..., pooled.offsets[i]:pooled.offsets[i + 1], :], want, rtol=1e-6, atol=1e-6)
