@@ -297,11 +297,10 @@ def pool_frames(data: FeatureData, frame_pool: int) -> FeatureData:
             frames = torch.from_numpy(md.data[..., md.offsets[c]:md.offsets[stop], :]).float()
             # Frame j of utterance i falls in window j // frame_pool of that utterance's.
             window = np.concatenate([offsets[i] - offsets[c] + np.arange(lengths[i]) // frame_pool for i in range(c, stop)])
-            counts = np.concatenate([np.minimum(frame_pool, lengths[i] - np.arange(0, lengths[i], frame_pool))
-                                     for i in range(c, stop)])
+            counts = np.bincount(window, minlength=offsets[stop] - offsets[c]).astype(np.float32)
             part = pooled[..., offsets[c]:offsets[stop], :]
             part.zero_().index_add_(-2, torch.from_numpy(window), frames)
-            part.div_(torch.from_numpy(counts.astype(np.float32))[:, None])
+            part.div_(torch.from_numpy(counts)[:, None])
         out[name] = ModalityData(md.set_name, pooled.numpy(), offsets, md.dim, md.layers, md.provenance, md.identity)
     return FeatureData(data.ids, data.rows, data.classes, data.labels, out)
 
