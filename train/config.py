@@ -35,8 +35,10 @@ class TrainConfig:
     ``precision`` (CUDA only): ``"fp32"`` (every preset), ``"tf32"`` (TF32 matmuls, ~10-bit
     mantissa) or ``"bf16"`` (bfloat16 autocast). ``compile`` (CUDA only): capture the step with
     ``torch.compile(mode="reduce-overhead")`` (CUDA graphs, one per length bin; torch compiles
-    only the first 8 shapes a run meets and runs the others eagerly: bench/RESULTS.md). Neither
-    is measured yet: no GPU was lent while they were written.
+    only the first 8 shapes a run meets and runs the others eagerly: bench/RESULTS.md). On CUDA
+    an eager step runs the GRUs through cuDNN, one call per member and direction
+    (:func:`train.layers.masked_gru`). None of these is measured yet: no GPU was lent while they
+    were written.
     ``sets``: modality key -> feature-set name in the store.
     """
 

@@ -5,6 +5,8 @@ first on a lent GPU machine, before it times anything.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -60,3 +62,34 @@ def test_reduced_precision_trains_near_fp32(folds, precision):
     fp32, reduced = folds(device="cuda"), folds(device="cuda", precision=precision)
     assert np.isfinite(losses(reduced)).all()
     np.testing.assert_allclose(losses(reduced), losses(fp32), rtol=0.05)
+
+
+def test_cuda_runs_the_fused_gru_and_it_equals_the_stepped_one(monkeypatch):
+    """On CUDA masked_gru takes cuDNN's kernel per member and direction, silently (no weight-layout
+    warning escapes), with the stepped recurrence's outputs and gradients (TF32 off)."""
+    from types import SimpleNamespace
+
+    import train.layers
+    from train.layers import BiGRUWeights, masked_gru
+
+    calls = []
+    fused_gru = train.layers._fused_gru
+    monkeypatch.setattr(train.layers, "_fused_gru", lambda *args: calls.append(1) or fused_gru(*args))
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    params, _ = torch.func.stack_module_state([BiGRUWeights(16, 8).cuda() for _ in range(3)])
+    gru = SimpleNamespace(hidden_size=8, **params)
+    x = torch.randn(3, 4, 9, 16, device="cuda", requires_grad=True)
+    mask = torch.arange(9, device="cuda") < torch.tensor([[9, 2, 5, 1], [3, 9, 9, 4], [6, 7, 8, 9]], device="cuda")[..., None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused = masked_gru(gru, x, mask)
+        grads = torch.autograd.grad(fused.pow(2).sum(), [x, *params.values()])
+    assert calls
+    stepped = masked_gru(gru, x, mask, fused=False)
+    stepped_grads = torch.autograd.grad(stepped.pow(2).sum(), [x, *params.values()])
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.testing.assert_close(fused, stepped, atol=1e-5, rtol=1e-4)
+    for a, b in zip(grads, stepped_grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)

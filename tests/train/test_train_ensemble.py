@@ -1,6 +1,8 @@
 """The batched ensemble: members equal their sequential runs, and its parts equal what they replace."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from train.data import load_features, make_batch, pool_frames, prepare
 from train.batches import length_bin, pad_members
 from train.dispatch import train_grouped
 from train.ensemble import Ensemble, Member, ensemble_key, train_members
-from train.layers import BiGRUWeights, masked_gru, zero_padding
+from train.layers import BiGRUWeights, masked_gru, reversal, zero_padding
 from train.loop import train_fold
 from train.model import build_model
 from train.stats import input_stats
@@ -52,6 +54,39 @@ def test_masked_gru_equals_the_packed_gru_with_its_gradients():
     g_ref = torch.autograd.grad(ref.pow(2).sum(), [x, *gru.parameters()])
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_reversal_reverses_each_utterance_s_real_frames_only():
+    mask = torch.arange(5) < torch.tensor([5, 3, 1])[:, None]
+    assert reversal(mask).tolist() == [[4, 3, 2, 1, 0], [2, 1, 0, 3, 4], [0, 1, 2, 3, 4]]
+    assert torch.equal(reversal(mask).gather(-1, reversal(mask)), torch.arange(5).expand(3, 5))
+
+
+@pytest.mark.parametrize("members", [None, 3])
+def test_the_fused_gru_equals_the_stepped_one_with_its_gradients(members):
+    """torch's GRU kernel per member and direction (what CUDA runs) against the stepped recurrence,
+    for one model's weights and for stacked members' (each with its own lengths); padding frames hold
+    noise, which must reach no real frame's output."""
+    torch.manual_seed(0)
+    grus = [BiGRUWeights(6, 4) for _ in range(members or 1)]
+    gru = grus[0]
+    if members:
+        params, _ = torch.func.stack_module_state(grus)
+        gru = SimpleNamespace(hidden_size=4, **params)
+    lead = (members,) if members else ()
+    x = torch.randn(*lead, 3, 7, 6, requires_grad=True)
+    lengths = torch.tensor([[7, 3, 1], [2, 7, 5], [7, 7, 4]][:members or 1]).reshape(*lead, 3)
+    mask = torch.arange(7) < lengths.unsqueeze(-1)
+    weights = [getattr(gru, n + s) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+               for s in ("", "_reverse")]
+    stepped, fused = masked_gru(gru, x, mask, fused=False), masked_gru(gru, x, mask, fused=True)
+    torch.testing.assert_close(fused, stepped, atol=1e-6, rtol=1e-5)
+    assert not fused[~mask].any()
+    g_stepped = torch.autograd.grad(stepped.pow(2).sum(), [x, *weights])
+    g_fused = torch.autograd.grad(fused.pow(2).sum(), [x, *weights])
+    for a, b in zip(g_fused, g_stepped):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert not g_fused[0][~mask].any()
 
 
 def test_prepared_inputs_give_the_model_s_own_standardise_and_pool(data, tiny_cfg):

@@ -1,0 +1,84 @@
+"""The masked bidirectional GRU (train/layers.py), stepped against fused, at the presets' shapes.
+
+    python bench/gru.py [--members 5] [--repeat 20] [--device cpu] [--json FILE]
+
+For each shape, one A-GRU's recurrence forward and backward over K stacked members, each utterance
+with its own length: the stepped recurrence (some ten operators per frame and direction, all members
+at once) against torch's GRU kernel per member and direction (cuDNN on a GPU). Prints milliseconds
+for each, best of interleaved rounds, and their ratio. On the CPU the stepped form is the faster;
+``masked_gru`` fuses on CUDA only, and this says by how much that pays there.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
+
+from train.layers import BiGRUWeights, masked_gru  # noqa: E402
+
+# (name, (B, T, d)): the `paper` preset on IEMOCAP-like lengths (B 2, d 256, text tokens in a length
+# bin of 40, 16 video frames) and the `fast` preset on the demo (B 16, d 128, frames pooled by 10).
+SHAPES = [
+    ("paper text A-GRU", (2, 40, 256)),
+    ("paper video A-GRU-LVC", (2, 16, 256)),
+    ("fast text A-GRU", (16, 4, 128)),
+]
+
+
+def _time(fn, repeat: int, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeat * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", type=int, default=5, help="K, the ensemble's members (default 5)")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (the presets train with 1)")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    k = args.members
+    rows = []
+    for name, (b, t, d) in SHAPES:
+        params, _ = torch.func.stack_module_state([BiGRUWeights(d, d // 2).to(args.device) for _ in range(k)])
+        gru = argparse.Namespace(hidden_size=d // 2, **{n: p.requires_grad_() for n, p in params.items()})
+        x = torch.randn(k, b, t, d, device=args.device, requires_grad=True)
+        lengths = torch.randint(max(1, t // 2), t + 1, (k, b), device=args.device)
+        mask = torch.arange(t, device=args.device) < lengths.unsqueeze(-1)
+
+        def run(fused: bool, gru=gru, x=x, mask=mask):
+            masked_gru(gru, x, mask, fused=fused).sum().backward()
+
+        best = {"stepped": float("inf"), "fused": float("inf")}
+        for _ in range(args.rounds):
+            for label, fn in (("stepped", functools.partial(run, False)), ("fused", functools.partial(run, True))):
+                fn()
+                best[label] = min(best[label], _time(fn, args.repeat, args.device))
+        rows.append({"gru": name, "shape": [k, b, t, d], "ms_stepped": round(best["stepped"], 2),
+                     "ms_fused": round(best["fused"], 2), "ratio_stepped_over_fused": round(best["stepped"] / best["fused"], 2)})
+        print(f"{name:24s} {str((k, b, t, d)):18s} stepped {best['stepped']:8.2f} ms   fused {best['fused']:8.2f} ms   "
+              f"stepped / fused {best['stepped'] / best['fused']:.2f}x", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": args.device, "threads": args.threads, "members": k, "shapes": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
