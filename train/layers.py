@@ -135,30 +135,35 @@ def reversal(mask: Tensor) -> Tensor:
 _GRU_WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
+def _gru_kernel(x: Tensor, weights: list[Tensor], hidden: int) -> Tensor:
+    """torch's one-layer, one-direction GRU (cuDNN on a GPU): x (B, T, d_in) -> (B, T, hidden), with
+    ``weights`` in nn.GRU's order; with stacked members' weights (K, ...), x (K, B, T, d_in) and one
+    call per member."""
+    if weights[0].dim() == 3:
+        return torch.stack([_gru_kernel(x[k], [w[k] for w in weights], hidden) for k in range(x.shape[0])])
+    h0 = x.new_zeros(1, x.shape[0], hidden)
+    # has_biases, num_layers, dropout, train, bidirectional, batch_first; cuDNN keeps what a backward
+    # pass needs only with train=True.
+    return torch._VF.gru(x, h0, weights, True, 1, 0.0, torch.is_grad_enabled(), False, True)[0]
+
+
 def _fused_gru(gru: BiGRUWeights | nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
-    """:func:`masked_gru` through torch's GRU kernel, one unidirectional call per member and direction.
+    """:func:`masked_gru` through torch's GRU kernel, one call per member and direction.
 
     Padding comes last, so the forward direction runs over padded batches unchanged; the backward
     direction runs forward over each utterance's real frames reversed (:func:`reversal`), and its
-    outputs are put back in order. Always in float32: cuDNN's GRU takes the weights as they are,
-    outside any autocast."""
+    outputs are put back in order. Always in float32, outside any autocast: cuDNN's GRU takes the
+    weights as they are."""
     order = reversal(mask).unsqueeze(-1)
-    members = [None] if gru.weight_ih_l0.dim() == 2 else range(gru.weight_ih_l0.shape[0])
-    halves = []
+    x = x.float()
     with torch.autocast(x.device.type, enabled=False), warnings.catch_warnings():
         # Member weights are views into stacked tensors, not nn.GRU's flat buffer: cuDNN copies
         # them into one per call (a few small copies), and warns each time that it does.
         warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-        for suffix, seq in (("", x.float()), ("_reverse", x.float().gather(-2, order.expand(x.shape)))):
-            weights = [getattr(gru, name + suffix) for name in _GRU_WEIGHTS]
-            outs = []
-            for k in members:
-                xk, wk = (seq, weights) if k is None else (seq[k], [w[k] for w in weights])
-                h0 = xk.new_zeros(1, xk.shape[0], gru.hidden_size)
-                outs.append(torch._VF.gru(xk, h0, wk, True, 1, 0.0, torch.is_grad_enabled(), False, True)[0])
-            halves.append(outs[0] if members[0] is None else torch.stack(outs))
-    back = halves[1].gather(-2, order.expand(halves[1].shape))
-    return torch.cat([halves[0], back], dim=-1)
+        forward = _gru_kernel(x, [getattr(gru, name) for name in _GRU_WEIGHTS], gru.hidden_size)
+        backward = _gru_kernel(x.gather(-2, order.expand(x.shape)),
+                               [getattr(gru, name + "_reverse") for name in _GRU_WEIGHTS], gru.hidden_size)
+    return torch.cat([forward, backward.gather(-2, order.expand(backward.shape))], dim=-1)
 
 
 class RecurrentBranch(nn.Module):
