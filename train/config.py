@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +68,12 @@ class TrainConfig:
             raise ConfigError(f"val {self.val!r} is not one of {list(VAL_MODES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
-        if (self.precision != "fp32" or self.compile) and not self.device.startswith("cuda"):
-            raise ConfigError(f"precision={self.precision!r} and compile={self.compile} are for CUDA devices; "
-                              f"device {self.device!r} trains in fp32 without compile")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device {self.device!r} is not one of cpu, cuda, cuda:N")
+        cuda_only = [f"precision={self.precision!r}"] * (self.precision != "fp32") + ["compile=True"] * self.compile
+        if cuda_only and self.device == "cpu":
+            raise ConfigError(f"{' and '.join(cuda_only)} {'is' if len(cuda_only) == 1 else 'are'} for CUDA devices; "
+                              "device 'cpu' trains in fp32 without compile")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
         for name in ("batch_size", "epochs"):

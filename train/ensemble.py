@@ -34,7 +34,7 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from train.batches import STAND_INS, Call, gather_members, pad_members, resident, step_groups
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig
 from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
 from train.dropout import Dropout, dropout_keys
 from train.folds import Split, split_fold
@@ -345,11 +345,18 @@ def run_pass(ens: Ensemble, states: Sequence[_State], indices: Sequence[Sequence
 
 
 def configure_device(cfg: TrainConfig) -> None:
-    """What reproducibility and speed need on the config's device. CUDA (not run yet): TF32 as
+    """What reproducibility and speed need on the config's device, which must exist on this machine
+    (:class:`ConfigError` naming the fix). CUDA (not run yet): TF32 as
     ``cfg.precision`` says; deterministic algorithms (set by seed_everything, without warn-only) need
     CUBLAS_WORKSPACE_CONFIG set before cuBLAS is first used in the process. Not reproducible on CUDA
     even so: runs with ``compile`` or bf16 across GPU models or driver versions."""
     if cfg.device.startswith("cuda"):
+        # Checked here, not in TrainConfig: a config may be made on a machine without a GPU for workers with one.
+        count, index = torch.cuda.device_count(), int(cfg.device.partition(":")[2] or 0)
+        if count == 0:
+            raise ConfigError(f"--device {cfg.device}: torch sees no CUDA device on this machine; use --device cpu")
+        if index >= count:
+            raise ConfigError(f"--device {cfg.device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         tf32 = cfg.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32

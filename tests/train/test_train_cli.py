@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from train.cli import cli
@@ -78,6 +79,21 @@ def test_bad_options_name_the_choices(small_corpus, tmp_path):
     result = CliRunner().invoke(cli, [*base[:-2], "--out", str(tmp_path / "s"), "--sets", "a=audio,x=faces"])
     assert result.output == "Error: --sets item 'x=faces': write MODALITY=SET with MODALITY one of ['a', 't', 'v'], e.g. a=audio,t=text,v=video\n"
 
+
+
+def test_bad_devices_are_refused_before_anything_is_written(small_corpus, tmp_path):
+    manifest, store, _ = small_corpus
+    base = ["fold", "--session", "1", "--manifest", str(manifest), "--store", str(store), *TINY]
+    result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "a"), "--device", "gpu"])
+    assert (result.exit_code, result.output) == (1, "Error: device 'gpu' is not one of cpu, cuda, cuda:N\n")
+    result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "b"), "--precision", "bf16"])
+    assert result.output == "Error: precision='bf16' is for CUDA devices; device 'cpu' trains in fp32 without compile\n"
+    if not torch.cuda.is_available():
+        result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "c"), "--device", "cuda"])
+        assert result.output == "Error: --device cuda: torch sees no CUDA device on this machine; use --device cpu\n"
+    result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "d"), "--device", f"cuda:{torch.cuda.device_count()}"])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: --device cuda:{torch.cuda.device_count()}: ")
+    assert not any((tmp_path / name).exists() for name in "abcd")
 
 def test_predict_labels_new_recordings_and_refuses_other_features(cv_run, small_corpus, tmp_path, write_store, make_rows):
     _, out = cv_run

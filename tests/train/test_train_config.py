@@ -46,8 +46,12 @@ def test_one_thread_by_default_and_gpu_options_only_on_cuda():
     assert all(p.precision == "fp32" and not p.compile for p in PRESETS.values())
     with pytest.raises(ConfigError, match=r"precision 'fp16' is not one of \['fp32', 'tf32', 'bf16'\]"):
         preset("paper", precision="fp16", device="cuda")
-    with pytest.raises(ConfigError, match=r"are for CUDA devices; device 'cpu' trains in fp32 without compile"):
+    with pytest.raises(ConfigError, match=r"^precision='bf16' is for CUDA devices; device 'cpu' trains in fp32 without compile$"):
         preset("paper", precision="bf16")
-    with pytest.raises(ConfigError, match=r"are for CUDA devices"):
+    with pytest.raises(ConfigError, match=r"^compile=True is for CUDA devices"):
         preset("fast", compile=True)
+    with pytest.raises(ConfigError, match=r"^precision='tf32' and compile=True are for CUDA devices"):
+        preset("fast", compile=True, precision="tf32")
+    with pytest.raises(ConfigError, match=r"^device 'cuda1' is not one of cpu, cuda, cuda:N$"):
+        preset("fast", device="cuda1")
     assert preset("paper", device="cuda:1", precision="bf16", compile=True).precision == "bf16"
