@@ -50,6 +50,30 @@ class Resident:
     offsets: np.ndarray
 
 
+# Share of the GPU's memory left free beside resident inputs, for the model, its activations and its
+# optimiser state (an ensemble of 25 `paper` members at batch 2 needs well under this on 40 GB).
+DEVICE_HEADROOM = 0.25
+
+
+def residency(datas: Sequence[FeatureData], free: int, total: int) -> str | None:
+    """Whether the members' inputs (``datas``; an array several share counts once) can live on a device
+    with ``free`` of ``total`` bytes free: None if they fit beside :data:`DEVICE_HEADROOM` of it, else
+    the line that says why batches are padded on the host instead."""
+    arrays = {id(md.data): md.data for d in datas for md in d.modalities.values()}
+    need = sum(a.nbytes for a in arrays.values())
+    if need <= free - DEVICE_HEADROOM * total:
+        return None
+    return (f"inputs of {need / 1e9:.1f} GB do not fit on the GPU beside room to train ({free / 1e9:.1f} of "
+            f"{total / 1e9:.1f} GB free, {DEVICE_HEADROOM:.0%} kept): each batch is padded here and copied "
+            "over (slower); fewer stored layers or frame pooling would let them fit")
+
+
+def free_memory(device: str) -> tuple[int, int]:
+    """(free, total) bytes on a CUDA ``device``, counting memory torch holds cached but unused as free."""
+    free, total = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), total
+
+
 def resident(data: FeatureData, device: str, cache: dict) -> dict[str, Resident]:
     """``data``'s modalities on ``device`` in their stored dtype (float16 for most sets; float32 where
     the values exceed float16's range, e.g. ComParE), copied there once per array (members and folds

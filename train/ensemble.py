@@ -13,7 +13,8 @@ Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and 
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
 On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) each fold's cached inputs are
 copied to the GPU once in its stored dtype (float16 for most sets) and every batch is gathered and cast to float32 there
-(:func:`train.batches.gather_members`), ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
+(:func:`train.batches.gather_members`); where they would not fit beside room to train, batches are padded
+on the host as on the CPU, and a line on stderr says so (:func:`train.batches.residency`); ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
 ``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
 the length bins keep the number of captured shapes small).
 """
@@ -33,7 +34,7 @@ import torch
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
-from train.batches import STAND_INS, Call, gather_members, pad_members, resident, step_groups
+from train.batches import STAND_INS, Call, free_memory, gather_members, pad_members, residency, resident, step_groups
 from train.config import ConfigError, TrainConfig
 from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
 from train.dropout import Dropout, dropout_keys
@@ -81,7 +82,7 @@ class _State:
         self.stats, self.data = cache[key]
         self.prepared = cfg.model.frame_pool > 1
         self.order_lengths = data.lengths()
-        self.resident = resident(self.data, cfg.device, cache) if cfg.device.startswith("cuda") else None
+        self.resident: dict | None = None  # set by train_members where the inputs fit on the GPU
         self.rng = np.random.default_rng(cfg.seed)
 
 
@@ -384,6 +385,13 @@ def train_members(members: Sequence[Member], rows, data: FeatureData, *, progres
         model.set_input_stats(st.stats)
         states.append(st)
         models.append(model)
+    if cfg.device.startswith("cuda"):
+        too_big = residency([st.data for st in states], *free_memory(cfg.device))
+        if too_big is None:
+            for st in states:
+                st.resident = resident(st.data, cfg.device, cache)
+        else:
+            print(too_big, file=sys.stderr)
     ens = Ensemble([m.cfg for m in members], models, states[0].prepared)
     k = len(members)
     history: list[list[dict[str, float]]] = [[] for _ in range(k)]

@@ -240,6 +240,21 @@ def test_device_resident_batches_equal_the_host_padded_ones(data, tiny_cfg):
         assert torch.equal(got, x)
 
 
+
+def test_inputs_stay_on_the_host_when_they_would_not_fit_on_the_gpu(data):
+    """Folds sharing an array count it once; inputs that would leave less than the headroom free are
+    padded on the host, and the line says how much they need and what would help."""
+    from train.batches import DEVICE_HEADROOM, residency
+
+    need = sum(md.data.nbytes for md in data.modalities.values())
+    total = 4 * need
+    room = need + DEVICE_HEADROOM * total
+    assert residency([data, data, data], free=int(room), total=total) is None
+    line = residency([data, data.select(("a",))], free=int(room) - 1, total=total)
+    assert line == (f"inputs of {need / 1e9:.1f} GB do not fit on the GPU beside room to train ({(room - 1) / 1e9:.1f} of "
+                    f"{total / 1e9:.1f} GB free, 25% kept): each batch is padded here and copied over (slower); "
+                    "fewer stored layers or frame pooling would let them fit")
+
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_members_with_unequal_batches_equal_their_sequential_runs(small_corpus, data, tiny_cfg, dropout):
     """Members whose batches differ in size at some steps (another validation fraction each), with the
