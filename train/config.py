@@ -35,11 +35,11 @@ class TrainConfig:
     are reproducible for a fixed seed and thread count.
     ``precision`` (CUDA only): ``"fp32"`` (every preset), ``"tf32"`` (TF32 matmuls, ~10-bit
     mantissa) or ``"bf16"`` (bfloat16 autocast). ``compile`` (CUDA only): capture the step with
-    ``torch.compile(mode="reduce-overhead")`` (CUDA graphs, one per length bin; torch compiles
-    only the first 8 shapes a run meets and runs the others eagerly: bench/RESULTS.md). On CUDA
-    an eager step runs the GRUs through cuDNN, one call per member and direction
-    (:func:`train.layers.masked_gru`). None of these is measured yet: no GPU was lent while they
-    were written.
+    ``torch.compile(mode="reduce-overhead", dynamic=True)``: compiled once for every length, CUDA
+    graphs recorded per length bin. On CUDA the GRUs run through cuDNN, one call per member and
+    direction, outside any compiled graph (:func:`train.layers.masked_gru`). None of these is
+    measured on a GPU yet: none was lent while they were written (compile times on the CPU:
+    bench/RESULTS.md).
     ``sets``: modality key -> feature-set name in the store.
     """
 

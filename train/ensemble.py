@@ -15,8 +15,9 @@ On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) each fold
 copied to the GPU once in its stored dtype (float16 for most sets) and every batch is gathered and cast to float32 there
 (:func:`train.batches.gather_members`); where they would not fit beside room to train, batches are padded
 on the host as on the CPU, and a line on stderr says so (:func:`train.batches.residency`); ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
-``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs:
-the length bins keep the number of captured shapes small).
+``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead", dynamic=True)``:
+compiled once, the GRUs outside the graph, CUDA graphs recorded per shape (the length bins keep
+their number small).
 """
 from __future__ import annotations
 
@@ -120,9 +121,15 @@ class Ensemble:
         self._view_members()
         self.lam = torch.tensor([c.lam for c in cfgs], device=dev)
         self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
-        self._run = self._forward
+        self._train_step = self._forward
         if self.device.startswith("cuda") and self.cfg.compile:
-            self._run = torch.compile(self._run, mode="reduce-overhead", dynamic=False)
+            # Dynamic shapes: the GRUs run outside the graph (train.layers.masked_gru), so one compile
+            # serves every length bin; CUDA graphs are recorded per shape. Evaluation passes, a small
+            # share of the work, run eagerly rather than compile every graph again without gradients.
+            self._train_step = torch.compile(self._forward, mode="reduce-overhead", dynamic=True)
+
+    def _run(self, train: bool, *args):
+        return (self._train_step if train else self._forward)(*args)
 
     def _forward(self, params, buffers, keys, inputs, labels, lam, alpha):
         bf16 = self.device.startswith("cuda") and self.cfg.precision == "bf16"
@@ -154,7 +161,7 @@ class Ensemble:
                     sel = torch.tensor(call.members, device=self.device)
                     params = {n: _matmul_layout(p.detach()[sel]).requires_grad_(train) for n, p in self.params.items()}
                     buffers = {n: b[sel].clone() for n, b in self.buffers.items()}
-                    out = self._run(params, buffers, self._keys(call.members, train), call.inputs, call.labels,
+                    out = self._run(train, params, buffers, self._keys(call.members, train), call.inputs, call.labels,
                                     self.lam[sel], self.alpha[sel])
                     for n, b in buffers.items():  # BatchNorm's running statistics, updated in the call
                         self.buffers[n] = self.buffers[n].index_put((sel,), b)  # out of place: a graph may hold it
@@ -179,7 +186,7 @@ class Ensemble:
         keep their BatchNorm statistics."""
         outside = train and bool(self.buffers) and len(call.members) < len(self.cfgs)
         buffers = {n: b.clone() for n, b in self.buffers.items()} if outside else self.buffers
-        out = self._run(self.params, buffers, self._keys(range(len(self.cfgs)), train), call.inputs, call.labels,
+        out = self._run(train, self.params, buffers, self._keys(range(len(self.cfgs)), train), call.inputs, call.labels,
                         self.lam, self.alpha)
         if outside:  # out of place: the graph may hold the old statistics
             inside = self._weight(call.members).bool()

@@ -90,14 +90,16 @@ def masked_gru(gru: BiGRUWeights | nn.GRU, x: Tensor, mask: Tensor, *, fused: bo
     to run it, equal up to float rounding:
 
     - stepped (:func:`_stepped_gru`): plain tensor algebra, one step at a time for all members at once;
-      the only form ``torch.compile`` captures, and the faster one on the CPU;
+      the faster one on the CPU;
     - ``fused`` (:func:`_fused_gru`): torch's own GRU kernel, per member and direction; on a GPU, one
-      cuDNN call each instead of some ten kernels per frame.
+      cuDNN call each instead of some ten kernels per frame. ``torch.compile`` leaves it out of its
+      graphs, which then hold no loop over frames: one compile with dynamic shapes serves every length,
+      where the stepped form would be unrolled and compiled anew for each (bench/RESULTS.md).
 
-    ``fused=None`` (the default) fuses on CUDA outside ``torch.compile``.
+    ``fused=None`` (the default) fuses on CUDA.
     """
     if fused is None:
-        fused = x.is_cuda and not torch.compiler.is_compiling()
+        fused = x.is_cuda
     return zero_padding(_fused_gru(gru, x, mask) if fused else _stepped_gru(gru, x, mask), mask)
 
 
@@ -147,6 +149,7 @@ def _gru_kernel(x: Tensor, weights: list[Tensor], hidden: int) -> Tensor:
     return torch._VF.gru(x, h0, weights, True, 1, 0.0, torch.is_grad_enabled(), False, True)[0]
 
 
+@torch.compiler.disable  # run eagerly inside a compiled step: see masked_gru
 def _fused_gru(gru: BiGRUWeights | nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     """:func:`masked_gru` through torch's GRU kernel, one call per member and direction.
 

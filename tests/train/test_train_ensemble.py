@@ -89,6 +89,33 @@ def test_the_fused_gru_equals_the_stepped_one_with_its_gradients(members):
     assert not g_fused[0][~mask].any()
 
 
+def test_a_compiled_step_runs_the_fused_gru_outside_its_graph_and_compiles_once_for_every_length():
+    """What lets a CUDA step compile once with dynamic shapes, not once per length bin: the fused GRU's
+    loop over frames never enters the graph (unrolled, it would be traced anew for each length).
+    Traced here with AOT autograd's eager backend, which decomposes the GRU as inductor would."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch.manual_seed(0)
+    gru, proj = BiGRUWeights(6, 4), torch.nn.Linear(6, 6)
+
+    def step(x, mask):
+        return (masked_gru(gru, torch.tanh(proj(x)), mask, fused=True) * 2).sum(-1)
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(step, backend=counter, dynamic=True)
+    frames_compiled = []
+    for frames in (5, 9, 13):
+        x = torch.randn(3, frames, 6, requires_grad=True)
+        mask = torch.arange(frames) < torch.tensor([frames, 2, 4])[:, None]
+        out = compiled(x, mask)
+        torch.testing.assert_close(out, step(x, mask))
+        assert torch.autograd.grad(out.sum(), x)[0].shape == x.shape
+        frames_compiled.append(counter.frame_count)
+    torch._dynamo.reset()
+    assert frames_compiled[0] > 0 and frames_compiled == frames_compiled[:1] * 3
+
+
 def test_prepared_inputs_give_the_model_s_own_standardise_and_pool(data, tiny_cfg):
     index = np.arange(10)
     stats = input_stats(data, index)
