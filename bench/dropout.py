@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
+
+from timing import seconds_per_call  # noqa: E402
 
 from train.dropout import Dropout, dropout_keys  # noqa: E402
 
@@ -31,17 +32,6 @@ SHAPES = [
     ("paper feed-forward hidden (B, T_a, 4d)", (2, 225, 1024), 0.1),
     ("paper attention (B, H, T_a, T_t)", (2, 4, 225, 30), 0.1),
 ]
-
-
-def _time(fn, repeat: int, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeat * 1e6
 
 
 def main() -> None:
@@ -72,7 +62,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, fn in (("ours", ours), ("torch", torchs)):
                 fn()
-                best[label] = min(best[label], _time(fn, args.repeat, args.device))
+                best[label] = min(best[label], 1e6 * seconds_per_call(fn, args.repeat, args.device))
         rows.append({"site": name, "shape": [k, *shape], "p": p, "us_counter_based": round(best["ours"], 1),
                      "us_torch": round(best["torch"], 1), "ratio_torch_over_ours": round(best["torch"] / best["ours"], 2)})
         print(f"{name:42s} {str((k,) + shape):22s} counter-based {best['ours']:8.1f} us   "

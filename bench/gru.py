@@ -14,12 +14,13 @@ import argparse
 import functools
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
+
+from timing import seconds_per_call  # noqa: E402
 
 from train.layers import BiGRUWeights, masked_gru  # noqa: E402
 
@@ -30,17 +31,6 @@ SHAPES = [
     ("paper video A-GRU-LVC", (2, 16, 256)),
     ("fast text A-GRU", (16, 4, 128)),
 ]
-
-
-def _time(fn, repeat: int, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeat * 1e3
 
 
 def main() -> None:
@@ -70,7 +60,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, fn in (("stepped", functools.partial(run, False)), ("fused", functools.partial(run, True))):
                 fn()
-                best[label] = min(best[label], _time(fn, args.repeat, args.device))
+                best[label] = min(best[label], 1e3 * seconds_per_call(fn, args.repeat, args.device))
         rows.append({"gru": name, "shape": [k, b, t, d], "ms_stepped": round(best["stepped"], 2),
                      "ms_fused": round(best["fused"], 2), "ratio_stepped_over_fused": round(best["stepped"] / best["fused"], 2)})
         print(f"{name:24s} {str((k, b, t, d)):18s} stepped {best['stepped']:8.2f} ms   fused {best['fused']:8.2f} ms   "

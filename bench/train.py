@@ -47,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from timing import seconds_per_call  # noqa: E402
 
 import features  # noqa: E402
 from features.provenance import Provenance  # noqa: E402
@@ -157,15 +158,7 @@ def matmul_rate(device: str, threads: int) -> float:
         torch.set_num_threads(threads)
     a = torch.randn(5, 1280, 512, device=device)
     b = torch.randn(5, 512, 128, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    best = math.inf
-    for _ in range(5):
-        sync()
-        start = time.perf_counter()
-        for _ in range(10):
-            torch.bmm(a, b)
-        sync()
-        best = min(best, (time.perf_counter() - start) / 10)
+    best = min(seconds_per_call(lambda: torch.bmm(a, b), 10, device) for _ in range(5))
     return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] / best
 
 
