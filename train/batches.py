@@ -64,8 +64,8 @@ def residency(datas: Sequence[FeatureData], free: int, total: int) -> str | None
     if need <= free - DEVICE_HEADROOM * total:
         return None
     return (f"inputs of {need / 1e9:.1f} GB do not fit on the GPU beside room to train ({free / 1e9:.1f} of "
-            f"{total / 1e9:.1f} GB free, {DEVICE_HEADROOM:.0%} kept): each batch is padded here and copied "
-            "over (slower); fewer stored layers or frame pooling would let them fit")
+            f"{total / 1e9:.1f} GB free, {DEVICE_HEADROOM:.0%} kept): each batch is padded in host memory and "
+            "copied over (slower); fewer stored layers or frame pooling would let them fit")
 
 
 def free_memory(device: str) -> tuple[int, int]:

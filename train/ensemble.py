@@ -12,9 +12,10 @@ weights (:mod:`train.members`), so each of its many small operators runs once fo
 Shapes repeat: each batch is padded to a length bin (:mod:`train.batches`), and the step holds no
 host synchronisation (masked GRU, checks once per fold in :mod:`train.data`, branchless losses).
 On CUDA (``device.startswith("cuda")``; written, not yet run on a GPU) each fold's cached inputs are
-copied to the GPU once in its stored dtype (float16 for most sets) and every batch is gathered and cast to float32 there
-(:func:`train.batches.gather_members`); where they would not fit beside room to train, batches are padded
-on the host as on the CPU, and a line on stderr says so (:func:`train.batches.residency`); ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
+copied to the GPU once in its stored dtype (float16 for most sets) and every batch is gathered and cast
+to float32 there (:func:`train.batches.gather_members`); where they would not fit beside room to train,
+batches are padded in host memory as on the CPU, and a line on stderr says so
+(:func:`train.batches.residency`). ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
 ``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead", dynamic=True)``:
 compiled once, the GRUs outside the graph, CUDA graphs recorded per shape (the length bins keep
 their number small).

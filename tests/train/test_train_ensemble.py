@@ -279,7 +279,7 @@ def test_inputs_stay_on_the_host_when_they_would_not_fit_on_the_gpu(data):
     assert residency([data, data, data], free=int(room), total=total) is None
     line = residency([data, data.select(("a",))], free=int(room) - 1, total=total)
     assert line == (f"inputs of {need / 1e9:.1f} GB do not fit on the GPU beside room to train ({(room - 1) / 1e9:.1f} of "
-                    f"{total / 1e9:.1f} GB free, 25% kept): each batch is padded here and copied over (slower); "
+                    f"{total / 1e9:.1f} GB free, 25% kept): each batch is padded in host memory and copied over (slower); "
                     "fewer stored layers or frame pooling would let them fit")
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
