@@ -9,7 +9,6 @@ microseconds per site for each, best of interleaved rounds, and their ratio.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
 
-from timing import seconds_per_call  # noqa: E402
+from timing import best_of_rounds, micro_bench_args  # noqa: E402
 
 from train.dropout import Dropout, dropout_keys  # noqa: E402
 
@@ -35,15 +34,7 @@ SHAPES = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--members", type=int, default=5, help="K, the ensemble's members (default 5)")
-    ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best of each is kept")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (the presets train with 1)")
-    ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = micro_bench_args(__doc__.splitlines()[0], repeat=200, rounds=5)
     k = args.members
     rows = []
     for name, shape, p in SHAPES:
@@ -58,11 +49,8 @@ def main() -> None:
         def torchs(x=x, p=p):
             F.dropout(x, p, True).sum().backward()
 
-        best = {"ours": float("inf"), "torch": float("inf")}
-        for _ in range(args.rounds):
-            for label, fn in (("ours", ours), ("torch", torchs)):
-                fn()
-                best[label] = min(best[label], 1e6 * seconds_per_call(fn, args.repeat, args.device))
+        best = {label: 1e6 * seconds for label, seconds in
+                best_of_rounds({"ours": ours, "torch": torchs}, args.rounds, args.repeat, args.device).items()}
         rows.append({"site": name, "shape": [k, *shape], "p": p, "us_counter_based": round(best["ours"], 1),
                      "us_torch": round(best["torch"], 1), "ratio_torch_over_ours": round(best["torch"] / best["ours"], 2)})
         print(f"{name:42s} {str((k,) + shape):22s} counter-based {best['ours']:8.1f} us   "

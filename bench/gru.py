@@ -10,17 +10,17 @@ for each, best of interleaved rounds, and their ratio. On the CPU the stepped fo
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
 
-from timing import seconds_per_call  # noqa: E402
+from timing import best_of_rounds, micro_bench_args  # noqa: E402
 
 from train.layers import BiGRUWeights, masked_gru  # noqa: E402
 
@@ -34,21 +34,13 @@ SHAPES = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--members", type=int, default=5, help="K, the ensemble's members (default 5)")
-    ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (the presets train with 1)")
-    ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = micro_bench_args(__doc__.splitlines()[0], repeat=20, rounds=3)
     torch.manual_seed(0)
     k = args.members
     rows = []
     for name, (b, t, d) in SHAPES:
         params, _ = torch.func.stack_module_state([BiGRUWeights(d, d // 2).to(args.device) for _ in range(k)])
-        gru = argparse.Namespace(hidden_size=d // 2, **{n: p.requires_grad_() for n, p in params.items()})
+        gru = SimpleNamespace(hidden_size=d // 2, **{n: p.requires_grad_() for n, p in params.items()})
         x = torch.randn(k, b, t, d, device=args.device, requires_grad=True)
         lengths = torch.randint(max(1, t // 2), t + 1, (k, b), device=args.device)
         mask = torch.arange(t, device=args.device) < lengths.unsqueeze(-1)
@@ -56,11 +48,8 @@ def main() -> None:
         def run(fused: bool, gru=gru, x=x, mask=mask):
             masked_gru(gru, x, mask, fused=fused).sum().backward()
 
-        best = {"stepped": float("inf"), "fused": float("inf")}
-        for _ in range(args.rounds):
-            for label, fn in (("stepped", functools.partial(run, False)), ("fused", functools.partial(run, True))):
-                fn()
-                best[label] = min(best[label], 1e3 * seconds_per_call(fn, args.repeat, args.device))
+        fns = {"stepped": functools.partial(run, False), "fused": functools.partial(run, True)}
+        best = {label: 1e3 * seconds for label, seconds in best_of_rounds(fns, args.rounds, args.repeat, args.device).items()}
         rows.append({"gru": name, "shape": [k, b, t, d], "ms_stepped": round(best["stepped"], 2),
                      "ms_fused": round(best["fused"], 2), "ratio_stepped_over_fused": round(best["stepped"] / best["fused"], 2)})
         print(f"{name:24s} {str((k, b, t, d)):18s} stepped {best['stepped']:8.2f} ms   fused {best['fused']:8.2f} ms   "
