@@ -80,7 +80,6 @@ def test_bad_options_name_the_choices(small_corpus, tmp_path):
     assert result.output == "Error: --sets item 'x=faces': write MODALITY=SET with MODALITY one of ['a', 't', 'v'], e.g. a=audio,t=text,v=video\n"
 
 
-
 def test_bad_devices_are_refused_before_anything_is_written(small_corpus, tmp_path):
     manifest, store, _ = small_corpus
     base = ["fold", "--session", "1", "--manifest", str(manifest), "--store", str(store), *TINY]
@@ -94,6 +93,7 @@ def test_bad_devices_are_refused_before_anything_is_written(small_corpus, tmp_pa
     result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "d"), "--device", f"cuda:{torch.cuda.device_count()}"])
     assert result.exit_code == 1 and result.output.startswith(f"Error: --device cuda:{torch.cuda.device_count()}: ")
     assert not any((tmp_path / name).exists() for name in "abcd")
+
 
 def test_predict_labels_new_recordings_and_refuses_other_features(cv_run, small_corpus, tmp_path, write_store, make_rows):
     _, out = cv_run

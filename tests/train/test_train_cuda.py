@@ -73,6 +73,7 @@ def test_inputs_that_would_not_fit_on_the_gpu_train_from_the_host(folds, monkeyp
     assert "do not fit on the GPU" in capsys.readouterr().err
     np.testing.assert_allclose(losses(host), losses(resident), rtol=1e-5)
 
+
 def test_cuda_runs_the_fused_gru_and_it_equals_the_stepped_one(monkeypatch):
     """On CUDA masked_gru takes cuDNN's kernel per member and direction, silently (no weight-layout
     warning escapes), with the stepped recurrence's outputs and gradients (TF32 off)."""

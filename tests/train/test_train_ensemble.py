@@ -267,7 +267,6 @@ def test_device_resident_batches_equal_the_host_padded_ones(data, tiny_cfg):
         assert torch.equal(got, x)
 
 
-
 def test_inputs_stay_on_the_host_when_they_would_not_fit_on_the_gpu(data):
     """Folds sharing an array count it once; inputs that would leave less than the headroom free are
     padded on the host, and the line says how much they need and what would help."""
@@ -281,6 +280,7 @@ def test_inputs_stay_on_the_host_when_they_would_not_fit_on_the_gpu(data):
     assert line == (f"inputs of {need / 1e9:.1f} GB do not fit on the GPU beside room to train ({(room - 1) / 1e9:.1f} of "
                     f"{total / 1e9:.1f} GB free, 25% kept): each batch is padded in host memory and copied over (slower); "
                     "fewer stored layers or frame pooling would let them fit")
+
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_members_with_unequal_batches_equal_their_sequential_runs(small_corpus, data, tiny_cfg, dropout):
