@@ -92,14 +92,15 @@ def masked_gru(gru: BiGRUWeights | nn.GRU, x: Tensor, mask: Tensor, *, fused: bo
     - stepped (:func:`_stepped_gru`): plain tensor algebra, one step at a time for all members at once;
       the faster one on the CPU;
     - ``fused`` (:func:`_fused_gru`): torch's own GRU kernel, per member and direction; on a GPU, one
-      cuDNN call each instead of some ten kernels per frame. ``torch.compile`` leaves it out of its
-      graphs, which then hold no loop over frames: one compile with dynamic shapes serves every length,
-      where the stepped form would be unrolled and compiled anew for each (bench/RESULTS.md).
+      cuDNN call each instead of some ten kernels per frame. Under ``torch.compile`` it is one opaque
+      operator (``emocache::gru_direction``), so the graph holds no loop over frames: one compile with
+      dynamic shapes serves every length, where the stepped form would be unrolled and compiled anew
+      for each (bench/RESULTS.md).
 
-    ``fused=None`` (the default) fuses on CUDA.
+    ``fused=None`` (the default) fuses on CUDA, and in a compiled step on any device.
     """
     if fused is None:
-        fused = x.is_cuda
+        fused = x.is_cuda or torch.compiler.is_compiling()
     return zero_padding(_fused_gru(gru, x, mask) if fused else _stepped_gru(gru, x, mask), mask)
 
 
@@ -145,27 +146,78 @@ def _gru_kernel(x: Tensor, weights: list[Tensor], hidden: int) -> Tensor:
         return torch.stack([_gru_kernel(x[k], [w[k] for w in weights], hidden) for k in range(x.shape[0])])
     h0 = x.new_zeros(1, x.shape[0], hidden)
     # has_biases, num_layers, dropout, train, bidirectional, batch_first; cuDNN keeps what a backward
-    # pass needs only with train=True.
-    return torch._VF.gru(x, h0, weights, True, 1, 0.0, torch.is_grad_enabled(), False, True)[0]
+    # pass needs only with train=True. Batch-first output is a transposed view: made contiguous, the
+    # layout that _gru_op's fake tensor promises.
+    return torch._VF.gru(x, h0, weights, True, 1, 0.0, torch.is_grad_enabled(), False, True)[0].contiguous()
 
 
-@torch.compiler.disable  # run eagerly inside a compiled step: see masked_gru
+def _gru_direction(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    """:func:`_gru_kernel` with its weights one by one: x (..., B, T, d_in) -> (..., B, T, hidden)."""
+    with warnings.catch_warnings():
+        # Member weights are views into stacked tensors, not nn.GRU's flat buffer: cuDNN copies them
+        # into one per call (a few small copies), and warns each time that it does.
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+        return _gru_kernel(x, [w_ih, w_hh, b_ih, b_hh], w_hh.shape[-1])
+
+
+# In a compiled step the GRU is one opaque operator: traced, torch would unroll its loop over frames
+# (a graph per length), and cuDNN's RNN is kept out of CUDA graphs (cudagraph_unsafe: inductor
+# records the rest of the step around it). Its backward runs the forward again under torch.func.vjp,
+# which still records inside an operator, where autograd does not.
+_gru_op = torch.library.custom_op("emocache::gru_direction", _gru_direction, mutates_args=(),
+                                  tags=torch.Tag.cudagraph_unsafe)
+
+
+@_gru_op.register_fake
+def _(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    return x.new_empty(x.shape[:-1] + (w_hh.shape[-1],))
+
+
+def _gru_direction_grads(grad: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                         b_hh: Tensor) -> list[Tensor]:
+    """Gradients of :func:`_gru_direction` for its output's gradient ``grad``: [x, w_ih, w_hh, b_ih, b_hh],
+    each in its input's memory layout (stacked weights are held transposed: train.ensemble), as the
+    fake kernel promises."""
+    inputs = (x, w_ih, w_hh, b_ih, b_hh)
+    with torch.enable_grad():
+        _, vjp = torch.func.vjp(_gru_direction, *inputs)
+        grads = vjp(grad)
+    return [g if g.stride() == t.stride() else torch.empty_like(t).copy_(g) for g, t in zip(grads, inputs)]
+
+
+_gru_op_grads = torch.library.custom_op("emocache::gru_direction_grads", _gru_direction_grads, mutates_args=(),
+                                        tags=torch.Tag.cudagraph_unsafe)
+
+
+@_gru_op_grads.register_fake
+def _(grad: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> list[Tensor]:
+    return [torch.empty_like(t) for t in (x, w_ih, w_hh, b_ih, b_hh)]
+
+
+def _save_gru_inputs(ctx, inputs: tuple, output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _gru_op_backward(ctx, grad: Tensor) -> tuple[Tensor, ...]:
+    return tuple(_gru_op_grads(grad, *ctx.saved_tensors))
+
+
+_gru_op.register_autograd(_gru_op_backward, setup_context=_save_gru_inputs)
+
+
 def _fused_gru(gru: BiGRUWeights | nn.GRU, x: Tensor, mask: Tensor) -> Tensor:
     """:func:`masked_gru` through torch's GRU kernel, one call per member and direction.
 
     Padding comes last, so the forward direction runs over padded batches unchanged; the backward
     direction runs forward over each utterance's real frames reversed (:func:`reversal`), and its
     outputs are put back in order. Always in float32, outside any autocast: cuDNN's GRU takes the
-    weights as they are."""
+    weights as they are. Eagerly, autograd records the kernel itself; compiled, it is ``_gru_op``."""
+    run = _gru_op if torch.compiler.is_compiling() else _gru_direction
     order = reversal(mask).unsqueeze(-1)
     x = x.float()
-    with torch.autocast(x.device.type, enabled=False), warnings.catch_warnings():
-        # Member weights are views into stacked tensors, not nn.GRU's flat buffer: cuDNN copies
-        # them into one per call (a few small copies), and warns each time that it does.
-        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-        forward = _gru_kernel(x, [getattr(gru, name) for name in _GRU_WEIGHTS], gru.hidden_size)
-        backward = _gru_kernel(x.gather(-2, order.expand(x.shape)),
-                               [getattr(gru, name + "_reverse") for name in _GRU_WEIGHTS], gru.hidden_size)
+    with torch.autocast(x.device.type, enabled=False):
+        forward = run(x, *[getattr(gru, name) for name in _GRU_WEIGHTS])
+        backward = run(x.gather(-2, order.expand(x.shape)), *[getattr(gru, name + "_reverse") for name in _GRU_WEIGHTS])
     return torch.cat([forward, backward.gather(-2, order.expand(backward.shape))], dim=-1)
 
 
