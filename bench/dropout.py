@@ -41,7 +41,7 @@ def main() -> None:
         x = torch.randn((k,) + shape, device=args.device, requires_grad=True)
         drop = Dropout(p).to(args.device)
         drop.counter_based = True
-        drop.key = torch.from_numpy(dropout_keys(range(k), [0] * k, 1)[:, 0].copy()).to(args.device)
+        drop.keys = torch.from_numpy(dropout_keys(range(k), [0] * k, 1)).to(args.device)
 
         def ours(drop=drop, x=x):
             drop(x).sum().backward()

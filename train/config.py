@@ -34,10 +34,10 @@ class TrainConfig:
     by side (one ensemble, or Dask workers). 0 leaves torch's default. Results on the CPU
     are reproducible for a fixed seed and thread count.
     ``precision`` (CUDA only): ``"fp32"`` (every preset), ``"tf32"`` (TF32 matmuls, ~10-bit
-    mantissa) or ``"bf16"`` (bfloat16 autocast). ``compile`` (CUDA only): capture the step with
-    ``torch.compile(mode="reduce-overhead", dynamic=True)``: compiled once for every length, CUDA
-    graphs recorded per length bin. On CUDA the GRUs run through cuDNN, one call per member and
-    direction, outside any compiled graph (:func:`train.layers.masked_gru`). None of these is
+    mantissa) or ``"bf16"`` (bfloat16 autocast). ``compile`` (CUDA only): capture the step as one
+    graph with dynamic shapes (:func:`train.ensemble.compile_step`), CUDA graphs recorded per length
+    bin. On CUDA the GRUs run through cuDNN, one call per member and direction, each GRU one operator
+    in the graph and outside its CUDA graphs (:func:`train.layers.masked_gru`). None of these is
     measured on a GPU yet: none was lent while they were written (compile times on the CPU:
     bench/RESULTS.md).
     ``sets``: modality key -> feature-set name in the store.

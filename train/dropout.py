@@ -62,16 +62,34 @@ def keep_mask(shape: Sequence[int], key: Tensor, p: float) -> Tensor:
     if not 1 <= len(inner) <= _MAX_AXES or any(n >= 1 << _AXIS_BITS for n in inner):
         raise ValueError(f"counter-based dropout takes 1 to {_MAX_AXES} axes after the member axis, each "
                          f"shorter than {1 << _AXIS_BITS}; got {tuple(shape)}")
+    threshold = round(p * (1 << 16)) - (1 << 15)
+    if torch.compiler.is_compiling():
+        return _draws_by_element(inner, key) >= threshold
     hashed = inner[:-1] + (-(-inner[-1] // _DRAWS),)
-    z = key.reshape(key.shape + (1,) * len(hashed))
-    for i, n in enumerate(hashed):
-        z = z + _coordinates(n, len(hashed) - 1 - i, key.device)
-    # SplitMix64's state: (key + counter) * golden is its state at that counter for the seed key * golden.
-    # (Multiplying the counter alone by golden, arange * constant, crashed inductor's CPU code, torch 2.14.)
-    z.mul_(_int64(_GOLDEN))
     # The hash's four 16-bit quarters as int16 (little-endian, as on CPUs and GPUs), each uniform on
     # [-32768, 32768).
-    return _finalise(z).view(torch.int16)[..., :inner[-1]] >= round(p * (1 << 16)) - (1 << 15)
+    return _finalise(_state(key, hashed)).view(torch.int16)[..., :inner[-1]] >= threshold
+
+
+def _draws_by_element(inner: tuple[int, ...], key: Tensor) -> Tensor:
+    """The int16 draws that :func:`keep_mask` compares, as int64, from one hash per element rather than
+    one per four: its form in a compiled step, where slicing four draws a hash to an odd length would
+    tie the graph to the length modulo 4 (one recompile more per dropout site)."""
+    e = torch.arange(inner[-1], device=key.device)
+    quarter = (_finalise(_state(key, inner, last=e // _DRAWS)) >> (_AXIS_BITS * (e % _DRAWS))) & 0xFFFF
+    return quarter - ((quarter & 0x8000) << 1)  # read as int16 reads those bits
+
+
+def _state(key: Tensor, counts: tuple[int, ...], last: Tensor | None = None) -> Tensor:
+    """SplitMix64's state for every coordinate of axes of ``counts`` (the last one's coordinates are
+    ``last`` when given): ``key`` shaped (..., *counts)."""
+    z = key.reshape(key.shape + (1,) * len(counts))
+    for i, n in enumerate(counts):
+        later = len(counts) - 1 - i
+        z = z + (last if later == 0 and last is not None else _coordinates(n, later, key.device))
+    # (key + counter) * golden is SplitMix64's state at that counter for the seed key * golden.
+    # (Multiplying the counter alone by golden, arange * constant, crashed inductor's CPU code, torch 2.14.)
+    return z.mul_(_int64(_GOLDEN))
 
 
 def _finalise(z: Tensor) -> Tensor:
@@ -98,21 +116,24 @@ def dropout_keys(seeds: Sequence[int], steps: Sequence[int], sites: int) -> np.n
 
 class Dropout(nn.Module):
     """``nn.Dropout(p)`` that, once :attr:`counter_based` is set, draws its masks from :func:`keep_mask`
-    with its ``key`` buffer instead of torch's generator: :class:`train.ensemble.Ensemble` sets it on its
-    model and passes every call's keys (:func:`dropout_keys`). The key is not saved in checkpoints."""
+    with column :attr:`site` of its ``keys`` buffer instead of torch's generator.
+    :class:`train.ensemble.Ensemble` numbers the sites of its model and passes every call's keys
+    (:func:`dropout_keys`, (K, sites)): one table, the same tensor at every site, so a compiled step
+    takes one input, not a view of it per site. The keys are not saved in checkpoints."""
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
         self.counter_based = False
-        self.register_buffer("key", torch.zeros((), dtype=torch.int64), persistent=False)
+        self.site = 0
+        self.register_buffer("keys", torch.zeros(1, dtype=torch.int64), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         if not self.counter_based:
             return F.dropout(x, self.p, True)
-        return (x * keep_mask(x.shape, self.key, self.p)).mul_(1.0 / (1.0 - self.p))
+        return (x * keep_mask(x.shape, self.keys[..., self.site], self.p)).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, counter_based={self.counter_based}"
+        return f"p={self.p}, counter_based={self.counter_based}, site={self.site}"

@@ -16,8 +16,8 @@ copied to the GPU once in its stored dtype (float16 for most sets) and every bat
 to float32 there (:func:`train.batches.gather_members`); where they would not fit beside room to train,
 batches are padded in host memory as on the CPU, and a line on stderr says so
 (:func:`train.batches.residency`). ``TrainConfig.precision`` allows TF32 or bf16 autocast, and
-``TrainConfig.compile`` captures the step with ``torch.compile(mode="reduce-overhead", dynamic=True)``:
-compiled once, the GRUs outside the graph, CUDA graphs recorded per shape (the length bins keep
+``TrainConfig.compile`` captures the step as one graph (:func:`compile_step`): compiled once for
+every shape, each GRU one opaque operator in it, CUDA graphs recorded per shape (the length bins keep
 their number small).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import copy
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,9 +102,10 @@ class Ensemble:
         # Every member's dropout masks are its own (train.dropout): keys from its seed and step count,
         # passed with each call, so a member trains as it would alone, whoever shares its calls.
         self.sites = [n for n, m in self.base.named_modules() if isinstance(m, Dropout)]
-        for n in self.sites:
+        for j, n in enumerate(self.sites):
             self.base.get_submodule(n).counter_based = True
-        keys = {f"{n}.key" for n in self.sites}
+            self.base.get_submodule(n).site = j
+        keys = {f"{n}.keys" for n in self.sites}
         self.buffers = {n: b.to(self.device) for n, b in buffers.items() if n not in keys}
         k = len(models)
         dev = self.device
@@ -124,10 +125,9 @@ class Ensemble:
         self.alpha = torch.tensor([c.alpha for c in cfgs], device=dev)
         self._train_step = self._forward
         if self.device.startswith("cuda") and self.cfg.compile:
-            # Dynamic shapes: the GRUs run outside the graph (train.layers.masked_gru), so one compile
-            # serves every length bin; CUDA graphs are recorded per shape. Evaluation passes, a small
-            # share of the work, run eagerly rather than compile every graph again without gradients.
-            self._train_step = torch.compile(self._forward, mode="reduce-overhead", dynamic=True)
+            # Evaluation passes, a small share of the work, run eagerly rather than compile every graph
+            # again without gradients.
+            self._train_step = compile_step(self._forward)
 
     def _run(self, train: bool, *args):
         return (self._train_step if train else self._forward)(*args)
@@ -202,7 +202,7 @@ class Ensemble:
             return {}
         keys = dropout_keys([self.cfgs[i].seed for i in members], [self.counts[i] for i in members], len(self.sites))
         keys = torch.from_numpy(keys).to(self.device, non_blocking=True)  # no wait for the device, as the batches
-        return {f"{site}.key": keys[:, j] for j, site in enumerate(self.sites)}
+        return {f"{site}.keys": keys for site in self.sites}
 
     def _weight(self, members: Sequence[int]) -> torch.Tensor:
         """(K,) 1 for ``members``, 0 for the others."""
@@ -256,14 +256,34 @@ class Ensemble:
             t[k] = state[n].to(t.device)
 
 
+def compile_step(forward, backend: str | Callable = "inductor"):
+    """``forward`` (:meth:`Ensemble._forward`) compiled as the training step: one graph (``fullgraph``:
+    a graph break is an error, not a silent split into pieces) with dynamic shapes, so that every length
+    bin, batch size and member subset shares it (a batch of one is compiled apart: torch specialises
+    sizes 0 and 1). Each GRU is one operator in it (:func:`train.layers.masked_gru`). With inductor,
+    the ``reduce-overhead`` mode records CUDA graphs per shape, around the GRUs; other backends
+    (tests) take no mode."""
+    mode = "reduce-overhead" if backend == "inductor" else None
+    compiled = torch.compile(forward, backend=backend, mode=mode, dynamic=True, fullgraph=True)
+    # Two tracing settings, both torch's private configuration (torch 2.14): each avoided compile is
+    # a minute on this CPU (bench/RESULTS.md). The model's floats (dropout rates, eps) are constants of
+    # a run: traced as symbols, each compile was traced twice. Without duck sizing, a length or batch
+    # size that happens to equal a width (a text of 8 tokens, 8 heads) ties no guard to the width,
+    # which would recompile at the next length.
+    compiled = torch._dynamo.config.patch(specialize_float=True)(compiled)
+    return torch.fx.experimental._config.patch(use_duck_shape=False)(compiled)
+
+
 def _matmul_layout(p: torch.Tensor) -> torch.Tensor:
     """A stacked weight matrix (K, out, in) held in (K, in, out) memory order, the same values: the
     batched matmul of :func:`train.members.linear` runs fastest on it and gives its gradient in that
     order too, so autograd never copies one into the other (on the ComParE projection, 6,373 x 128 at
-    K = 5: 7.5 ms against 16 ms a forward and backward; bench/RESULTS.md). Other tensors as they are."""
+    K = 5: 7.5 ms against 16 ms a forward and backward; bench/RESULTS.md). Other tensors as they are.
+    A tensor of its own, not a transposed view: a compiled step guards on a view's base as well."""
     if p.dim() != 3:
         return p
-    return p.transpose(1, 2).contiguous().transpose(1, 2)
+    _, rows, cols = p.shape
+    return torch.empty_strided(p.shape, (rows * cols, 1, rows), dtype=p.dtype, device=p.device).copy_(p)
 
 
 def _by_member(t: torch.Tensor) -> torch.Tensor:

@@ -66,16 +66,16 @@ def test_too_many_or_too_long_axes_are_refused():
 
 def test_the_module_scales_kept_elements_passes_gradients_and_is_off_in_eval():
     drop = Dropout(0.25)
-    drop.counter_based = True
-    drop.key.fill_(12345)
+    drop.counter_based, drop.site = True, 1
+    drop.keys = torch.tensor([777, 12345])  # every site's key; this one's is column 1
     x = torch.randn(4, 10, 6, requires_grad=True)
     y = drop(x)
-    kept = keep_mask(x.shape, drop.key, 0.25)
+    kept = keep_mask(x.shape, torch.tensor(12345), 0.25)
     torch.testing.assert_close(y, torch.where(kept, x / 0.75, torch.zeros(())))
     (grad,) = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(grad, kept.float() / 0.75)
     assert torch.equal(drop.eval()(x), x)
-    assert "key" not in drop.state_dict()  # a checkpoint holds no key
+    assert "keys" not in drop.state_dict()  # a checkpoint holds no key
 
 
 def test_without_keys_the_module_draws_from_torch_s_generator():
@@ -98,6 +98,20 @@ def test_a_traced_mask_is_the_eager_one():
         keys = _keys(shape[0])
         traced = torch.compile(lambda k, shape=shape: keep_mask(shape, k, 0.3), backend="aot_eager", fullgraph=True)
         assert torch.equal(traced(keys), keep_mask(shape, keys, 0.3)), shape
+
+
+def test_a_compiled_mask_serves_every_length_with_one_graph():
+    """Compiled with dynamic shapes, the mask hashes each element (four draws a hash, sliced to an odd
+    length, would tie the graph to the length modulo 4) and still equals the eager one."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("eager")
+    compiled = torch.compile(lambda x, k: x * keep_mask(x.shape, k, 0.3), backend=counter, dynamic=True, fullgraph=True)
+    keys = _keys(2)
+    for n in (8, 7, 12, 9, 5):
+        x = torch.randn(2, 3, n)
+        assert torch.equal(compiled(x, keys), x * keep_mask(x.shape, keys, 0.3)), n
+    assert counter.frame_count == 1
 
 
 @pytest.mark.slow

@@ -89,10 +89,11 @@ def test_the_fused_gru_equals_the_stepped_one_with_its_gradients(members):
     assert not g_fused[0][~mask].any()
 
 
-def test_a_compiled_step_runs_the_fused_gru_outside_its_graph_and_compiles_once_for_every_length():
-    """What lets a CUDA step compile once with dynamic shapes, not once per length bin: the fused GRU's
-    loop over frames never enters the graph (unrolled, it would be traced anew for each length).
-    Traced here with AOT autograd's eager backend, which decomposes the GRU as inductor would."""
+def test_a_compiled_step_holds_the_fused_gru_as_one_operator_and_compiles_once_for_every_length():
+    """What lets a CUDA step compile once with dynamic shapes, not once per length bin: the fused GRU is
+    one opaque operator in the graph, with no graph break around it (traced, its loop over frames would
+    be unrolled anew for each length). Traced with AOT autograd's eager backend, which decomposes what
+    inductor would; outputs and gradients equal the eager ones."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
     torch.manual_seed(0)
@@ -103,17 +104,67 @@ def test_a_compiled_step_runs_the_fused_gru_outside_its_graph_and_compiles_once_
 
     torch._dynamo.reset()
     counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(step, backend=counter, dynamic=True)
-    frames_compiled = []
+    compiled = torch.compile(step, backend=counter, dynamic=True, fullgraph=True)
+    weights = [x for x in gru.parameters()] + [x for x in proj.parameters()]
     for frames in (5, 9, 13):
         x = torch.randn(3, frames, 6, requires_grad=True)
         mask = torch.arange(frames) < torch.tensor([frames, 2, 4])[:, None]
-        out = compiled(x, mask)
-        torch.testing.assert_close(out, step(x, mask))
-        assert torch.autograd.grad(out.sum(), x)[0].shape == x.shape
-        frames_compiled.append(counter.frame_count)
+        out, want = compiled(x, mask), step(x, mask)
+        torch.testing.assert_close(out, want)
+        for got, ref in zip(torch.autograd.grad(out.pow(2).sum(), [x, *weights]),
+                            torch.autograd.grad(want.pow(2).sum(), [x, *weights])):
+            torch.testing.assert_close(got, ref)
     torch._dynamo.reset()
-    assert frames_compiled[0] > 0 and frames_compiled == frames_compiled[:1] * 3
+    assert counter.frame_count == 1
+    targets = {node.target for node in counter.graphs[0].graph.nodes}
+    assert torch.ops.emocache.gru_direction.default in targets
+
+
+@pytest.mark.parametrize("members", [None, 3])
+def test_the_gru_operator_passes_torch_s_operator_checks(members):
+    """Schema, fake (shape-only) tensors and autograd of ``emocache::gru_direction``, for one model's
+    weights and for stacked members', their matrices held transposed as an ensemble holds them (the
+    gradients' layouts must match the fake kernel's: inductor asserts them)."""
+    torch.manual_seed(0)
+    lead = () if members is None else (members,)
+    x = torch.randn(*lead, 2, 5, 3, requires_grad=True)
+    weights = [torch.randn(*lead, *shape) for shape in ((12, 3), (12, 4), (12,), (12,))]
+    weights = [(w.mT.contiguous().mT if w.dim() > 1 else w).requires_grad_() for w in weights]
+    assert not weights[0].is_contiguous()
+    torch.library.opcheck(torch.ops.emocache.gru_direction.default, (x, *weights))
+    grads = torch.autograd.grad(torch.ops.emocache.gru_direction(x, *weights).sum(), [x, *weights])
+    assert [g.stride() for g in grads] == [t.stride() for t in (x, *weights)]
+
+
+def test_a_compiled_ensemble_run_is_one_graph_and_trains_as_the_eager_one(data, small_corpus, monkeypatch):
+    """The step ``compile`` captures on CUDA (:func:`train.ensemble.compile_step`), traced here on the
+    CPU and run as traced (the eager backend; AOT autograd's part is in the GRU test above): the paper
+    head with its GRUs and dropout, every fold in one ensemble, is one graph (a graph break would
+    raise), compiled once for all lengths and member subsets and at most once more, for batches of
+    one; the losses are the eager run's."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    import train.ensemble
+    from train.cv import fold_members
+    from train.presets import preset
+
+    _, _, rows = small_corpus
+    cfg = preset("paper", d=8, heads=2, n_blocks=1, epochs=1, batch_size=3, seed=0)
+    eager = train_grouped(fold_members(cfg, rows, None), rows, data, progress=False)
+    counter = CompileCounterWithBackend("eager")
+    init = Ensemble.__init__
+
+    def compiled_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._train_step = train.ensemble.compile_step(self._forward, backend=counter)
+
+    monkeypatch.setattr(Ensemble, "__init__", compiled_init)
+    torch._dynamo.reset()
+    compiled = train_grouped(fold_members(cfg, rows, None), rows, data, progress=False)
+    torch._dynamo.reset()
+    assert 1 <= counter.frame_count <= 2
+    for e, c in zip(eager, compiled):
+        np.testing.assert_allclose([h["train_loss"] for h in c.history], [h["train_loss"] for h in e.history], rtol=1e-5)
 
 
 def test_prepared_inputs_give_the_model_s_own_standardise_and_pool(data, tiny_cfg):
