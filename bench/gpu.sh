@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (bench/GPU.md): the CUDA-only tests, then bench/train.py on cuda,
 # every output under $OUT. Run from the repository root there, with bench/GPU.md's wheels in .whl/.
-# BENCH_TIMEOUT (seconds, default 290) bounds the benchmark, so that the call ends inside its limit
+# BENCH_TIMEOUT (seconds, default 240) bounds the benchmark, so that the call ends inside its limit
 # and the figures of every finished stage come back (bench/train.py --json writes them as it goes).
 set -uo pipefail
 out=${OUT:-/tmp/emocache-gpu}
@@ -14,6 +14,6 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/train/test_train_cuda.py -k "not captured" 2>&1 | tee "$out/cuda_tests.log"
 timeout 30 python3 bench/dropout.py --device cuda --json "$out/dropout.json" 2>&1 | tee "$out/dropout.log"
 timeout 30 python3 bench/gru.py --device cuda --json "$out/gru.json" 2>&1 | tee "$out/gru.log"
-timeout "${BENCH_TIMEOUT:-290}" python3 bench/train.py --device cuda --scale 1 --protocol-epochs 2 --protocol-fraction 0.05 \
+timeout "${BENCH_TIMEOUT:-240}" python3 bench/train.py --device cuda --scale 1 --protocol-epochs 2 --protocol-fraction 0.05 \
     --dir /tmp/emocache-bench --json "$out/train.json" --results "$out/RESULTS-gpu.md" 2>&1 | tee "$out/train.log"
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests/train/test_train_cuda.py -k captured 2>&1 | tee "$out/cuda_compile_test.log"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/train/test_train_cuda.py -k captured 2>&1 | tee "$out/cuda_compile_test.log"
