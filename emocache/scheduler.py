@@ -99,6 +99,21 @@ def dask_client(scheduler: str | None, *, gpu: bool = False) -> Iterator[Any]:
         yield client
 
 
+def device_problem_on_workers(client: Any, device: str) -> str | None:
+    """Why ``device`` cannot run on some worker of ``client``'s cluster (the first such worker, by
+    address), as :func:`emocache.devices.device_problem` words it; None when it runs on all. Asked of
+    the workers themselves: a client without a GPU may drive workers with one."""
+    from emocache.devices import cuda_devices, device_problem
+
+    if not device.startswith("cuda"):
+        return None
+    for address, count in sorted(client.run(cuda_devices).items()):
+        problem = device_problem(device, count, where=f"Dask worker {address}")
+        if problem is not None:
+            return problem
+    return None
+
+
 def worker_count(client: Any) -> int:
     """How many workers ``client``'s cluster has now (1 without a client)."""
     if client is None:

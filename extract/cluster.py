@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from emocache.errors import EmocacheError
-from emocache.scheduler import dask_client, run_tasks, worker_count
+from emocache.scheduler import dask_client, device_problem_on_workers, run_tasks, worker_count
 from features.provenance import Provenance
 from manifests import Utterance
 
-from .base import Encoder, create_encoder
+from .base import Encoder, EncoderConfigError, create_encoder
 from .loop import Tally, extract_rows
 from .options import EncoderOptions, ExtractOptions
 
@@ -107,6 +107,9 @@ def extract_on_cluster(
     # Workers may run elsewhere (tcp://) or in another folder: give them an absolute path.
     store_path = str(store_path) if "://" in str(store_path) else os.path.abspath(store_path)
     with dask_client(options.scheduler, gpu=options.gpu) as client:
+        problem = device_problem_on_workers(client, options.device)
+        if problem is not None:
+            raise EncoderConfigError(problem)
         n_workers = worker_count(client)
         shards = deal_shards(rows, describer, n_workers * shards_per_worker)
         run_id = secrets.token_hex(4)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from emocache.devices import cuda_devices, device_problem
 from emocache.errors import ExitCode
 from features import STORE_DTYPES
 from features.provenance import Provenance
@@ -108,11 +109,10 @@ def extract_manifest(
     from features import open_store
 
     started = time.perf_counter()
-    if options.scheduler is None and options.gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EncoderConfigError(f"--device {options.device}: torch sees no CUDA device on this machine; use --device cpu")
+    if options.scheduler is None and options.gpu:  # on a cluster, the workers are asked (extract.cluster)
+        problem = device_problem(options.device, cuda_devices())
+        if problem is not None:
+            raise EncoderConfigError(problem)
     staged = staged_target(store_path, staging, options.scheduler)  # None: a local store, written in place
     rows = read_manifest(manifest_path)
     set_name = options.set_name

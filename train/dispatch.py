@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig
 from train.data import FeatureData
 from train.ensemble import Member, ensemble_key, train_members
 from train.model import MODALITIES
@@ -101,7 +101,7 @@ def run_members(members: Sequence[Member], manifest, store, *, client=None, data
     with a Dask ``client`` one task per ensemble (:func:`dask_tasks`; ``sequential``: per member), all
     queued at once, costliest first, so ensembles of different architectures run side by side. The same
     seed gives the same figures either way."""
-    from emocache.scheduler import SchedulerError, run_tasks
+    from emocache.scheduler import SchedulerError, device_problem_on_workers, run_tasks
     from train.data import as_rows, load_features, store_locations
 
     if client is None:
@@ -113,6 +113,10 @@ def run_members(members: Sequence[Member], manifest, store, *, client=None, data
     stores = store_locations(store)
     if not isinstance(manifest, (str, os.PathLike)) or not all(isinstance(s, (str, os.PathLike)) for s in stores):
         raise SchedulerError("running folds on Dask needs the manifest and the stores as paths, so that each worker opens them")
+    for device in sorted({m.cfg.device for m in members}):  # refused here, before any task fails on a worker
+        problem = device_problem_on_workers(client, device)
+        if problem is not None:
+            raise ConfigError(problem)
     plan = dask_tasks(members, sequential)
     tasks = [EnsembleTask(tuple(members[i].cfg.to_json() for i in idx), tuple(members[i].test_group for i in idx),
                           tuple(None if members[i].out_dir is None else os.fspath(members[i].out_dir) for i in idx),

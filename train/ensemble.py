@@ -36,6 +36,7 @@ import torch
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
+from emocache.devices import device_problem
 from train.batches import STAND_INS, Call, free_memory, gather_members, pad_members, residency, resident, step_groups
 from train.config import ConfigError, TrainConfig
 from train.data import FeatureData, batch_order, check_lengths, pool_frames, prepare
@@ -379,13 +380,11 @@ def configure_device(cfg: TrainConfig) -> None:
     ``cfg.precision`` says; deterministic algorithms (set by seed_everything, without warn-only) need
     CUBLAS_WORKSPACE_CONFIG set before cuBLAS is first used in the process. Not reproducible on CUDA
     even so: runs with ``compile`` or bf16 across GPU models or driver versions."""
+    # Checked here, not in TrainConfig: a config may be made on a machine without a GPU for workers with one.
+    problem = device_problem(cfg.device, torch.cuda.device_count())
+    if problem is not None:
+        raise ConfigError(problem)
     if cfg.device.startswith("cuda"):
-        # Checked here, not in TrainConfig: a config may be made on a machine without a GPU for workers with one.
-        count, index = torch.cuda.device_count(), int(cfg.device.partition(":")[2] or 0)
-        if count == 0:
-            raise ConfigError(f"--device {cfg.device}: torch sees no CUDA device on this machine; use --device cpu")
-        if index >= count:
-            raise ConfigError(f"--device {cfg.device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         tf32 = cfg.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from emocache.atomic import write_json
+from emocache.devices import device_problem
 from manifests import Utterance
 from train.config import TrainConfig
 from train.data import DataError, FeatureData, as_rows, find_sets, iter_batches, load_features, load_set, open_stores
@@ -164,8 +165,9 @@ def predict_rows(checkpoint: str | os.PathLike, rows: Sequence[Utterance], *, ca
     unknown = sorted(set(sources or {}) - set(trained))
     if unknown:
         raise DataError(f"encoders given for {unknown}: the checkpoint's inputs are {sorted(trained)}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {device}: torch sees no CUDA device on this machine; use --device cpu")
+    problem = device_problem(device, torch.cuda.device_count())
+    if problem is not None:
+        raise DataError(problem)
     made = media_features(trained, rows, cache if cache is not None else default_cache(checkpoint), sources,
                           device=device, progress=progress)
     predictions: tuple[Prediction, ...] = ()

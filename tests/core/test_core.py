@@ -1,8 +1,9 @@
-"""The shared core: scheduler values, the task executor (here and on a real LocalCluster), atomic
-writes, and the CLI error mapping."""
+"""The shared core: scheduler values, the task executor (here and on a real LocalCluster), device
+checks, atomic writes, and the CLI error mapping."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -10,12 +11,14 @@ from pathlib import Path
 import click
 import dask
 import pytest
+import torch
 from click.testing import CliRunner
 
 from emocache.atomic import atomic_write, write_json
 from emocache.cli import domain_errors
+from emocache.devices import device_problem
 from emocache.errors import EmocacheError, ExitCode
-from emocache.scheduler import Scheduler, SchedulerError, dask_client, run_tasks, worker_count
+from emocache.scheduler import Scheduler, SchedulerError, dask_client, device_problem_on_workers, run_tasks, worker_count
 
 
 @pytest.mark.parametrize("text, workers, address", [("local:3", 3, None), ("tcp://10.0.0.1:8786", None, "tcp://10.0.0.1:8786")])
@@ -136,3 +139,19 @@ def test_atomic_writes_get_an_ordinary_files_mode(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_device_problems_name_the_device_the_place_and_the_fix():
+    assert device_problem("cpu", 0) is None and device_problem("cuda", 1) is None and device_problem("cuda:1", 2) is None
+    assert device_problem("cuda", 0) == "--device cuda: torch sees no CUDA device on this machine; use --device cpu"
+    assert device_problem("cuda:2", 2, where="Dask worker tcp://h:1") == (
+        "--device cuda:2: Dask worker tcp://h:1 has 2 CUDA device(s), cuda:0 to cuda:1")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs workers without a CUDA device")
+def test_the_workers_are_asked_whether_they_can_run_a_device():
+    with dask_client("local:2") as client:
+        assert device_problem_on_workers(client, "cpu") is None
+        problem = device_problem_on_workers(client, "cuda")
+    assert re.fullmatch(r"--device cuda: torch sees no CUDA device on Dask worker tcp://127\.0\.0\.1:\d+; use --device cpu", problem)

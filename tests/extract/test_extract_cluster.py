@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import features
+from extract.base import EncoderConfigError
 from extract.cluster import ClusterError
 from extract.pipeline import run_extraction
 from features import open_store
@@ -61,3 +63,15 @@ def test_a_failed_shard_is_reported_after_the_others_finish_and_theirs_is_kept(s
     summary = run_extraction(small_corpus, store_path, "audio", encoder="rms-shard-bug", batch_size=1, progress=False)
     assert (summary.done, summary.skipped, summary.failed) == (3, 9, 0)
     assert features.verify(store_path).ok
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs workers without a CUDA device")
+def test_a_device_the_workers_lack_is_refused_before_any_shard_runs(small_corpus, tmp_path, capfd):
+    """One line naming the worker and the fix, and no worker's 'Compute Failed' traceback on stderr."""
+    store = str(tmp_path / "s.zarr")
+    with pytest.raises(EncoderConfigError, match=r"^--device cuda: torch sees no CUDA device on Dask worker tcp://"):
+        run_extraction(small_corpus, store, "audio", device="cuda", scheduler="local:1", progress=False)
+    assert "Compute Failed" not in capfd.readouterr().err
+    with open_store(store) as s:
+        assert len(s["audio"]) == 0  # nothing extracted: the set stays incomplete, for workers with a GPU to fill

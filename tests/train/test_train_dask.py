@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from emocache.scheduler import SchedulerError
+from train.config import ConfigError
 from train.cv import run_cv
 
 
@@ -27,3 +29,14 @@ def test_bad_scheduler(small_corpus, tiny_cfg):
     for bad in ("local:x", "local:0", "slurm"):
         with pytest.raises(SchedulerError, match=rf"^--scheduler '?{bad}'?: "):
             run_cv(tiny_cfg, manifest, str(store), scheduler=bad, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs workers without a CUDA device")
+def test_a_device_the_workers_lack_is_refused_before_any_task_runs(small_corpus, tiny_cfg, tmp_path, capfd):
+    """One line naming the worker and the fix, and no worker's 'Compute Failed' traceback on stderr."""
+    manifest, store, _ = small_corpus
+    with pytest.raises(ConfigError, match=r"^--device cuda: torch sees no CUDA device on Dask worker tcp://"):
+        run_cv(tiny_cfg.replace(device="cuda"), manifest, str(store), tmp_path / "out", scheduler="local:1", progress=False)
+    assert "Compute Failed" not in capfd.readouterr().err
+    assert not (tmp_path / "out").exists()
