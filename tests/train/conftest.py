@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import features
 from features.provenance import Provenance
@@ -92,3 +93,32 @@ def write_store():
 @pytest.fixture(scope="session")
 def make_rows():
     return _make_rows
+
+
+def _check_gru_operator(device: str, members: int | None) -> None:
+    """``emocache::gru_direction`` (the GRU as a compiled step holds it) on ``device`` against torch's own
+    autograd of the kernel (``train.layers._gru_direction``): torch's operator checks (schema, fake
+    tensors, autograd), outputs, gradients, and gradients in their inputs' memory layout, with the
+    weight matrices held transposed as an ensemble holds them (inductor asserts the layouts the fake
+    kernel promises). ``members``: K stacked members, or None for one model's weights."""
+    from train.layers import _gru_direction
+
+    torch.manual_seed(0)
+    lead = () if members is None else (members,)
+    x = torch.randn(*lead, 2, 5, 3, device=device, requires_grad=True)
+    weights = [torch.randn(*lead, *shape, device=device) for shape in ((12, 3), (12, 4), (12,), (12,))]
+    weights = [(w.mT.contiguous().mT if w.dim() > 1 else w).requires_grad_() for w in weights]
+    assert not weights[0].is_contiguous()
+    torch.library.opcheck(torch.ops.emocache.gru_direction.default, (x, *weights))
+    out, want = torch.ops.emocache.gru_direction(x, *weights), _gru_direction(x, *weights)
+    torch.testing.assert_close(out, want)
+    grads = torch.autograd.grad(out.pow(2).sum(), [x, *weights])
+    for got, ref in zip(grads, torch.autograd.grad(want.pow(2).sum(), [x, *weights])):
+        torch.testing.assert_close(got, ref)
+    assert [g.stride() for g in grads] == [t.stride() for t in (x, *weights)]
+
+
+@pytest.fixture(scope="session")
+def check_gru_operator():
+    """The GRU operator's checks above, for the CPU tests and the CUDA ones alike."""
+    return _check_gru_operator

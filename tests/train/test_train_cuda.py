@@ -106,19 +106,7 @@ def test_cuda_runs_the_fused_gru_and_it_equals_the_stepped_one(monkeypatch):
 
 
 @pytest.mark.parametrize("members", [None, 3])
-def test_the_gru_operator_of_compiled_steps_passes_torch_s_checks_on_cuda(members):
-    """``emocache::gru_direction``, the GRU as a compiled step holds it: cuDNN's kernel inside an
-    operator, its backward cuDNN's forward again under ``torch.func.vjp``. Schema, fake tensors and
-    gradients against torch's own autograd of the kernel."""
-    from train.layers import _gru_direction
-
-    torch.manual_seed(0)
-    lead = () if members is None else (members,)
-    x = torch.randn(*lead, 2, 5, 3, device="cuda", requires_grad=True)
-    weights = [torch.randn(*lead, *shape, device="cuda", requires_grad=True) for shape in ((12, 3), (12, 4), (12,), (12,))]
-    torch.library.opcheck(torch.ops.emocache.gru_direction.default, (x, *weights))
-    out, want = torch.ops.emocache.gru_direction(x, *weights), _gru_direction(x, *weights)
-    torch.testing.assert_close(out, want)
-    for got, ref in zip(torch.autograd.grad(out.pow(2).sum(), [x, *weights]),
-                        torch.autograd.grad(want.pow(2).sum(), [x, *weights])):
-        torch.testing.assert_close(got, ref)
+def test_the_gru_operator_of_compiled_steps_passes_torch_s_checks_on_cuda(check_gru_operator, members):
+    """``emocache::gru_direction`` on CUDA: cuDNN's kernel inside an operator, its backward cuDNN's
+    forward again under ``torch.func.vjp``; the same checks as on the CPU (see the fixture)."""
+    check_gru_operator("cuda", members)

@@ -121,19 +121,10 @@ def test_a_compiled_step_holds_the_fused_gru_as_one_operator_and_compiles_once_f
 
 
 @pytest.mark.parametrize("members", [None, 3])
-def test_the_gru_operator_passes_torch_s_operator_checks(members):
-    """Schema, fake (shape-only) tensors and autograd of ``emocache::gru_direction``, for one model's
-    weights and for stacked members', their matrices held transposed as an ensemble holds them (the
-    gradients' layouts must match the fake kernel's: inductor asserts them)."""
-    torch.manual_seed(0)
-    lead = () if members is None else (members,)
-    x = torch.randn(*lead, 2, 5, 3, requires_grad=True)
-    weights = [torch.randn(*lead, *shape) for shape in ((12, 3), (12, 4), (12,), (12,))]
-    weights = [(w.mT.contiguous().mT if w.dim() > 1 else w).requires_grad_() for w in weights]
-    assert not weights[0].is_contiguous()
-    torch.library.opcheck(torch.ops.emocache.gru_direction.default, (x, *weights))
-    grads = torch.autograd.grad(torch.ops.emocache.gru_direction(x, *weights).sum(), [x, *weights])
-    assert [g.stride() for g in grads] == [t.stride() for t in (x, *weights)]
+def test_the_gru_operator_passes_torch_s_operator_checks(check_gru_operator, members):
+    """Schema, fake tensors, autograd and gradient layouts of ``emocache::gru_direction`` (see the
+    fixture), for one model's weights and for stacked members'."""
+    check_gru_operator("cpu", members)
 
 
 def test_a_compiled_ensemble_run_is_one_graph_and_trains_as_the_eager_one(data, small_corpus, monkeypatch):
