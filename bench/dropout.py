@@ -9,7 +9,6 @@ microseconds per site for each, best of interleaved rounds, and their ratio.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
 
-from timing import best_of_rounds, micro_bench_args  # noqa: E402
+from timing import best_of_rounds, micro_bench_args, write_figures  # noqa: E402
 
 from train.dropout import Dropout, dropout_keys  # noqa: E402
 
@@ -55,9 +54,7 @@ def main() -> None:
                      "us_torch": round(best["torch"], 1), "ratio_torch_over_ours": round(best["torch"] / best["ours"], 2)})
         print(f"{name:42s} {str((k,) + shape):22s} counter-based {best['ours']:8.1f} us   "
               f"torch {best['torch']:8.1f} us   torch / ours {best['torch'] / best['ours']:.2f}x", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": args.device, "threads": args.threads, "members": k, "sites": rows}, f, indent=2)
+    write_figures(args, sites=rows)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ for each, best of interleaved rounds, and their ratio. On the CPU the stepped fo
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not bench/train.py
 
-from timing import best_of_rounds, micro_bench_args  # noqa: E402
+from timing import best_of_rounds, micro_bench_args, write_figures  # noqa: E402
 
 from train.layers import BiGRUWeights, masked_gru  # noqa: E402
 
@@ -54,9 +53,7 @@ def main() -> None:
                      "ms_fused": round(best["fused"], 2), "ratio_stepped_over_fused": round(best["stepped"] / best["fused"], 2)})
         print(f"{name:24s} {str((k, b, t, d)):18s} stepped {best['stepped']:8.2f} ms   fused {best['fused']:8.2f} ms   "
               f"stepped / fused {best['stepped'] / best['fused']:.2f}x", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": args.device, "threads": args.threads, "members": k, "shapes": rows}, f, indent=2)
+    write_figures(args, shapes=rows)
 
 
 if __name__ == "__main__":

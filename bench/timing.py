@@ -1,8 +1,9 @@
-"""What the micro-benchmarks (bench/dropout.py, bench/gru.py) share: their options, and one timing
-loop (a module beside them: each script runs with bench/ on its path)."""
+"""What the micro-benchmarks (bench/dropout.py, bench/gru.py) share: their options, one timing loop,
+and their JSON file (a module beside them: each script runs with bench/ on its path)."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 
@@ -45,3 +46,10 @@ def micro_bench_args(description: str, *, repeat: int, rounds: int) -> argparse.
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     return args
+
+
+def write_figures(args: argparse.Namespace, **figures: object) -> None:
+    """With ``--json``, the run's setting (device, threads, members) and ``figures`` in that file."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": args.device, "threads": args.threads, "members": args.members, **figures}, f, indent=2)
