@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from emocache.errors import EmocacheError
-from emocache.scheduler import dask_client, device_problem_on_workers, run_tasks, worker_count
+from emocache.scheduler import run_tasks, worker_count
 from features.provenance import Provenance
 from manifests import Utterance
 
-from .base import Encoder, EncoderConfigError, create_encoder
+from .base import Encoder, create_encoder
 from .loop import Tally, extract_rows
 from .options import EncoderOptions, ExtractOptions
 
@@ -89,6 +89,7 @@ def deal_shards(rows: Sequence[Utterance], encoder: Encoder, n_shards: int) -> l
 
 
 def extract_on_cluster(
+    client: Any,
     store_path: str | os.PathLike,
     options: ExtractOptions,
     provenance: Provenance,
@@ -98,7 +99,8 @@ def extract_on_cluster(
     progress: bool,
     shards_per_worker: int = 2,
 ) -> Tally:
-    """Run the pending ``rows`` on the cluster ``options.scheduler`` names; returns the summed tally.
+    """Run the pending ``rows`` on ``client``'s cluster (whose workers the caller has found able to run
+    ``options.device``); returns the summed tally.
 
     ``describer`` is the client's copy of the encoder, used here only for costs.
     """
@@ -106,23 +108,19 @@ def extract_on_cluster(
 
     # Workers may run elsewhere (tcp://) or in another folder: give them an absolute path.
     store_path = str(store_path) if "://" in str(store_path) else os.path.abspath(store_path)
-    with dask_client(options.scheduler, gpu=options.gpu) as client:
-        problem = device_problem_on_workers(client, options.device)
-        if problem is not None:
-            raise EncoderConfigError(problem)
-        n_workers = worker_count(client)
-        shards = deal_shards(rows, describer, n_workers * shards_per_worker)
-        run_id = secrets.token_hex(4)
-        tasks = [
-            Shard(store_path, options.to_json(), provenance.to_json(), f"{run_id}-{i:03d}", [r.to_json() for r in shard])
-            for i, shard in enumerate(shards)
-        ]
-        with tqdm(total=len(rows), unit="utt", desc=f"{options.set_name} ({n_workers} workers)", disable=not progress) as bar:
-            outcomes = run_tasks(
-                run_shard, tasks, client=client, keys=[f"extract-{t.part}" for t in tasks],
-                resources={"GPU": 1} if options.gpu else None, stop_on_error=False,
-                on_done=lambda i, _: bar.update(len(tasks[i].rows)),
-            )
+    n_workers = worker_count(client)
+    shards = deal_shards(rows, describer, n_workers * shards_per_worker)
+    run_id = secrets.token_hex(4)
+    tasks = [
+        Shard(store_path, options.to_json(), provenance.to_json(), f"{run_id}-{i:03d}", [r.to_json() for r in shard])
+        for i, shard in enumerate(shards)
+    ]
+    with tqdm(total=len(rows), unit="utt", desc=f"{options.set_name} ({n_workers} workers)", disable=not progress) as bar:
+        outcomes = run_tasks(
+            run_shard, tasks, client=client, keys=[f"extract-{t.part}" for t in tasks],
+            resources={"GPU": 1} if options.gpu else None, stop_on_error=False,
+            on_done=lambda i, _: bar.update(len(tasks[i].rows)),
+        )
     tally = Tally()
     errors = []
     for outcome in outcomes:

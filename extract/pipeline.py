@@ -17,6 +17,7 @@ from typing import Any
 
 from emocache.devices import cuda_devices, device_problem
 from emocache.errors import ExitCode
+from emocache.scheduler import dask_client, device_problem_on_workers
 from features import STORE_DTYPES
 from features.provenance import Provenance
 from manifests import manifest_hash, read_manifest
@@ -124,33 +125,39 @@ def extract_manifest(
         nothing_to_do = remote_complete(staged, set_name, prov, rows, options.retry_failed, started)
         if nothing_to_do is not None:
             return nothing_to_do
-        store_path = staged.prepare()
 
-    with open_store(store_path, mode="a") as store:
-        with store.writer(set_name, prov, frame_rate=enc.frame_rate, layers=enc.num_layers) as writer:
-            done_before, failed_before = set(writer.done), set(writer.failed)
-            retry = options.retry_failed
-            pending = [r for r in rows if r.utt_id not in done_before and (retry or r.utt_id not in failed_before)]
-            left_failed = [] if retry else [r.utt_id for r in rows if r.utt_id in failed_before and r.utt_id not in done_before]
-            if options.limit is not None:
-                pending = pending[: options.limit]
-            tally = Tally()
-            if pending and options.scheduler is None:
-                tally = extract_rows(enc, writer, pending, batching=options.batching, store_dtype=store_dtype, progress=progress, desc=set_name)
-        old_failures = []
-        if left_failed:
-            recorded = {f.utt_id: f for f in store[set_name].failures()}
-            old_failures = [(u, recorded[u].stage, recorded[u].error) for u in left_failed if u in recorded]
-    if pending and options.scheduler is not None:
-        from .cluster import extract_on_cluster
-
-        tally = extract_on_cluster(store_path, options, prov, pending, describer=enc, progress=progress)
-        # The parts' writers leave the store unfinished (finish=False); finishing once, after
-        # all of them, makes it one standard file or tree (features/FORMAT.md).
+    with dask_client(options.scheduler, gpu=options.gpu) as client:
+        if client is not None:  # asked before the store is touched, so that a refusal leaves nothing behind
+            problem = device_problem_on_workers(client, options.device)
+            if problem is not None:
+                raise EncoderConfigError(problem)
+        if staged is not None:
+            store_path = staged.prepare()
         with open_store(store_path, mode="a") as store:
-            store.finish()
-    else:
-        tally.notes.extend(enc.notes())
+            with store.writer(set_name, prov, frame_rate=enc.frame_rate, layers=enc.num_layers) as writer:
+                done_before, failed_before = set(writer.done), set(writer.failed)
+                retry = options.retry_failed
+                pending = [r for r in rows if r.utt_id not in done_before and (retry or r.utt_id not in failed_before)]
+                left_failed = [] if retry else [r.utt_id for r in rows if r.utt_id in failed_before and r.utt_id not in done_before]
+                if options.limit is not None:
+                    pending = pending[: options.limit]
+                tally = Tally()
+                if pending and client is None:
+                    tally = extract_rows(enc, writer, pending, batching=options.batching, store_dtype=store_dtype, progress=progress, desc=set_name)
+            old_failures = []
+            if left_failed:
+                recorded = {f.utt_id: f for f in store[set_name].failures()}
+                old_failures = [(u, recorded[u].stage, recorded[u].error) for u in left_failed if u in recorded]
+        if pending and client is not None:
+            from .cluster import extract_on_cluster
+
+            tally = extract_on_cluster(client, store_path, options, prov, pending, describer=enc, progress=progress)
+            # The parts' writers leave the store unfinished (finish=False); finishing once, after
+            # all of them, makes it one standard file or tree (features/FORMAT.md).
+            with open_store(store_path, mode="a") as store:
+                store.finish()
+        else:
+            tally.notes.extend(enc.notes())
     for note in tally.notes:
         log.warning(note)
     in_manifest = {r.utt_id for r in rows}

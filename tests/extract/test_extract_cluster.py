@@ -67,11 +67,20 @@ def test_a_failed_shard_is_reported_after_the_others_finish_and_theirs_is_kept(s
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs workers without a CUDA device")
-def test_a_device_the_workers_lack_is_refused_before_any_shard_runs(small_corpus, tmp_path, capfd):
-    """One line naming the worker and the fix, and no worker's 'Compute Failed' traceback on stderr."""
-    store = str(tmp_path / "s.zarr")
+def test_a_device_the_workers_lack_is_refused_before_the_store_is_touched(small_corpus, tmp_path, capfd):
+    """One line naming the worker and the fix, no worker's 'Compute Failed' traceback on stderr, and
+    no store: not even an empty set is left behind."""
+    store = tmp_path / "s.zarr"
     with pytest.raises(EncoderConfigError, match=r"^--device cuda: torch sees no CUDA device on Dask worker tcp://"):
-        run_extraction(small_corpus, store, "audio", device="cuda", scheduler="local:1", progress=False)
+        run_extraction(small_corpus, str(store), "audio", device="cuda", scheduler="local:1", progress=False)
     assert "Compute Failed" not in capfd.readouterr().err
-    with open_store(store) as s:
-        assert len(s["audio"]) == 0  # nothing extracted: the set stays incomplete, for workers with a GPU to fill
+    assert not store.exists()
+
+    # A store that exists keeps what it holds, untouched.
+    run_extraction(small_corpus, str(store), "audio", limit=2, progress=False)
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    with pytest.raises(EncoderConfigError):
+        run_extraction(small_corpus, str(store), "audio", device="cuda", scheduler="local:1", progress=False)
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+    with open_store(str(store)) as s:
+        assert len(s["audio"]) == 2
