@@ -14,8 +14,8 @@ SCALARS = ("acc", "wf1", "ua", "macro_f1")
 
 
 def compute(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dict[str, Any]:
-    """acc, weighted F1 (wf1), unweighted accuracy (ua = balanced accuracy), macro F1, n_test and the
-    confusion matrix (rows true, columns predicted, classes in the fold's fixed order)."""
+    """acc, weighted F1 (wf1), unweighted accuracy (ua = balanced accuracy), macro F1 (ua and macro F1
+    average over the classes that occur in ``y_true``), n_test and the confusion matrix (rows true, columns predicted, classes in the fold's fixed order)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     labels = list(range(n_classes))
@@ -24,7 +24,9 @@ def compute(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dic
         "wf1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         # balanced accuracy = mean recall over the classes that occur in y_true
         "ua": _balanced_accuracy(y_true, y_pred),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        # over the classes that occur in y_true, as ua: left to itself sklearn would also average in
+        # a class that occurs only among the predictions (F1 0), so folds would average different sets
+        "macro_f1": float(f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0)),
         "n_test": int(len(y_true)),
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }

@@ -149,6 +149,20 @@ def test_paired_difference_is_the_paired_t_interval():
         metrics.paired_difference(a, b[:3])
 
 
+def test_ua_and_macro_f1_average_over_the_classes_of_the_test_fold():
+    """A class absent from a fold's truth counts in neither, whatever the predictions say: a stray
+    prediction of it is one error on its true class, the same as any other wrong class."""
+    y_true = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    stray_pred = [0, 0, 1, 1, 2, 2, 3, 3, 4, 5]
+    stray = metrics.compute(y_true, stray_pred, n_classes=6)
+    wrong = metrics.compute(y_true, [0, 0, 1, 1, 2, 2, 3, 3, 4, 0], n_classes=6)
+    assert stray["macro_f1"] == pytest.approx(f1_score(y_true, stray_pred, labels=[0, 1, 2, 3, 4], average="macro"))
+    assert stray["macro_f1"] > f1_score(y_true, stray_pred, average="macro")  # sklearn's default averages in class 5
+    assert stray["macro_f1"] > wrong["macro_f1"]  # a wrong class 0 also costs class 0 precision
+    assert stray["ua"] == wrong["ua"] == pytest.approx(0.9)
+    assert len(stray["confusion"]) == 6
+
+
 def test_cv_json_carries_the_baseline_beside_the_head(cv_run):
     report, _ = cv_run
     base = report["baseline"]
