@@ -138,7 +138,7 @@ def cv(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as
               help="How many trials to draw (default: the whole grid of a --space of lists, else 12).")
 @click.option("--scheduler", default=None, help="Run trials on Dask: local:N or tcp://HOST:PORT.")
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
-              help="Cross-validate the chosen preset once, into OUT/test, after the choice.")
+              help="After the choice, test once, nested, into OUT/test: each fold runs the trial best on its own validation split.")
 @_BASELINE_SETS
 @domain_errors
 def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, as_json: bool, space_file: str | None,
@@ -148,7 +148,9 @@ def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, 
 
     Each trial runs every fold without its test group: scored by the mean over folds of the best
     validation WF1 (validation carved from the training groups). The best trial becomes OUT/preset.json,
-    which --preset OUT/preset.json accepts; only then is it cross-validated, once, into OUT/test."""
+    which --preset OUT/preset.json accepts. That choice has seen every group (each fold's test group
+    is training data in the others), so the test is nested: each fold runs the trial best on its own
+    validation split, tested once, into OUT/test."""
     from train.report import tune_markdown
     from train.tune import read_space, run_tune
 

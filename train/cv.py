@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from manifests import SIX_CLASSES, Utterance
 from train.baseline import BaselineSpec, baselines
 from train.config import TrainConfig
 from train.data import FeatureData, as_rows, load_features
-from train.dispatch import run_members
+from train.dispatch import modalities_read, run_members
 from train.ensemble import Member
 from train.folds import groups
 from train.invocation import Invocation, invocation
@@ -91,24 +91,31 @@ def fold_dir(out_dir: str | os.PathLike | None, group: str) -> Path | None:
     return None if out_dir is None else child_dir(out_dir, f"fold-{encode_component(group)}")
 
 
-def fold_members(cfg: TrainConfig, rows: Sequence[Utterance], out_dir: Path | None) -> list[Member]:
-    """One member per leave-one-group-out fold of ``cfg``, in group order."""
-    return [Member(cfg, g, fold_dir(out_dir, g)) for g in groups(rows)]
+def fold_members(cfg: TrainConfig, rows: Sequence[Utterance], out_dir: Path | None,
+                 fold_configs: Mapping[str, TrainConfig] | None = None) -> list[Member]:
+    """One member per leave-one-group-out fold of ``cfg`` (or of ``fold_configs[group]``), in group order."""
+    chosen = fold_configs or {}
+    return [Member(chosen.get(g, cfg), g, fold_dir(out_dir, g)) for g in groups(rows)]
 
 
 def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None = None, *,
            scheduler: str | None = None, note: str | None = None, progress: bool = True,
-           classical: BaselineSpec | None = None, client=None, sequential: bool = False) -> CVReport:
+           classical: BaselineSpec | None = None, client=None, sequential: bool = False,
+           fold_configs: Mapping[str, TrainConfig] | None = None) -> CVReport:
     """Every fold, then mean and std, and the linear probe on the same folds (``baseline``;
     ``classical``: the probe over those sets too); with ``out_dir`` also the per-fold outputs and the
     cv tables and plots. ``client``: a Dask client already open (instead of ``scheduler``).
-    ``sequential``: the folds one after another, not as one batched ensemble."""
+    ``sequential``: the folds one after another, not as one batched ensemble. ``fold_configs``: a
+    config per test group that replaces ``cfg`` for that fold (``train tune``'s per-fold choices;
+    the probe and the report's config stay ``cfg``'s)."""
     check_scheduler(scheduler)
     rows = as_rows(manifest)
     out = Path(out_dir) if out_dir is not None else None
+    members = fold_members(cfg, rows, out, fold_configs)
     with nullcontext(client) if client is not None else dask_client(scheduler) as client:
-        data = local_features(client, rows, store, cfg.sets, cfg.model.modalities)
-        folds = run_members(fold_members(cfg, rows, out), manifest, store, client=client, data=data, progress=progress,
+        data = local_features(client, rows, store, cfg.sets,
+                              modalities_read([cfg.model.modalities] + [m.cfg.model.modalities for m in members]))
+        folds = run_members(members, manifest, store, client=client, data=data, progress=progress,
                             desc="cv", sequential=sequential)
     notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0].classes, progress), note)
     baseline, extra = baselines(cfg, rows, store, [f.to_json() for f in folds], classical, data)

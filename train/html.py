@@ -20,8 +20,8 @@ from typing import Any
 from emocache.atomic import write_text
 from train.invocation import python_call
 from train.report import (BASELINE_TEXT, CHECKPOINT_CONFIG, LAYER_WEIGHTS_TEXT, ablation_table, baseline_table,
-                          comparison_table, fold_table, interval, layer_weight_tables, layers_fold_table, layers_table,
-                          pct, probe_sets, tune_table)
+                          comparison_table, fold_choices_text, fold_table, interval, layer_weight_tables,
+                          layers_fold_table, layers_table, pct, probe_sets, tune_table)
 
 REPORT = "report.html"
 TITLES = {"cv": "cross-validation", "ablate": "ablation", "tune": "settings search", "layers": "layer analysis",
@@ -240,6 +240,7 @@ def tune_page(out_dir: Path, report: dict[str, Any]) -> str:
     results += table(*tune_table(report), "trials")
     results += para(f"Chosen: trial {chosen['number']}, written as the preset file {report['preset']} "
                     f"(`--preset {report['preset']}`).")
+    results += para(fold_choices_text(report))
     test, test_dir = report.get("test"), out_dir / "test"
     test_cv = test_dir / "cv.json"
     dirs = fold_dirs(test_dir, json.loads(test_cv.read_text(encoding="utf-8"))["folds"]) if test and test_cv.is_file() else []
@@ -254,7 +255,7 @@ def tune_page(out_dir: Path, report: dict[str, Any]) -> str:
             c = test["classical"]
             rows.append(["classical", f"{pct(c['mean']['acc'])} +- {pct(c['std']['acc'])}",
                          f"{pct(c['mean']['wf1'])} +- {pct(c['std']['wf1'])}", interval(c["diff"]["wf1"])])
-        tested = para(f"The choice, cross-validated once ({test['dir']}; its own report.html is there):")
+        tested = para(f"Each fold's own choice, tested once ({test['dir']}; its own report.html is there):")
         tested += table(["", "ACC", "WF1", "head minus this, WF1 (95% paired interval)"], rows, "test")
         tested += cv_figures(test_dir) + curves(dirs)
     configs = fold_configs(dirs)
@@ -262,7 +263,7 @@ def tune_page(out_dir: Path, report: dict[str, Any]) -> str:
     chosen_config = json.loads(preset_file.read_text(encoding="utf-8")) if preset_file.is_file() else None
     return page("tune", out_dir, report, [
         ("results", "Trials", results + figure(out_dir / "trials.png", "validation score per trial")),
-        ("test", "Test of the choice", tested),
+        ("test", "Nested test of the choices", tested),
         ("config", "Configuration", para("The space searched:") + pre(report["space"]) + para("The base configuration:")
          + pre(report["base"]) + (para("The chosen preset:") + pre(chosen_config) if chosen_config else "")),
         ("provenance", "Set identities and provenance", provenance(configs[0]["sets"] if configs else {}, configs)),

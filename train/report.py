@@ -303,15 +303,23 @@ def tune_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def fold_choices_text(report: dict[str, Any]) -> str:
+    """Which trial each test fold ran in the nested test, and why that is the test (tune.json's words)."""
+    picks = ", ".join(f"fold {g}: trial {c['trial']}" for g, c in report["fold_choices"].items())
+    return f"Test: {report['test_selection']} ({picks})."
+
+
 def tune_markdown(report: dict[str, Any]) -> str:
-    """Every trial with its validation score, the choice, and (when run) the one test of the choice."""
+    """Every trial with its validation score, the choice, each fold's own choice, and (when run) their
+    one nested test."""
     chosen = report["chosen"]["number"]
     text = f"Selection: {report['selection']}. Test folds are not read by any trial.\n\n" + markdown(*tune_table(report))
     text += f"\nChosen: trial {chosen}, written as the preset file {report['preset']}.\n"
+    text += f"\n{fold_choices_text(report)}\n"
     if report.get("test"):
         t = report["test"]
         b = t["baseline"]
-        text += (f"\nThe choice, tested once ({t['dir']}): ACC {pct(t['mean']['acc'])} +- {pct(t['std']['acc'])}, "
+        text += (f"\nEach fold's choice, tested once ({t['dir']}): ACC {pct(t['mean']['acc'])} +- {pct(t['std']['acc'])}, "
                  f"WF1 {pct(t['mean']['wf1'])} +- {pct(t['std']['wf1'])}; baseline ACC {pct(b['mean']['acc'])}, "
                  f"WF1 {pct(b['mean']['wf1'])}; head minus baseline WF1 {interval(b['diff']['wf1'])}.\n")
         if t.get("classical"):

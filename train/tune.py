@@ -11,8 +11,14 @@ the fold's training rows, validates on the validation split carved from the trai
 (:mod:`train.folds`), and never makes a pass over the test group. Its score is the mean over
 folds of each fold's best validation weighted F1. The trial with the highest score (the first
 on ties) is the choice; its settings are written as a preset file (a TrainConfig's JSON) that
-``--preset FILE`` accepts. Only then is the choice cross-validated once, with its test folds
-and the baseline, into ``OUT/test``.
+``--preset FILE`` accepts.
+
+That choice has seen every group: a fold's test group is training or validation data in the other
+folds, so the choice's own cross-validation would be an optimistic estimate. The test is nested
+instead: each fold's test runs the trial that scored best on that fold's own validation split,
+which its test group never enters (:func:`choose_per_fold`). Only after every choice is on disk
+are those folds tested once, with the baseline on the same folds, into ``OUT/test``: an estimate
+of what tuning this way gives on unseen groups.
 
 In this process, trials that share one architecture train with all their folds as one batched
 ensemble (:mod:`train.ensemble`); with a scheduler (:func:`emocache.scheduler.dask_client`) each
@@ -42,9 +48,11 @@ from train.results import CVReport, ProbeReport
 
 DEFAULT_TRIALS = 12
 SELECTION = "mean over folds of each fold's best validation WF1 (validation carved from the training groups)"
+TEST_SELECTION = ("nested: each fold's test runs the trial with the best validation WF1 on that fold's own "
+                  "validation split, which never holds its test group")
 # Fields a search may not change: they decide where or how reproducibly it runs, what it reads, or
-# whether there is validation data at all.
-FIXED = ("seed", "device", "num_threads", "sets", "val")
+# which validation data there is (trials scored on different validation rows would not compare).
+FIXED = ("seed", "device", "num_threads", "sets", "val", "val_fraction")
 # The space `train tune --preset NAME` searches when no --space is given.
 DEFAULT_SPACE: dict[str, Any] = {
     "lr": [1e-3, 5e-4, 2e-4],
@@ -106,11 +114,21 @@ def check_space(space: Any, where: str = "space") -> dict[str, Any]:
     return space
 
 
-def _distribution(spec: dict[str, Any]):
+def _integer_field(base: TrainConfig, name: str, spec: dict[str, Any]) -> bool:
+    """Whether a range over ``name`` draws integers: as the field holds them (``dropout`` from 0 to 1 is a
+    float range); for a field unset in ``base``, as the range's bounds are written."""
+    holder = base.model if name in {f.name for f in dataclasses.fields(ModelConfig)} else base
+    value = getattr(holder, name)
+    if value is None:
+        return isinstance(spec["low"], int) and isinstance(spec["high"], int)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _distribution(spec: dict[str, Any], integer: bool):
     from scipy import stats
 
     low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
-    if isinstance(low, int) and isinstance(high, int) and not log:
+    if integer and not log:
         return stats.randint(low, high + 1)
     return stats.loguniform(low, high) if log else stats.uniform(low, high - low)
 
@@ -127,12 +145,12 @@ def make_trials(base: TrainConfig, space: dict[str, Any], n_trials: int | None =
 
     space = check_space(space)
     grid = all(isinstance(v, list) for v in space.values())
+    integer = {k for k, v in space.items() if isinstance(v, dict) and _integer_field(base, k, v)}
     if grid and (n_trials is None or n_trials >= len(ParameterGrid(space))):
         points = list(ParameterGrid(space))
     else:
-        dists = {k: v if isinstance(v, list) else _distribution(v) for k, v in space.items()}
+        dists = {k: v if isinstance(v, list) else _distribution(v, k in integer) for k, v in space.items()}
         points = list(ParameterSampler(dists, n_iter=n_trials or DEFAULT_TRIALS, random_state=base.seed))
-    integer = {k for k, v in space.items() if isinstance(v, dict) and isinstance(v["low"], int) and isinstance(v["high"], int)}
     trials = []
     for number, point in enumerate(points):
         params = {k: _plain(point[k], k in integer) for k in sorted(point)}
@@ -211,6 +229,14 @@ def score_trials(trials: Sequence[Trial], manifest, store, *, client=None, fold_
     return [[results[(t.number, g)] for g in keys] for t in trials]
 
 
+def choose_per_fold(summaries: Sequence[TrialScore]) -> dict[str, int]:
+    """Per test group, the index of the trial with the best validation WF1 on that fold alone (ties keep
+    the earlier trial). The other folds' scores are left out: their training or validation rows hold
+    this fold's test group."""
+    return {fold.group: max(range(len(summaries)), key=lambda i: (summaries[i].folds[k].best_val_wf1, -i))
+            for k, fold in enumerate(summaries[0].folds)}
+
+
 def choose(trials: Sequence[Trial], scores: Sequence[Sequence[TrialFold]]) -> tuple[int, list[TrialScore]]:
     """(index of the chosen trial, one score per trial). The highest mean validation WF1 wins; ties keep the earlier trial."""
     summaries = [TrialScore(t.number, t.params, float(np.mean([f.best_val_wf1 for f in folds])),
@@ -223,12 +249,14 @@ def choose(trials: Sequence[Trial], scores: Sequence[Sequence[TrialFold]]) -> tu
 @dataclass(frozen=True)
 class TuneReport:
     """A search: the space around ``base``, every trial's validation score, the choice (written as the
-    preset file ``preset``), and (when run) the choice's one cross-validation, in ``test_dir``."""
+    preset file ``preset``), each test fold's own choice (``fold_choices``: group -> trial index), and
+    (when run) the nested test of those choices, in ``test_dir``."""
 
     space: dict[str, Any]
     base: TrainConfig
     trials: tuple[TrialScore, ...]
     chosen: int
+    fold_choices: dict[str, int]
     preset: str
     run: Invocation
     test: CVReport | None = None
@@ -237,7 +265,10 @@ class TuneReport:
     def to_json(self) -> dict[str, Any]:
         out = {"selection": SELECTION, "space": self.space, "base": self.base.to_json(), "n_trials": len(self.trials),
                "trials": [t.to_json() for t in self.trials], "chosen": self.trials[self.chosen].to_json(folds=False),
-               "preset": self.preset, "run": self.run.to_json()}
+               "preset": self.preset, "test_selection": TEST_SELECTION,
+               "fold_choices": {g: {"trial": self.trials[i].number, "params": self.trials[i].params}
+                                for g, i in self.fold_choices.items()},
+               "run": self.run.to_json()}
         if self.test is not None:
             cv = self.test
             out["test"] = {"dir": self.test_dir, "classes": list(cv.classes), "mean": dict(cv.mean), "std": dict(cv.std),
@@ -254,8 +285,8 @@ def _probe_figures(probe: ProbeReport) -> dict[str, Any]:
 def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, space: dict[str, Any] | None = None,
              n_trials: int | None = None, scheduler: str | None = None, test: bool = True, classical=None,
              note: str | None = None, progress: bool = True, sequential: bool = False) -> TuneReport:
-    """Search, choose on validation scores, write ``OUT/preset.json``, then (``test``) cross-validate the
-    choice once into ``OUT/test``. Writes tune.json and tune.md.
+    """Search, choose on validation scores, write ``OUT/preset.json`` and each fold's own choice, then
+    (``test``) test those choices once, nested, into ``OUT/test``. Writes tune.json and tune.md.
 
     Without ``space``: :data:`DEFAULT_SPACE`, ``n_trials`` (default :data:`DEFAULT_TRIALS`) draws of it."""
     from train.cv import run_cv
@@ -270,14 +301,18 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
     with dask_client(scheduler) as client:
         best, summaries = choose(trials, score_trials(trials, manifest, store, client=client, progress=progress,
                                                       sequential=sequential))
-        # The choice is on disk before any test fold is read.
+        per_fold = choose_per_fold(summaries)
+        # Every choice is on disk before any test fold is read.
         preset_path = write_json(out / "preset.json", trials[best].config.to_json())
-        report = TuneReport(space=space, base=base, trials=tuple(summaries), chosen=best, preset=str(preset_path),
-                            run=invocation(manifest, store))
+        report = TuneReport(space=space, base=base, trials=tuple(summaries), chosen=best, fold_choices=per_fold,
+                            preset=str(preset_path), run=invocation(manifest, store))
         write_tune(out, report.to_json())
         if test:
-            cv = run_cv(trials[best].config, manifest, store, out / "test", note=note, progress=progress,
-                        classical=classical, client=client, sequential=sequential)
+            nested = ("Nested test of a search (../tune.json): each fold trained the trial that scored best on its own "
+                      "validation split; the config below is the search's base.")
+            cv = run_cv(base, manifest, store, out / "test", note=nested if note is None else f"{note} {nested}",
+                        progress=progress, classical=classical, client=client, sequential=sequential,
+                        fold_configs={g: trials[i].config for g, i in per_fold.items()})
             report = dataclasses.replace(report, test=cv, test_dir=str(out / "test"))
             write_tune(out, report.to_json())
     return report

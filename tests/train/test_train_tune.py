@@ -1,5 +1,5 @@
 """`train tune`: trials from scikit-learn, scored on validation only (garbage test groups change nothing),
-the choice written as a preset file that --preset accepts, then tested once."""
+the choice written as a preset file that --preset accepts, each fold's own choice then tested once, nested."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +16,7 @@ from train.baseline import BaselineSpec, run_probe
 from train.cli import cli
 from train.data import load_features
 from train.presets import preset
-from train.tune import TuneError, choose, make_trials, plan_trials, score_trials
+from train.tune import TuneError, choose, choose_per_fold, make_trials, plan_trials, score_trials
 
 CLASSES = ("hap", "neu", "ang", "sad")
 SPACE = {"lr": [3e-3, 3e-4], "d": [8, 12]}
@@ -38,6 +38,11 @@ def test_trials_come_from_the_grid_or_the_sampler(tiny_cfg):
     assert len(plan_trials(tiny_cfg, SPACE, None)) == 4
     with pytest.raises(TuneError, match=r"^space: 'seed' cannot be searched; searchable fields: \["):
         make_trials(tiny_cfg, {"seed": [0, 1]})
+    with pytest.raises(TuneError, match=r"^space: 'val_fraction' cannot be searched"):  # trials must share validation rows
+        make_trials(tiny_cfg, {"val_fraction": [0.1, 0.3]})
+    # A range draws what the field holds, whatever the bounds are written as.
+    dropout = [t.params["dropout"] for t in make_trials(tiny_cfg, {"dropout": {"low": 0, "high": 1}}, 4)]
+    assert all(isinstance(p, float) and 0 <= p <= 1 for p in dropout) and len(set(dropout)) == 4
     with pytest.raises(TuneError, match=r"need low < high"):
         make_trials(tiny_cfg, {"lr": {"low": 1e-2, "high": 1e-3}})
     with pytest.raises(TuneError, match=r"trial 0 \{'optimizer': 'lion'\}: optimizer 'lion' is not one of"):
@@ -70,6 +75,7 @@ def test_no_test_peeking_garbage_test_groups_change_no_score_and_no_choice(small
     clean = score_trials(trials, rows, store, progress=False)
     assert all(f.passes == ("train", "val") for folds in clean for f in folds)  # no pass over any test group
     spliced = [[None] * 3 for _ in trials]
+    clean_picks = choose_per_fold(choose(trials, clean)[1])
     for k, group in enumerate(["1", "2", "3"]):
         bad_manifest, bad_store, bad_rows = _garbage_copy(tmp_path, rows, store, group)
         # The corruption is real: a model that reads the test group sees it.
@@ -80,6 +86,10 @@ def test_no_test_peeking_garbage_test_groups_change_no_score_and_no_choice(small
         for t in range(len(trials)):
             assert dirty[t][k] == clean[t][k]
             spliced[t][k] = dirty[t][k]
+        # The other folds train or validate on the garbage, so a choice over all folds would see it;
+        # the choice for this fold's test reads this fold alone.
+        assert any(dirty[t][j] != clean[t][j] for t in range(len(trials)) for j in range(3) if j != k)
+        assert choose_per_fold(choose(trials, dirty)[1])[group] == clean_picks[group]
     assert choose(trials, spliced) == choose(trials, clean)
     assert len({s.score for s in choose(trials, clean)[1]}) > 1  # the trials do differ: the choice means something
 
@@ -104,11 +114,22 @@ def test_tune_cli_on_dask_writes_a_preset_that_cv_runs(small_corpus, tmp_path):
     assert preset(str(out / "preset.json")).lr == best["params"]["lr"]
     assert "baseline" in report["test"] and set(report["test"]["mean"]) == {"acc", "wf1", "ua", "macro_f1"}
     assert (out / "test" / "cv.json").is_file() and (out / "tune.md").read_text().startswith("Selection: mean over folds")
-    # The preset file runs everywhere --preset goes, and gives the test run's figures again.
+    # The test is nested: each fold ran the trial best on its own validation split.
+    groups = [f["group"] for f in best["folds"]]
+    picks = {g: max(report["trials"], key=lambda t: (t["folds"][k]["best_val_wf1"], -t["number"]))["number"]
+             for k, g in enumerate(groups)}
+    assert {g: c["trial"] for g, c in report["fold_choices"].items()} == picks
+    tested = json.loads((out / "test" / "cv.json").read_text())
+    for fold in tested["folds"]:
+        ran = json.loads((out / "test" / f"fold-{fold['group']}" / "config.json").read_text())
+        assert ran["train"]["lr"] == report["trials"][picks[fold["group"]]]["params"]["lr"]
+    # The preset file runs everywhere --preset goes; where a fold chose the same trial, its figures come again.
     result = CliRunner().invoke(cli, ["cv", "--manifest", str(manifest), "--store", str(store), "--preset", str(out / "preset.json"),
                                       "--out", str(tmp_path / "again"), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["mean"] == report["test"]["mean"]
+    again = {f["group"]: f for f in json.loads(result.stdout)["folds"]}
+    same = [f for f in tested["folds"] if picks[f["group"]] == best["number"]]
+    assert same and all(f["wf1"] == again[f["group"]]["wf1"] and f["acc"] == again[f["group"]]["acc"] for f in same)
 
 
 def test_bad_preset_files_and_spaces_are_named(small_corpus, tmp_path):
