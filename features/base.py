@@ -11,9 +11,12 @@ any instant loses at most what it had not committed, and never leaves anything
 that looks complete but is not.
 
 Segments belong to *parts* (``main`` unless a writer asks for another), each
-written by one writer at a time. A writer numbers its segments 1, 2, 3...; when
-it closes it *compacts* its part: all live segments are copied into one new
-segment that records which it ``covers``, and the covered ones are then deleted.
+written by one writer at a time. A writer numbers its segments upwards from the
+part's highest number, or from a random one (of 90 million) in a part without
+segments, so that a reader that listed a segment since removed by a finish does
+not meet a new one under its name. When it closes it *compacts* its part: all
+live segments are copied into one new segment that records which it ``covers``,
+and the covered ones are then deleted.
 Readers ignore covered segments, so a crash mid-compaction is harmless too.
 
 When the last writer of a store closes (or ``Store.finish``, ``features

@@ -54,7 +54,7 @@ from features.records import (
     FINISHED_PART, Segment, SegmentIndex, SetMeta, StoreError, lengths_from_offsets, parse_json, root_record, root_sets,
 )
 
-_SEGMENT = re.compile(r"^(\d{8})\.h5$")
+_SEGMENT = re.compile(r"(\d{8})\.h5")  # fullmatch: "$" would let a trailing newline through
 # What h5py raises on a damaged file (it maps HDF5's errors onto these).
 H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, UnicodeError)
 
@@ -137,6 +137,10 @@ class HDF5Backend(Backend):
         return ino
 
     def _finished_sets(self) -> list[str]:
+        # Another process may have finished the store since the list was read: a finish or a
+        # delete built from a stale list would drop the sets it lacks, and a writer would miss
+        # a set's record (and its identity check). A stat tells whether the file was replaced.
+        self._refresh()
         if self._root_sets is None:
             f = self._main()
             try:
@@ -158,7 +162,9 @@ class HDF5Backend(Backend):
                 and ((p / "set.json").exists() or any(p.glob("*/[0-9]*.h5")))]
 
     def set_names(self) -> list[str]:
-        return sorted(set(self._finished_sets()) | set(self._writing_sets()))
+        # The parts first: a finish in between moves a set from them into the main file, never out of both.
+        writing = set(self._writing_sets())
+        return sorted(writing | set(self._finished_sets()))
 
     def _group(self, name: str) -> h5py.Group:
         try:
@@ -215,7 +221,7 @@ class HDF5Backend(Backend):
         if not part_dir.is_dir():
             return out  # removed by a finish: the caller sees the main file change and lists again
         for entry in sorted(part_dir.iterdir()):
-            match = _SEGMENT.match(entry.name)
+            match = _SEGMENT.fullmatch(entry.name)
             if match:
                 out.append(self._load_segment(part_dir.name, int(match.group(1)), entry))
         return out

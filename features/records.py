@@ -27,8 +27,9 @@ STORE_FORMAT_VERSION = 2
 DEFAULT_PART = "main"
 #: The part name of a set's finished (compacted, standard-layout) data; no writer can use it.
 FINISHED_PART = ""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Used with fullmatch only: re.match with "$" also accepts a trailing newline ("audio\n").
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class StoreError(EmocacheError):
@@ -86,7 +87,7 @@ def root_record(sets: list[str]) -> dict[str, Any]:
 def root_sets(record: Any, where: str) -> list[str]:
     body = unseal(record, where)
     sets = body.get("sets")
-    if not isinstance(sets, list) or not all(isinstance(s, str) and _NAME.match(s) for s in sets):
+    if not isinstance(sets, list) or not all(isinstance(s, str) and _NAME.fullmatch(s) for s in sets):
         raise StoreError(f"{where} is damaged: 'sets' must be a list of set names")
     return sorted(sets)
 
@@ -287,14 +288,14 @@ class SegmentIndex:
             raise _fail(where, "ids must be distinct non-empty strings")
         if not isinstance(lengths, list) or len(lengths) != len(ids) or not all(type(n) is int and n >= 0 for n in lengths):
             raise _fail(where, f"lengths must be {len(ids)} non-negative integers, one per id")
-        if not isinstance(sha, list) or len(sha) != len(ids) or not all(isinstance(h, str) and _HEX64.match(h) for h in sha):
+        if not isinstance(sha, list) or len(sha) != len(ids) or not all(isinstance(h, str) and _HEX64.fullmatch(h) for h in sha):
             raise _fail(where, f"sha256 must be {len(ids)} hex digests, one per id")
         if not isinstance(covers, list) or not all(type(c) is int and c >= 0 for c in covers):
             raise _fail(where, "covers must be a list of segment numbers")
         if not isinstance(failures, list):
             raise _fail(where, "failures must be a list")
         if not isinstance(counts, dict) or not all(
-            isinstance(name, str) and _NAME.match(name) and isinstance(v, list) and len(v) == len(ids)
+            isinstance(name, str) and _NAME.fullmatch(name) and isinstance(v, list) and len(v) == len(ids)
             and all(type(x) is int for x in v)
             for name, v in counts.items()
         ):
@@ -362,7 +363,7 @@ def index_counts(per_utterance: list[dict[str, int]]) -> dict[str, list[int]]:
 
 def check_name(kind: str, name: str) -> str:
     """Set, part and count names become file names; refuse anything that could escape or collide."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise StoreError(
             f"invalid {kind} name {name!r}: use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit"
         )

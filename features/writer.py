@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from collections.abc import Iterator, Mapping
+import math
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,10 +26,23 @@ if TYPE_CHECKING:
 
 # A writer commits by itself when its buffer grows past this, so memory stays bounded.
 MAX_BUFFER_BYTES = 512 << 20
+# Segment names are 8 digits (FORMAT.md): readers skip any other name, so a number past this is never written.
+LAST_SEQ = 99_999_999
+# A part without segments starts below this: room above for 10 million more.
+_FIRST_SEQ_BELOW = 90_000_000
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive_number(value: Any) -> bool:
+    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return numeric and math.isfinite(value) and value > 0
 
 
 class Writer:
@@ -57,12 +72,13 @@ class Writer:
             raise StoreError(f"writer for set {name!r}: provenance must be a features.provenance.Provenance")
         if provenance.dtype not in STORE_DTYPES:
             raise StoreError(f"set {name!r}: dtype {provenance.dtype!r} is not supported; use one of {', '.join(STORE_DTYPES)}")
-        if not isinstance(provenance.dim, int) or provenance.dim < 1:
+        # bool is an int to Python, but the set's record would hold true, which every later reader refuses as damage.
+        if not _positive_int(provenance.dim):
             raise StoreError(f"set {name!r}: provenance.dim must be a positive int, got {provenance.dim!r}")
-        if layers is not None and (not isinstance(layers, int) or layers < 1):
+        if layers is not None and not _positive_int(layers):
             raise StoreError(f"set {name!r}: layers must be None or a positive int, got {layers!r}")
-        if frame_rate is not None and not frame_rate > 0:
-            raise StoreError(f"set {name!r}: frame_rate must be None or positive, got {frame_rate!r}")
+        if frame_rate is not None and not _positive_number(frame_rate):
+            raise StoreError(f"set {name!r}: frame_rate must be None or a positive number of frames per second, got {frame_rate!r}")
         self.store = store
         self.name = name
         self.part = part
@@ -90,7 +106,11 @@ class Writer:
             raise
         self._done = set(index.where)
         self._failed = {f.utt_id for f in index.failures}
-        self._seq = 1 + max((s.seq for s in segments if s.part == part), default=0)
+        used = [s.seq for s in segments if s.part == part]
+        # Never a number the part had before a finish (or a delete) removed its segments: a reader
+        # that listed the old segment would read the new one's frames at the old one's offsets.
+        # Random from the OS, not the random module, whose state forked workers share.
+        self._seq = max(used) + 1 if used else 1 + secrets.randbelow(_FIRST_SEQ_BELOW)
         self._pending: dict[str, tuple[np.ndarray, str, dict[str, int]]] = {}
         self._pending_failures: list[Failure] = []
         self._pending_bytes = 0
@@ -164,6 +184,13 @@ class Writer:
         if self._closed:
             raise StoreError(f"writer for set {self.name!r} part {self.part!r} of {self.store.location} is closed")
 
+    def _check_id(self, utt_id: Any) -> None:
+        if not isinstance(utt_id, str) or not utt_id:
+            raise StoreError(f"set {self.name!r}: utterance ids must be non-empty strings, got {utt_id!r}")
+        if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in utt_id):
+            # HDF5 strings end at a NUL, and every store writes ids as UTF-8.
+            raise StoreError(f"set {self.name!r}: utterance id {utt_id!r} holds a control character or invalid UTF-8; fix it in the manifest")
+
     def write(self, utt_id: str, array: Any, counts: Mapping[str, int] | None = None) -> str:
         """Buffer ``array`` (``(T, D)`` or ``(L, T, D)``) for ``utt_id``, cast to the set's dtype.
 
@@ -173,11 +200,7 @@ class Writer:
         ``features verify`` will check it.
         """
         self._check_open()
-        if not isinstance(utt_id, str) or not utt_id:
-            raise StoreError(f"set {self.name!r}: utterance ids must be non-empty strings, got {utt_id!r}")
-        if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000 for c in utt_id):
-            # HDF5 strings end at a NUL, and every store writes ids as UTF-8.
-            raise StoreError(f"set {self.name!r}: utterance id {utt_id!r} holds a control character or invalid UTF-8; fix it in the manifest")
+        self._check_id(utt_id)
         if utt_id in self._done:
             raise StoreError(
                 f"utterance {utt_id!r} is already committed to set {self.name!r} of {self.store.location}; "
@@ -192,7 +215,8 @@ class Writer:
         if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
             raise StoreError(f"utterance {utt_id!r}: expected a real numeric array, got dtype {array.dtype}")
         with np.errstate(over="ignore", invalid="ignore"):
-            stored = np.ascontiguousarray(array, dtype=np.dtype(meta.dtype).newbyteorder("<"))
+            # Always a copy: the caller may refill its array before the commit, under our checksum.
+            stored = np.array(array, dtype=np.dtype(meta.dtype).newbyteorder("<"), order="C", copy=True)
         if not np.isfinite(stored).all():
             bad = int((~np.isfinite(stored)).sum())
             raise StoreError(
@@ -223,12 +247,13 @@ class Writer:
         ``time`` (ISO 8601) defaults to now; merges pass the original one.
         """
         self._check_open()
+        self._check_id(utt_id)
         if utt_id in self._done:
             raise StoreError(f"utterance {utt_id!r} is already committed to set {self.name!r}; it cannot also fail")
         dropped = self._pending.pop(utt_id, None)
         if dropped is not None:
             self._pending_bytes -= dropped[0].nbytes
-        self._pending_failures.append(Failure(str(utt_id), str(stage), str(message), time or _now()))
+        self._pending_failures.append(Failure(utt_id, str(stage), str(message), time or _now()))
         self._failed.add(utt_id)
 
     def commit(self) -> None:
@@ -245,8 +270,7 @@ class Writer:
             self._pending_failures,
             counts=index_counts([self._pending[u][2] for u in ids]),
         )
-        self.store.backend.write_segment(self.name, self.meta, self.part, self._seq, index, arrays)
-        self._seq += 1
+        self._write_segment(index, arrays)
         self._done.update(ids)
         self._pending.clear()
         self._pending_failures.clear()
@@ -271,10 +295,18 @@ class Writer:
             sorted(s.seq for s in mine),
             index_counts([s.utterance_counts(i) for s in live for i in range(len(s.ids))]),
         )
-        backend.write_segment(self.name, self.meta, self.part, self._seq, index, self._copy_blocks(live))
-        self._seq += 1
+        self._write_segment(index, self._copy_blocks(live))
         for segment in mine:
             backend.delete_segment(self.name, segment)
+
+    def _write_segment(self, index: SegmentIndex, blocks: Iterable[np.ndarray]) -> None:
+        if self._seq > LAST_SEQ:
+            raise StoreError(
+                f"part {self.part!r} of set {self.name!r} in {self.store.location} has used every segment number; "
+                f"close its writers and run `features compact {self.store.location}`, then write on"
+            )
+        self.store.backend.write_segment(self.name, self.meta, self.part, self._seq, index, blocks)
+        self._seq += 1
 
     def _copy_blocks(self, segments: list[Segment]) -> Iterator[np.ndarray]:
         for segment in segments:

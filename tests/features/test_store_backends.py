@@ -13,7 +13,89 @@ from features import StoreError, open_store
 from features.testing import StoreSuite, provenance, random_arrays
 
 
-class TestHDF5(StoreSuite):
+def full(value: float, frames: int = 5) -> np.ndarray:
+    return np.full((frames, 8), value, dtype=np.float16)
+
+
+class OtherStoreObjects:
+    """A Store object kept open while another one (another process, in real use) changes the store under it;
+    mixed into each back-end's class below, as StoreSuite is. Candidates for ``features.testing.StoreSuite``."""
+
+    def write_sets(self, path, *names):
+        with open_store(path, "a") as store:
+            for name in names:
+                with store.writer(name, provenance()) as w:
+                    w.write(f"{name}0", full(1))
+
+    @pytest.mark.parametrize("action", ["delete_set", "finish"])
+    def test_a_delete_or_finish_keeps_a_set_another_store_object_added(self, path, action):
+        self.write_sets(path, "audio", "text")
+        session = open_store(path, "a")  # a long-lived session that listed the sets
+        assert session.set_names() == ["audio", "text"]
+        self.write_sets(path, "video")  # finished by its writer's close
+        with open_store(path, "a") as other, other.writer("audio", provenance(), part="x", finish=False) as w:
+            w.write("audio1", full(2))  # something for the session's finish to fold in
+        with session:
+            session.delete_set("text") if action == "delete_set" else session.finish()
+        with open_store(path) as store:
+            assert store.set_names() == (["audio", "video"] if action == "delete_set" else ["audio", "text", "video"])
+            assert store["video"].ids == ["video0"] and np.array_equal(store["video"].read("video0"), full(1))
+        assert features.verify(path).ok
+
+    def test_a_writer_checks_the_identity_of_a_set_another_store_object_made(self, path):
+        self.write_sets(path, "audio")
+        with open_store(path, "a") as session:
+            assert session.set_names() == ["audio"]
+            self.write_sets(path, "video")
+            with pytest.raises(StoreError, match=r"set 'video' in .* was made with identity .* differences \(set -> this run\): encoder: 'test:random' -> 'test:other'"):
+                session.writer("video", provenance(encoder="test:other"))
+        with open_store(path) as store:
+            assert store["video"].ids == ["video0"]
+
+    def test_an_open_reader_finds_a_set_finished_after_it_listed_the_store(self, path):
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            w.write("a", full(1))
+            w.commit()
+            with open_store(path) as reader:
+                assert reader["audio"].ids == ["a"]
+                w.write("b", full(2))
+                w.close()  # the last writer: the store is finished
+                assert reader.set_names() == ["audio"]
+                assert reader["audio"].ids == ["a", "b"]
+                assert np.array_equal(reader["audio"].read("b"), full(2))
+
+    def test_an_open_reader_never_reads_a_new_segment_through_old_offsets(self, path):
+        with open_store(path, "a") as store, store.writer("audio", provenance(), finish=False) as w:
+            w.write("A", full(1))
+            w.write("B", full(2))
+        with open_store(path) as reader:
+            old = reader["audio"]  # A and B in a segment of part main
+            assert np.array_equal(old.read("B"), full(2))
+            with open_store(path, "a") as store:
+                store.finish()  # A and B move into the finished set; the segment goes
+                with store.writer("audio", provenance()) as w:  # a resumed run writes part main again
+                    w.write("C", full(7))
+                    w.write("D", full(8))
+                    w.commit()
+                    assert np.array_equal(old.read("A"), full(1)) and np.array_equal(old.read("B"), full(2))
+                    both = old.read_all(["A", "B"])
+                    assert np.array_equal(both[0], full(1)) and np.array_equal(both[1], full(2))
+                    again = reader["audio"]
+                    assert again.ids == ["A", "B", "C", "D"]
+                    assert np.array_equal(again.read("C"), full(7)) and np.array_equal(again.read("A"), full(1))
+
+    def test_an_array_refilled_after_write_is_stored_as_it_was_written(self, path):
+        buffer = np.zeros((5, 8), dtype=np.float16)  # already the set's dtype: nothing to convert
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            for i in range(3):
+                buffer[:] = i  # an encoder reusing one output buffer
+                w.write(f"u{i}", buffer)
+        with open_store(path) as store:
+            assert [float(store["audio"].read(f"u{i}")[0, 0]) for i in range(3)] == [0.0, 1.0, 2.0]
+        assert features.verify(path).ok
+
+
+class TestHDF5(StoreSuite, OtherStoreObjects):
     suffix = ".h5"
 
     def test_an_hdf5_file_that_is_not_a_store_is_refused(self, tmp_path):
@@ -48,7 +130,7 @@ class TestHDF5(StoreSuite):
             return [(Path(path), data.id.get_offset(), data.id.get_storage_size(), 0)]
 
 
-class TestZarr(StoreSuite):
+class TestZarr(StoreSuite, OtherStoreObjects):
     suffix = ".zarr"
 
     def test_verify_names_the_utterances_of_a_lost_chunk(self, path, monkeypatch):

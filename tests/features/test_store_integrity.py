@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from features.cli import cli
 from features.convert import merge
 from features.lock import StaleLockWarning
 from features.provenance import Provenance
+from features.records import SegmentIndex
+from features.writer import LAST_SEQ
 from manifests import Utterance, write_manifest
 
 PROV = Provenance(encoder="test:integrity", manifest_hash="9" * 64, dtype="float16", dim=4, host="h", created="2026-01-01")
@@ -99,6 +102,58 @@ def test_ids_a_store_cannot_hold_are_refused_naming_them(tmp_path, suffix):
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
+def test_failures_of_ids_a_store_cannot_hold_are_refused_naming_them(tmp_path, suffix):
+    with open_store(str(tmp_path / f"s{suffix}"), "a") as store, store.writer("audio", PROV) as w:
+        with pytest.raises(StoreError, match=r"set 'audio': utterance ids must be non-empty strings, got 123"):
+            w.fail(123, "load", "cannot decode")
+        with pytest.raises(StoreError, match="holds a control character or invalid UTF-8; fix it in the manifest"):
+            w.fail("a\udcffb", "load", "cannot decode")
+        w.fail("fine", "load", "cannot decode")
+    with open_store(str(tmp_path / f"s{suffix}")) as store:
+        assert [f.utt_id for f in store["audio"].failures()] == ["fine"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_names_with_a_trailing_newline_are_refused(tmp_path, suffix):
+    assert features.records.check_name("set", "audio") == "audio"
+    with pytest.raises(StoreError, match=r"invalid set name 'audio\\n': use 1-128 letters"):
+        features.records.check_name("set", "audio\n")
+    with open_store(str(tmp_path / f"s{suffix}"), "a") as store:
+        with pytest.raises(StoreError, match=r"invalid set name 'audio\\n'"):
+            store.writer("audio\n", PROV)
+        with pytest.raises(StoreError, match=r"invalid part name 'main\\n'"):
+            store.writer("audio", PROV, part="main\n")
+        with store.writer("audio", PROV) as w, pytest.raises(StoreError, match=r"invalid count name 'frames\\n'"):
+            w.write("u0", np.ones((1, 4)), {"frames\n": 1})
+        assert store.set_names() == ["audio"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("setting, message", [
+    ({"layers": True}, "layers must be None or a positive int, got True"),
+    ({"dim": True}, "provenance.dim must be a positive int, got True"),
+    ({"frame_rate": True}, "frame_rate must be None or a positive number of frames per second, got True"),
+    ({"frame_rate": "50"}, "frame_rate must be None or a positive number of frames per second, got '50'"),
+    ({"frame_rate": float("inf")}, "frame_rate must be None or a positive number of frames per second, got inf"),
+])
+def test_writer_settings_of_the_wrong_type_are_refused_before_anything_is_written(tmp_path, suffix, setting, message):
+    # bool is an int to Python: layers=True used to be recorded, and every later ls, rm or compact called the store damaged.
+    path = str(tmp_path / f"s{suffix}")
+    finished(path)
+    prov = dataclasses.replace(PROV, dim=setting["dim"]) if "dim" in setting else PROV
+    with open_store(path, "a") as store, pytest.raises(StoreError, match=rf"set 'video': {re.escape(message)}"):
+        store.writer("video", prov, **{k: v for k, v in setting.items() if k != "dim"})
+    with open_store(path) as store:
+        assert store.set_names() == ["audio"]
+    result = CliRunner().invoke(cli, ["ls", path])
+    assert result.exit_code == 0, result.output
+    with open_store(path, "a") as store, store.writer("video", PROV, frame_rate=np.float32(25.0), layers=2) as w:
+        w.write("v0", np.ones((2, 1, 4)))
+    with open_store(path) as store:
+        assert (store["video"].info.frame_rate, store["video"].info.layers) == (25.0, 2)
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_vanished_finished_set_is_reported_not_skipped(tmp_path, suffix):
     path = str(tmp_path / f"s{suffix}")
     finished(path)
@@ -140,16 +195,32 @@ def test_a_covers_list_that_would_lose_data_is_refused_not_obeyed(tmp_path, suff
     with open_store(path, "a") as store:
         backend = store.backend
         meta = backend.read_set_meta("audio")
+        (a,) = [s for s in backend.segments("audio") if s.ids == ("a",)]
         (b,) = [s for s in backend.segments("audio") if s.ids == ("b",)]
-        # A well-formed segment (its digest matches) that claims to cover segment 1 but holds only 'b'.
-        index = dataclasses.replace(b.index, covers=(1, 2))
+        # A well-formed segment (its digest matches) that claims to cover segment a but holds only 'b'.
+        index = dataclasses.replace(b.index, covers=(a.seq, b.seq))
         block = np.ones((2, 4), dtype=np.float16)
-        backend.write_segment("audio", meta, "main", 3, index, [block])
+        backend.write_segment("audio", meta, "main", b.seq + 1, index, [block])
         with pytest.raises(StoreError, match=r"says it covers segment .* but lacks 1 of its utterances \('a'\.\.\.\); refusing to delete"):
             store.writer("audio", PROV)
     with open_store(path) as store:
         segments = store.backend.segments("audio")
-        assert sorted(s.seq for s in segments) == [1, 2, 3], "nothing was deleted"
+        assert sorted(s.seq for s in segments) == [a.seq, b.seq, b.seq + 1], "nothing was deleted"
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_part_out_of_segment_numbers_is_refused_not_written_under_a_name_readers_skip(tmp_path, suffix):
+    path = str(tmp_path / f"s{suffix}")
+    finished(path)
+    with open_store(path, "a") as store:
+        backend = store.backend
+        backend.write_segment("audio", backend.read_set_meta("audio"), "late", LAST_SEQ, SegmentIndex([], [], []), [])
+        w = store.writer("audio", PROV, part="late")
+        w.write("x", np.ones((1, 4)))
+        with pytest.raises(StoreError, match=r"part 'late' of set 'audio' in .* has used every segment number; close its writers and run `features compact"):
+            w.close()
+    with open_store(path) as store:
+        assert store["audio"].ids == ["u0", "u1", "u2"]
 
 
 # -- leftovers of killed writers
@@ -223,12 +294,13 @@ def test_a_symlink_planted_as_a_writer_lock_is_refused_and_its_target_untouched(
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_a_symlink_planted_at_a_temporary_name_is_not_written_through(tmp_path, suffix):
     path = str(tmp_path / f"s{suffix}")
-    unfinished(path)  # segments 1 and 2 committed
+    unfinished(path)  # two segments committed; the next commit takes the number after theirs
     target = tmp_path / "precious"
     target.mkdir() if suffix == ".zarr" else target.write_text("keep me")
     with open_store(path, "a") as store, store.writer("audio", PROV) as w:
         part = store.backend.lock_path("audio", "main").parent
-        (part / (f".tmp-00000003-{os.getpid()}" + (".h5" if suffix == ".h5" else ""))).symlink_to(target)
+        following = 1 + max(s.seq for s in store.backend.segments("audio"))
+        (part / (f".tmp-{following:08d}-{os.getpid()}" + (".h5" if suffix == ".h5" else ""))).symlink_to(target)
         w.write("c", np.ones((2, 4)))
         w.commit()
     assert (not list(target.iterdir())) if suffix == ".zarr" else target.read_text() == "keep me"
