@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from emocache.atomic import write_json
 from features.base import StoreError
+from features.lock import WriterLock
 from features.records import StoreLockedError
 from features.store import open_store
 from features.upload import (
@@ -90,6 +91,11 @@ class StagedStore:
     def state_path(self) -> Path:
         return self.local.with_name(self.local.name[: -len(".zarr")] + ".staging.json")
 
+    @property
+    def lock_path(self) -> Path:
+        """Held while a run prepares the copy (:meth:`prepare`); gone once none does."""
+        return self.local.with_name(self.local.name[: -len(".zarr")] + ".staging.lock")
+
     def remote_version(self) -> str | None:
         """The version of the remote store now; None when there is none."""
         return self._ask(remote_version)
@@ -103,8 +109,25 @@ class StagedStore:
             raise StoreError(f"cannot read {self.url} ({type(e).__name__}: {e}); fix the bucket or credentials") from None
 
     def prepare(self) -> Path:
-        """Make the staging copy ready to write (module docstring) and return its path."""
+        """Make the staging copy ready to write (module docstring) and return its path.
+
+        Runs of one copy take turns here: two that start together on a machine without a
+        copy would otherwise both fetch the remote, and the second would put its copy in
+        place of the first's, with that run's writers and work in it. The second waits,
+        then finds the first's copy and resumes from it.
+        """
         current = self.remote_version()
+        if current is None and not (self.local / "zarr.json").is_file():
+            self._check_bucket()  # before the lock's file is made: a refusal leaves no staging folder
+        lock = WriterLock(self.lock_path, f"the staging copy {self.local} of {self.url} (being prepared)")
+        lock.acquire(wait=True)
+        try:
+            return self._prepare(current)
+        finally:
+            lock.release()
+
+    def _prepare(self, current: str | None) -> Path:
+        """:meth:`prepare`, holding the lock; ``current`` is the remote's version."""
         if (self.local / "zarr.json").is_file():
             state = self.state()
             if current == state.base or current in state.attempted:
@@ -118,8 +141,6 @@ class StagedStore:
                 f"delete {self.local} and {self.state_path}; or publish the copy elsewhere (`features upload {self.local} URL`)"
             )
         if current is None:
-            self._check_bucket()
-            self.local.parent.mkdir(parents=True, exist_ok=True)
             self._write_state(StagingState(self.url, None))
         else:
             self._fetch(current)
@@ -196,6 +217,11 @@ class StagedStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise StoreLockedError(f"{self.url} is being published by another run (or changed while it was fetched "
                                    f"into {self.local}); run again once it is done")
+        if (self.local / "zarr.json").is_file():
+            # Made by a run that did not wait for this one's fetch: it may have writers and work in it.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreLockedError(f"another run made the staging copy {self.local} while {self.url} was fetched into it; "
+                                   "run again: it resumes from that copy")
         self._write_state(StagingState(self.url, version))
         if self.local.exists():  # a creation cut off before its zarr.json: nothing in it
             shutil.rmtree(self.local)

@@ -128,3 +128,16 @@ def test_two_uploads_to_one_url_exclude_each_other(tmp_path, s3, small_store):
         result = CliRunner().invoke(features_cli, ["upload", str(tmp_path / "lab.zarr"), url])
     assert result.exit_code == 0, result.output
     assert s3.files("lab.zarr") == s3.local_files(tmp_path / "lab.zarr")  # the lock is gone with the upload
+
+
+def test_a_chunk_missing_from_an_s3_store_is_an_error_not_zeros(tmp_path, s3, small_store):
+    local = tmp_path / "lab.zarr"
+    small_store(local)
+    s3.fs.put(str(local), f"{s3.name}/lab.zarr", recursive=True)
+    s3.fs.rm(f"{s3.name}/lab.zarr/audio/data/c/0/0")
+    url = s3.url("lab.zarr")
+    with open_store(url) as remote:
+        with pytest.raises(StoreError, match=rf"^the store at {url} is missing chunk audio/data/c/0/0 \(frames 0:20 of set 'audio', "
+                                             r"utterance\(s\) 'audio0'\); it was copied or uploaded only in part"):
+            remote["audio"].read("audio0")
+        assert remote["video"].read_all().data.any()  # the sets whose chunks are all there read as before

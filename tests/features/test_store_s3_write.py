@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from click.testing import CliRunner
 from extract.cli import cli as extract_cli
 from features import open_store
 from features.cli import cli as features_cli
+from features.records import StoreLockedError
 from features.staging import StagedStore, default_staging_dir
+from features.testing import provenance
 from features.upload import RemoteChangedError, upload_store
 
 ENCODER = "opensmile:eGeMAPSv02"
@@ -212,3 +215,61 @@ def test_a_publish_over_a_remote_changed_meanwhile_is_refused(tmp_path, s3, smal
     with pytest.raises(RemoteChangedError, match=rf"^{url} changed since {staged.local} was taken from it "):
         staged.publish()
     assert s3.listing("lab.zarr") == theirs
+
+
+def test_runs_starting_together_without_a_copy_share_the_first_ones(tmp_path, s3, small_store):
+    """Three runs into one URL start at once on a machine with no staging copy yet: one fetches the
+    remote, the others wait and resume from its copy. Each keeps its writer open, with work committed,
+    until all have prepared: none may put a fetch of its own in place of a copy with work in it."""
+    small_store(tmp_path / "theirs.zarr")
+    url = s3.url("lab.zarr")
+    upload_store(tmp_path / "theirs.zarr", url)
+    staging = tmp_path / "staging"
+    names = ["one", "two", "three"]
+    start, prepared = threading.Barrier(len(names), timeout=60), threading.Barrier(len(names), timeout=60)
+    errors = []
+
+    def run(name: str) -> None:
+        try:
+            staged = StagedStore.for_url(url, staging)
+            start.wait()
+            local = staged.prepare()
+            with open_store(str(local), "a") as store, store.writer(name, provenance("float16", 8)) as writer:
+                writer.write(f"{name}-0", np.ones((3, 8)))
+                writer.commit()
+                prepared.wait()
+                writer.write(f"{name}-1", np.ones((3, 8)))
+        except Exception as e:  # noqa: BLE001 - each run's error is reported by the test
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+            prepared.abort()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    with open_store(str(StagedStore.for_url(url, staging).local)) as copy:
+        assert copy.set_names() == sorted(["audio", "video", *names])
+        assert all(copy[name].ids == [f"{name}-0", f"{name}-1"] for name in names)
+    assert not StagedStore.for_url(url, staging).lock_path.exists()
+
+
+def test_a_fetch_never_replaces_a_copy_another_run_made_meanwhile(tmp_path, s3, small_store):
+    """What prepare's lock rules out, done by hand (the auditor's reproduction): a run found no copy and
+    fetched; meanwhile another made the copy and committed work in it. The fetch must not replace it."""
+    small_store(tmp_path / "theirs.zarr")
+    url = s3.url("lab.zarr")
+    upload_store(tmp_path / "theirs.zarr", url)
+    first, second = StagedStore.for_url(url, tmp_path / "staging"), StagedStore.for_url(url, tmp_path / "staging")
+    version = second.remote_version()  # the second run has seen no copy, and fetches this
+    with open_store(str(first.prepare()), "a") as store, store.writer("text", provenance("float16", 8)) as writer:
+        writer.write("t0", np.ones((3, 8)))
+        writer.commit()
+        with pytest.raises(StoreLockedError, match=rf"^another run made the staging copy {first.local} while {url} "
+                                                   "was fetched into it; run again: it resumes from that copy$"):
+            second._fetch(version)
+        writer.write("t1", np.ones((3, 8)))
+    with open_store(str(first.local)) as copy:
+        assert copy.set_names() == ["audio", "text", "video"] and copy["text"].ids == ["t0", "t1"]
+    assert [p.name for p in first.local.parent.iterdir() if ".fetch-" in p.name] == []
