@@ -153,9 +153,12 @@ def extract_manifest(
 
             tally = extract_on_cluster(client, store_path, options, prov, pending, describer=enc, progress=progress)
             # The parts' writers leave the store unfinished (finish=False); finishing once, after
-            # all of them, makes it one standard file or tree (features/FORMAT.md).
+            # all of them, makes it one standard file or tree (features/FORMAT.md). A writer still open
+            # on another set (another run) finishes it when it closes, as SHARING.md promises.
+            from features.finish import finish_when_last
+
             with open_store(store_path, mode="a") as store:
-                store.finish()
+                finish_when_last(store)
         else:
             tally.notes.extend(enc.notes())
     for note in tally.notes:

@@ -84,3 +84,29 @@ def test_a_device_the_workers_lack_is_refused_before_the_store_is_touched(small_
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
     with open_store(str(store)) as s:
         assert len(s["audio"]) == 2
+
+
+@pytest.mark.slow
+def test_a_dask_run_beside_an_open_writer_leaves_the_finish_to_that_writer(small_corpus, tmp_path):
+    """Another run writes another set of the store meanwhile: the Dask run's work is all committed, so it
+    must end with its summary, not a StoreLockedError; the other writer finishes the store when it closes."""
+    from features.testing import provenance
+
+    path = str(tmp_path / "s.zarr")
+    other_store = open_store(path, "a")
+    other = other_store.writer("video", provenance("float16", 4))
+    other.write("v0", np.ones((2, 4)))
+    other.commit()
+    try:
+        summary = run_extraction(small_corpus, path, "audio", scheduler="local:1", progress=False)
+        assert (summary.done, summary.skipped, summary.failed) == (12, 0, 0)
+        with open_store(path) as store:
+            assert sorted(store["audio"].ids) == sorted(r.utt_id for r in read_manifest(small_corpus))
+    finally:
+        other.close()
+        other_store.close()
+    assert not list((tmp_path / "s.zarr").glob("*/parts/*"))  # finished by the last writer to close
+    report = features.verify(path)
+    assert report.ok, report.problems
+    with open_store(path) as store:
+        assert store.set_names() == ["audio", "video"] and len(store["audio"]) == 12
