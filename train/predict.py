@@ -114,7 +114,7 @@ def predict(checkpoint: str | os.PathLike, store=None, manifest=None, *, cache: 
         if manifest is None:
             raise DataError("give the feature store(s) to label (--store), or recordings: a manifest (--manifest) "
                             "or one recording (--audio, --video, --text)")
-        return predict_rows(checkpoint, as_rows(manifest), cache=cache, sources=sources, batch_size=batch_size,
+        return predict_rows(checkpoint, as_rows(manifest, labelled=False), cache=cache, sources=sources, batch_size=batch_size,
                             device=device, progress=progress)
     if cache is not None or sources:
         raise DataError("--cache, --encoder and --weights are for labelling recordings; "

@@ -151,6 +151,14 @@ def test_a_manifest_of_new_recordings_labels_what_it_can_and_names_what_it_canno
     assert lines[0].startswith("utt_id,label,pred,p_")
     assert [line.split(",")[:2] for line in lines[1:]] == [[r.utt_id, r.label] for r in rows[:2]]
 
+    # New recordings come without labels (a manifest for training would be refused).
+    unlabelled = write_manifest([dataclasses.replace(r, label="") for r in rows[:2]], tmp_path / "unlabelled.jsonl")
+    result = invoke("--checkpoint", str(demo_checkpoint), "--manifest", str(unlabelled), "--cache", str(tmp_path / "c"),
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("utt_id,pred,p_") and [line.split(",")[0] for line in lines[1:]] == [r.utt_id for r in rows[:2]]
+
 
 def test_single_recordings_must_bring_what_the_checkpoint_was_trained_on(demo_checkpoint, tmp_path):
     wav = tone(tmp_path / "x.wav")
