@@ -5,6 +5,11 @@ One check and one wording for every command (``extract run``, ``train``, ``train
 """
 from __future__ import annotations
 
+import re
+
+# The devices emocache runs on; anything else (a typo, "gpu", "mps") is refused by name.
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
 
 def cuda_devices() -> int:
     """How many CUDA devices torch sees in this process (run on each Dask worker by
@@ -14,11 +19,19 @@ def cuda_devices() -> int:
     return torch.cuda.device_count()
 
 
+def device_name_problem(device: object) -> str | None:
+    """Why ``device`` is not a device name emocache runs on (cpu, cuda, cuda:N); None when it is one."""
+    if isinstance(device, str) and _DEVICE.fullmatch(device):
+        return None
+    return f"device {device!r} is not one of cpu, cuda, cuda:N"
+
+
 def device_problem(device: str, cuda_count: int, where: str = "this machine") -> str | None:
     """Why ``device`` ("cpu", "cuda", "cuda:N") cannot run on ``where``, which has ``cuda_count`` CUDA
     devices, as the message to show (it names the fix); None when it can."""
-    if not device.startswith("cuda"):
-        return None
+    named = device_name_problem(device)
+    if named is not None or device == "cpu":
+        return named
     index = int(device.partition(":")[2] or 0)
     if cuda_count == 0:
         return f"--device {device}: torch sees no CUDA device on {where}; use --device cpu"

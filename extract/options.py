@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from emocache.devices import device_name_problem
 from emocache.scheduler import check_scheduler
 from features import STORE_DTYPES
 
@@ -124,6 +125,8 @@ class ExtractOptions:
             check_choice("--store-dtype", self.store_dtype, STORE_DTYPES)
         if self.limit is not None and self.limit < 1:
             raise EncoderConfigError(f"--limit {self.limit}: must be at least 1")
+        if device_name_problem(self.device) is not None:  # checked here: openSMILE and HOG never read it
+            raise EncoderConfigError(device_name_problem(self.device))
         check_scheduler(self.scheduler)
 
     @property

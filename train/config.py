@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from emocache.devices import device_name_problem
 from emocache.errors import EmocacheError
 from train.model import MODALITIES, ModelConfig, known_fields
 
@@ -68,8 +68,8 @@ class TrainConfig:
             raise ConfigError(f"val {self.val!r} is not one of {list(VAL_MODES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device {self.device!r} is not one of cpu, cuda, cuda:N")
+        if device_name_problem(self.device) is not None:
+            raise ConfigError(device_name_problem(self.device))
         cuda_only = [f"precision={self.precision!r}"] * (self.precision != "fp32") + ["compile=True"] * self.compile
         if cuda_only and self.device == "cpu":
             raise ConfigError(f"{' and '.join(cuda_only)} {'is' if len(cuda_only) == 1 else 'are'} for CUDA devices; "

@@ -119,6 +119,9 @@ def predict(checkpoint: str | os.PathLike, store=None, manifest=None, *, cache: 
     if cache is not None or sources:
         raise DataError("--cache, --encoder and --weights are for labelling recordings; "
                         "with --store the features are already extracted")
+    problem = device_problem(device, torch.cuda.device_count())
+    if problem is not None:
+        raise DataError(problem)
     ckpt = Checkpoint.load(checkpoint)
     cfg = TrainConfig.from_json(ckpt.train)
     modalities = ckpt.inputs

@@ -146,6 +146,8 @@ def test_device_problems_name_the_device_the_place_and_the_fix():
     assert device_problem("cuda", 0) == "--device cuda: torch sees no CUDA device on this machine; use --device cpu"
     assert device_problem("cuda:2", 2, where="Dask worker tcp://h:1") == (
         "--device cuda:2: Dask worker tcp://h:1 has 2 CUDA device(s), cuda:0 to cuda:1")
+    for name in ("gpu", "cuda:x", "mps", "cuda:", " cpu"):
+        assert device_problem(name, 1) == f"device {name!r} is not one of cpu, cuda, cuda:N"
 
 
 @pytest.mark.slow

@@ -88,3 +88,12 @@ def test_cuda_without_a_gpu_is_refused_up_front(small_corpus, tmp_path):
     result = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", str(tmp_path / "s.h5"), "--device", "cuda")
     assert result.exit_code == 1
     assert result.output.strip() == "Error: --device cuda: torch sees no CUDA device on this machine; use --device cpu"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"])
+def test_a_device_name_torch_would_not_know_is_refused_before_anything_is_written(small_corpus, tmp_path, device):
+    """Even for encoders that never read the device (openSMILE), which would have recorded it in the set."""
+    result = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", str(tmp_path / "s.h5"), "--device", device)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: device {device!r} is not one of cpu, cuda, cuda:N"
+    assert list(tmp_path.iterdir()) == []

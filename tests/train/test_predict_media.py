@@ -93,6 +93,13 @@ def test_one_recording_never_extracted_gets_a_label_and_class_probabilities(demo
             np.testing.assert_array_equal(cached[set_name].read(key), extracted[name].read("one"))
 
 
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"])
+def test_a_device_name_torch_would_not_know_is_one_line_from_features_or_recordings(demo_checkpoint, demo_store, tmp_path, device):
+    for source in (["--store", str(demo_store)], ["--audio", str(tone(tmp_path / "one.wav")), "--text", SAID]):
+        result = invoke("--checkpoint", str(demo_checkpoint), *source, "--device", device)
+        assert (result.exit_code, result.output) == (1, f"Error: device {device!r} is not one of cpu, cuda, cuda:N\n")
+
+
 def test_an_audio_checkpoint_labels_one_wav(demo_manifest, demo_store, tmp_path):
     checkpoint = train_checkpoint(demo_manifest, demo_store, demo_store.parent / "a" / "fold-1", "a")
     result = invoke("--checkpoint", str(checkpoint), "--audio", str(tone(tmp_path / "one.wav")))
