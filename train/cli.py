@@ -229,13 +229,18 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
     """The paper's ablations (Tables 1 and 2) beside the paper's figures.
 
     Cross-validates every modality setting, and every lambda for A+V+T; each setting stands beside
-    the linear probe on its inputs, and beside the reference setting, with 95% paired intervals."""
+    the linear probe on its inputs, and beside the reference setting, with 95% paired intervals.
+    The reference is A+V+T at --lambda (the preset's lambda when not given), one of --lambdas."""
     from train.report import ablation_markdown
 
     try:
         lams = [float(x) for x in lambdas.split(",") if x.strip()]
     except ValueError as err:
         raise click.ClickException(f"--lambdas {lambdas!r}: give numbers separated by commas, e.g. 0,0.1,1") from err
+    if options["lam"] is not None and options["lam"] not in lams:
+        # In an ablation --lambda trains nothing by itself: it only picks the reference row.
+        raise click.ClickException(f"--lambda {options['lam']:g} picks the reference row of the ablation, so it must be "
+                                   f"one of --lambdas {','.join(f'{x:g}' for x in lams)}")
     report = run_ablation(_config(options), manifest, list(store), out_dir, settings=[s for s in settings.split(",") if s.strip()],
                           lambdas=lams, scheduler=scheduler, note=note, classical=_classical(baseline_sets),
                           sequential=sequential)

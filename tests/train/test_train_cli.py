@@ -80,6 +80,16 @@ def test_bad_options_name_the_choices(small_corpus, tmp_path):
     assert result.output == "Error: --sets item 'x=faces': write MODALITY=SET with MODALITY one of ['a', 't', 'v'], e.g. a=audio,t=text,v=video\n"
 
 
+def test_an_ablation_reference_lambda_outside_its_lambdas_is_refused(small_corpus, tmp_path):
+    """--lambda only picks the reference row of an ablation: a value it does not train would be ignored."""
+    manifest, store, _ = small_corpus
+    result = CliRunner().invoke(cli, ["ablate", "--manifest", str(manifest), "--store", str(store), "--out", str(tmp_path / "o"),
+                                      "--settings", "A+V+T", "--lambdas", "0,1", "--lambda", "5", *TINY])
+    assert (result.exit_code, result.output) == (1, "Error: --lambda 5 picks the reference row of the ablation, so it must be "
+                                                    "one of --lambdas 0,1\n")
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_devices_are_refused_before_anything_is_written(small_corpus, tmp_path):
     manifest, store, _ = small_corpus
     base = ["fold", "--session", "1", "--manifest", str(manifest), "--store", str(store), *TINY]
