@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from emocache.atomic import atomic_write, write_json, write_text
@@ -64,14 +65,19 @@ def _probes(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def fold_table(folds: Sequence[dict[str, Any]], summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The head's per-fold figures, each baseline's ACC and WF1 beside them, then mean and std rows."""
+    """The head's per-fold figures (with a validation split, the last epoch's ACC and WF1 beside the
+    chosen epoch's), each baseline's ACC and WF1 beside them, then mean and std rows."""
     probes = _probes(summary)
-    header = ["fold", *SCALARS, "n_test", "best_epoch", *(f"{p}_{k}" for p, _ in probes for k in ("acc", "wf1"))]
+    last = [k for k in ("acc", "wf1") if all(f.get("last") for f in folds)]
+    header = ["fold", *SCALARS, "n_test", "best_epoch", *(f"last_{k}" for k in last),
+              *(f"{p}_{k}" for p, _ in probes for k in ("acc", "wf1"))]
     by_group = [{f["group"]: f for f in probe["folds"]} for _, probe in probes]
     rows = [[f["group"], *(pct(f[k]) for k in SCALARS), str(f["n_test"]), str(f.get("best_epoch", "")),
-             *(pct(g[f["group"]][k]) for g in by_group for k in ("acc", "wf1"))] for f in folds]
-    for stat in ("mean", "std"):
+             *(pct(f["last"][k]) for k in last), *(pct(g[f["group"]][k]) for g in by_group for k in ("acc", "wf1"))]
+            for f in folds]
+    for stat, over in (("mean", np.mean), ("std", np.std)):  # np.std: ddof=0, as train.metrics.summarise
         rows.append([stat, *(pct(summary[stat][k]) for k in SCALARS), str(summary["n_test"]) if stat == "mean" else "", "",
+                     *(pct(float(over([f["last"][k] for f in folds]))) for k in last),
                      *(pct(probe[stat][k]) for _, probe in probes for k in ("acc", "wf1"))])
     return header, rows
 

@@ -183,16 +183,20 @@ def test_cv_json_carries_the_baseline_beside_the_head(cv_run):
 def test_cv_tables_show_both_baselines_and_the_interval(cv_run):
     report, out = cv_run
     table = (out / "folds.md").read_text()
-    assert table.startswith("| fold | acc | wf1 | ua | macro_f1 | n_test | best_epoch | baseline_acc | baseline_wf1 "
-                            "| classical_acc | classical_wf1 |")
+    assert table.startswith("| fold | acc | wf1 | ua | macro_f1 | n_test | best_epoch | last_acc | last_wf1 | baseline_acc "
+                            "| baseline_wf1 | classical_acc | classical_wf1 |")
     d = report["baseline"]["diff"]["wf1"]
     assert (f"| baseline (a=audio, t=text) | {100 * report['baseline']['diff']['acc']['mean']:+.2f} "
             f"[{100 * report['baseline']['diff']['acc']['low']:+.2f}, ") in table
     assert f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]" in table
     assert "Classes (4): hap, neu, ang, sad." in table
     lines = (out / "folds.csv").read_text().splitlines()
-    assert lines[0] == "fold,acc,wf1,ua,macro_f1,n_test,best_epoch,baseline_acc,baseline_wf1,classical_acc,classical_wf1"
-    assert lines[1].split(",")[7] == f"{100 * report['baseline']['folds'][0]['acc']:.2f}"
+    assert lines[0] == "fold,acc,wf1,ua,macro_f1,n_test,best_epoch,last_acc,last_wf1,baseline_acc,baseline_wf1,classical_acc,classical_wf1"
+    # The last epoch's figures stand beside the chosen epoch's, per fold and as the mean over folds.
+    assert lines[1].split(",")[7:9] == [f"{100 * report['folds'][0]['last'][k]:.2f}" for k in ("acc", "wf1")]
+    mean = next(line.split(",") for line in lines if line.startswith("mean,"))
+    assert mean[8] == f"{100 * np.mean([f['last']['wf1'] for f in report['folds']]):.2f}"
+    assert lines[1].split(",")[9] == f"{100 * report['baseline']['folds'][0]['acc']:.2f}"
     assert lines[-3].startswith("head-classical mean,") and lines[-3].split(",")[2] == f"{100 * report['classical']['diff']['wf1']['mean']:.2f}"
 
 

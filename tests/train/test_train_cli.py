@@ -44,7 +44,7 @@ def test_cv_writes_tables_and_plots(cv_run):
     table = (out / "folds.md").read_text()
     assert table.startswith("| fold | acc | wf1 | ua | macro_f1 | n_test | best_epoch |")
     assert f"| mean | {100 * report['mean']['acc']:.2f} |" in table and "Improvised utterances only" in table
-    assert (out / "folds.csv").read_text().splitlines()[0] == "fold,acc,wf1,ua,macro_f1,n_test,best_epoch,baseline_acc,baseline_wf1"
+    assert (out / "folds.csv").read_text().splitlines()[0] == "fold,acc,wf1,ua,macro_f1,n_test,best_epoch,last_acc,last_wf1,baseline_acc,baseline_wf1"
     assert json.loads((out / "cv.json").read_text())["mean"] == report["mean"]
     assert (out / "fold-2" / "model.pt").is_file()
 
