@@ -9,7 +9,6 @@ then runs :func:`extract.loop.extract_rows` here or shards on Dask
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,9 +26,6 @@ from .loop import Tally, extract_rows
 from .options import Batching, EncoderOptions, ExtractOptions
 from .staged import Publication, publish_when_complete, remote_complete, staged_target
 
-log = logging.getLogger(__name__)
-
-
 @dataclass(frozen=True)
 class ExtractSummary:
     """What one run did.
@@ -39,6 +35,8 @@ class ExtractSummary:
     failures of earlier runs left alone (``--retry-failed`` tries them again).
     ``failures`` lists ``(utt_id, stage, message)`` for both.
     ``encode_seconds`` is the time spent in :meth:`Encoder.encode` alone.
+    ``notes``: the encoder's warnings about the run (truncated transcripts, frames
+    without a face...); `extract run` prints them under its summary.
     """
 
     set_name: str
@@ -161,8 +159,6 @@ def extract_manifest(
                 finish_when_last(store)
         else:
             tally.notes.extend(enc.notes())
-    for note in tally.notes:
-        log.warning(note)
     in_manifest = {r.utt_id for r in rows}
     summary = ExtractSummary(
         set_name=set_name,

@@ -164,7 +164,7 @@ class FaceVideoEncoder(Encoder):
         if delta["frames_without_face"]:
             notes.append(
                 f"{self.spec}: no face found in {delta['frames_without_face']} of {delta['frames']} frames "
-                f"({delta['utterances_without_face']} of {delta['utterances']} utterances in none); the centre square of the half frame was used"
+                f"({delta['utterances_without_face']} of {delta['utterances']} utterances had none in any frame); the centre square of the half frame was used"
             )
         if delta["utterances_clipped"]:
             notes.append(f"{self.spec}: {delta['utterances_clipped']} utterances end after their video (by at most {END_TOLERANCE_S} s) and were cut at its end")

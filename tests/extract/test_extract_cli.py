@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -56,6 +59,18 @@ def test_bad_arguments_give_one_clear_line(small_corpus, tmp_path, extra, messag
     result = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", str(tmp_path / "s.h5"), *extra)
     assert result.exit_code == 1
     assert result.output.strip() == message
+
+
+def test_an_encoder_note_is_printed_once_under_the_summary(small_corpus, tmp_path):
+    """The installed command, in a process of its own: under pytest a logged warning would not show."""
+    command = [str(Path(sys.executable).parent / "extract"), "run", "--modality", "text", "--manifest", str(small_corpus),
+               "--store", str(tmp_path / "s.h5"), "--max-tokens", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    both = result.stdout + result.stderr
+    assert both.count("were truncated to their first 3 (--max-tokens)") == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("extracted ") and lines[1].startswith("warning: ") and "truncated" in lines[1]
 
 
 def test_missing_manifest(tmp_path):
