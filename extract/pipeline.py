@@ -26,6 +26,7 @@ from .loop import Tally, extract_rows
 from .options import Batching, EncoderOptions, ExtractOptions
 from .staged import Publication, publish_when_complete, remote_complete, staged_target
 
+
 @dataclass(frozen=True)
 class ExtractSummary:
     """What one run did.
