@@ -6,7 +6,9 @@ Each command parses, makes one library call, and prints; errors of the store
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 
 import click
 from tqdm import tqdm
@@ -18,6 +20,25 @@ from features.convert import convert as convert_store
 from features.convert import merge as merge_stores
 from features.store import open_store
 from features.verify import verify as verify_store
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str, *, disable: bool = False) -> Iterator[Callable[[int], None]]:
+    """A ``progress`` callback whose bar starts at the first utterance: an error found before any
+    (no store there, a bad manifest) then prints alone, not after an empty bar on its line."""
+    bar = None
+
+    def update(n: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(desc=desc, unit="utt", disable=disable, leave=False)
+        bar.update(n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @click.group()
@@ -114,8 +135,8 @@ def verify(store: str, as_json: bool, manifest: str | None) -> None:
     absent utterance, or unreadable set (set, id, kind, detail), and exits 3
     if there is any.
     """
-    with tqdm(desc="verify", unit="utt", disable=as_json, leave=False) as bar:
-        report = verify_store(store, progress=bar.update, manifest=manifest)
+    with progress_bar("verify", disable=as_json) as progress:
+        report = verify_store(store, progress=progress, manifest=manifest)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1, sort_keys=True))
     else:
@@ -140,8 +161,8 @@ def convert(src: str, dst: str) -> None:
     DST's suffix picks its format. Values, ids, failures and provenance are
     copied bit for bit; each utterance's checksum is checked on the way.
     """
-    with tqdm(desc="convert", unit="utt", leave=False) as bar:
-        report = convert_store(src, dst, progress=bar.update)
+    with progress_bar("convert") as progress:
+        report = convert_store(src, dst, progress=progress)
     for name, n in report.copied.items():
         click.echo(f"{name}: {n} utterances copied, {report.failures[name]} failures carried")
 
@@ -158,8 +179,8 @@ def merge(dst: str, srcs: tuple[str, ...], sets: tuple[str, ...], part: str) -> 
     DST is created if absent. Utterances DST already has are skipped; a set
     whose identity differs between DST and a source is refused, naming both.
     """
-    with tqdm(desc="merge", unit="utt", leave=False) as bar:
-        report = merge_stores(dst, srcs, sets=sets or None, part=part, progress=bar.update)
+    with progress_bar("merge") as progress:
+        report = merge_stores(dst, srcs, sets=sets or None, part=part, progress=progress)
     for name, n in report.copied.items():
         click.echo(f"{name}: {n} utterances copied, {report.skipped[name]} already there, {report.failures[name]} failures carried")
 

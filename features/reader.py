@@ -186,6 +186,9 @@ class FeatureSet:
         extraction), each part that contributes at least half its frames is
         still read whole, once, and its utterances copied into place.
         """
+        # A str is iterable too: it would be read as one id per character.
+        if isinstance(ids, str):
+            raise StoreError(f"set {self.name!r}: read_all takes a list of ids, not the string {ids!r}; pass [{ids!r}], or read({ids!r}) reads one")
         # The ids as of now: a read that lists the set again (see _reading) reads these, not newer commits.
         chosen = list(self._index.ids if ids is None else ids)
         return self._reading(lambda: self._read_all(chosen))

@@ -69,7 +69,11 @@ def open_store(location: str, mode: str = "r") -> "Store":
     if not remote:
         check_location(cls, location, mode)
     if mode == "r" and not cls.exists(location):
-        raise StoreError(f"no {cls.name} feature store at {location} (to create one, open it with mode='a')")
+        # Read by CLI users and library callers alike: the fix is named for both.
+        raise StoreError(
+            f"no {cls.name} feature store at {location}: check the path, or create it with "
+            f"`extract run --store {location}` (from Python: open_store(path, mode='a'))"
+        )
     backend = cls(location, mode)
     if mode == "a" and not cls.exists(location):
         _create_once(backend)

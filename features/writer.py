@@ -11,6 +11,7 @@ import hashlib
 import math
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +44,15 @@ def _positive_int(value: Any) -> bool:
 def _positive_number(value: Any) -> bool:
     numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     return numeric and math.isfinite(value) and value > 0
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 class Writer:
@@ -89,10 +99,11 @@ class Writer:
         self._store_lock = store.writers_lock(shared=True)
         self._store_lock.acquire(wait=True)
         self._lock = WriterLock(backend.lock_path(name, part), what)
+        made = _missing_folders(self._lock.path.parent)
         try:
             self._lock.acquire()
         except BaseException:
-            self._store_lock.release()
+            self._store_lock.release()  # the part's folders are its holder's: nothing of ours to remove
             raise
         try:
             self.meta = self._create_or_check(SetMeta(provenance, None if frame_rate is None else float(frame_rate), layers))
@@ -101,8 +112,7 @@ class Writer:
             self._drop_covered(segments)
             index = SetIndex(segments)
         except BaseException:
-            self._lock.release()
-            self._store_lock.release()
+            self._undo_open(made)
             raise
         self._done = set(index.where)
         self._failed = {f.utt_id for f in index.failures}
@@ -115,6 +125,25 @@ class Writer:
         self._pending_failures: list[Failure] = []
         self._pending_bytes = 0
         self._closed = False
+
+    def _undo_open(self, made: list[Path]) -> None:
+        """Release the locks of a refused open and, when no other writer is open, remove the folders
+        it made for its lock: a finished HDF5 store must stay one file, not gain an empty ``.parts``."""
+        self._lock.release()
+        self._store_lock.release()
+        # Exclusive, so no writer is opening meanwhile and about to put its lock in one of them;
+        # its release removes the writers' lock file too, as a finish does.
+        alone = self.store.writers_lock()
+        if not alone.try_acquire():
+            return
+        try:
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass  # not empty: something else was put in it meanwhile
+        finally:
+            alone.release()
 
     def _create_or_check(self, meta: SetMeta) -> SetMeta:
         backend = self.store.backend

@@ -75,10 +75,10 @@ from features.urls import is_remote, storage_options
 from features.zarrchunks import raw_chunks, read_raw, write_data
 from features.zarrswap import exchange_or_swap, repair_swaps
 
-_SEGMENT = re.compile(r"^\d{8}$")
-# Our own files in a store's root folder, which zarr does not know.
+_SEGMENT = re.compile(r"\d{8}")  # fullmatch: "$" would let a trailing newline through
+# Our own files in a store's root folder, which zarr does not know (fullmatch, as _SEGMENT).
 # Temporaries: ours (emocache.atomic's .NAME.*.partial, .NAME.tmp-PID before it) and zarr's NAME.<hex>.partial.
-_OURS = re.compile(r"^(\.create\.lock|\.writers\.lock|\.zarr\.json\.(tmp-\d+|\w+\.partial)|zarr\.json\.[0-9a-f]+\.partial)$")
+_OURS = re.compile(r"\.create\.lock|\.writers\.lock|\.zarr\.json\.(tmp-\d+|\w+\.partial)|zarr\.json\.[0-9a-f]+\.partial")
 # What zarr and numcodecs raise on damaged metadata or chunks.
 ZARR_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, UnicodeError)
 # A chunk of a frames array (``<set>/data`` or a segment's ``.../data``) under the default key encoding.
@@ -143,7 +143,7 @@ class ZarrBackend(Backend):
 
     def create(self) -> None:
         self.root_path.mkdir(parents=True, exist_ok=True)
-        foreign = sorted(p.name for p in self.root_path.iterdir() if not _OURS.match(p.name))
+        foreign = sorted(p.name for p in self.root_path.iterdir() if not _OURS.fullmatch(p.name))
         if foreign:
             raise StoreError(
                 f"{self.location} is a folder with other files in it ({', '.join(foreign[:3])}...) but no Zarr store; "
@@ -341,7 +341,7 @@ class ZarrBackend(Backend):
         name = part_path.split("/", 1)[0]
         meta = self.read_set_meta(name)
         for seq in self._children(part_path):
-            if not _SEGMENT.match(seq):
+            if not _SEGMENT.fullmatch(seq):
                 continue
             path = f"{part_path}/{seq}"
             attrs = self._attrs(path)
@@ -456,7 +456,7 @@ class ZarrBackend(Backend):
         # zarr writes every file as NAME.<uuid>.partial, then renames it: a kill leaves the partial.
         for dirpath, dirnames, filenames in os.walk(self.root_path):
             for name in filenames:
-                if name.endswith(".partial") or re.match(r"^\.zarr\.json\.tmp-\d+$", name):
+                if name.endswith(".partial") or re.fullmatch(r"\.zarr\.json\.tmp-\d+", name):
                     os.unlink(os.path.join(dirpath, name))
         for leftover in self.root_path.glob(".deleting-*"):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -106,13 +106,28 @@ def test_merge_refuses_differing_identity(store, tmp_path):
     )
 
 
+def missing(path) -> str:
+    kind = "hdf5" if str(path).endswith(".h5") else "zarr"
+    return (
+        f"Error: no {kind} feature store at {path}: check the path, or create it with `extract run --store {path}` "
+        "(from Python: open_store(path, mode='a'))\n"
+    )
+
+
 def test_missing_store_and_unknown_suffix(tmp_path):
     result = invoke("info", str(tmp_path / "none.zarr"))
     assert result.exit_code == 1
-    assert result.output == f"Error: no zarr feature store at {tmp_path / 'none.zarr'} (to create one, open it with mode='a')\n"
+    assert result.output == missing(tmp_path / "none.zarr")
     result = invoke("ls", str(tmp_path / "x.npz"))
     assert result.exit_code == 1
     assert "cannot tell the store format of" in result.output and ".zarr (zarr)" in result.output
+
+
+@pytest.mark.parametrize("args", [["verify", "NOPE"], ["convert", "NOPE", "OUT"], ["merge", "OUT", "NOPE"]])
+def test_a_missing_store_is_reported_alone_without_a_progress_bar(tmp_path, args):
+    places = {"NOPE": str(tmp_path / "nope.h5"), "OUT": str(tmp_path / "out.zarr")}
+    result = invoke(*(places.get(a, a) for a in args))
+    assert (result.exit_code, result.output) == (1, missing(places["NOPE"]))
 
 
 def test_formats_lists_the_registry():

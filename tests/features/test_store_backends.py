@@ -2,6 +2,7 @@
 particular to each."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -95,7 +96,32 @@ class OtherStoreObjects:
         assert features.verify(path).ok
 
 
-class TestHDF5(StoreSuite, OtherStoreObjects):
+class Refusals:
+    """Calls each back-end refuses, naming the fix, with the store left as it was; mixed in as StoreSuite is."""
+
+    def test_a_writer_refused_by_the_identity_check_leaves_no_folders_or_locks(self, path, tmp_path):
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            w.write("a", full(1))  # closed: the store is finished
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        other = dataclasses.replace(provenance(), manifest_hash="b" * 64)
+        with open_store(path, "a") as store:
+            with pytest.raises(StoreError, match=r"was made with identity .* differences \(set -> this run\): manifest_hash"):
+                store.writer("audio", other)
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+        with open_store(path) as store:
+            assert store["audio"].ids == ["a"]
+
+    def test_read_all_refuses_one_id_given_as_a_string(self, path):
+        with open_store(path, "a") as store, store.writer("audio", provenance()) as w:
+            w.write("u0", full(1))
+        with open_store(path) as store:
+            with pytest.raises(StoreError) as err:
+                store["audio"].read_all("u0")
+            assert str(err.value) == "set 'audio': read_all takes a list of ids, not the string 'u0'; pass ['u0'], or read('u0') reads one"
+            assert np.array_equal(store["audio"].read_all(["u0"])[0], full(1))
+
+
+class TestHDF5(StoreSuite, OtherStoreObjects, Refusals):
     suffix = ".h5"
 
     def test_an_hdf5_file_that_is_not_a_store_is_refused(self, tmp_path):
@@ -130,7 +156,7 @@ class TestHDF5(StoreSuite, OtherStoreObjects):
             return [(Path(path), data.id.get_offset(), data.id.get_storage_size(), 0)]
 
 
-class TestZarr(StoreSuite, OtherStoreObjects):
+class TestZarr(StoreSuite, OtherStoreObjects, Refusals):
     suffix = ".zarr"
 
     def test_verify_names_the_utterances_of_a_lost_chunk(self, path, monkeypatch):
@@ -160,6 +186,25 @@ class TestZarr(StoreSuite, OtherStoreObjects):
         with pytest.raises(StoreError, match=r"results\.zarr is a folder with other files in it \(notes\.txt\.\.\.\) but no Zarr store; give a new path"):
             open_store(str(folder), "a")
         assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+    def test_names_ending_in_a_newline_are_not_taken_for_the_store_s_own(self, path, tmp_path):
+        with open_store(path, "a") as store, store.writer("audio", provenance(), finish=False) as w:
+            w.write("a", full(1))
+        main = Path(path) / "audio" / "parts" / "main"
+        segment = next(p for p in main.iterdir() if p.name.isdigit())
+        shutil.copytree(segment, main / "00000001\n")  # not 8 digits: readers skip it (FORMAT.md)
+        with open_store(path) as store:
+            assert [s.seq for s in store["audio"].segments] == [int(segment.name)]
+        kept = Path(path) / ".zarr.json.tmp-1\n"  # not a killed writer's temporary, which cleanup removes
+        kept.write_text("mine")
+        with open_store(path, "a") as store:
+            store.writer("audio", provenance(), finish=False).close()  # its open cleans up
+        assert kept.read_text() == "mine"
+        folder = tmp_path / "results.zarr"
+        folder.mkdir()
+        (folder / ".writers.lock\n").write_text("mine")
+        with pytest.raises(StoreError, match=r"results\.zarr is a folder with other files in it"):
+            open_store(str(folder), "a")
 
     def test_a_zarr_group_that_is_not_a_store_is_refused(self, tmp_path):
         import zarr
