@@ -1,4 +1,4 @@
-"""Every command of every console script has help text and answers --help."""
+"""Every command and option of every console script has help text, and every command answers --help."""
 from __future__ import annotations
 
 import importlib
@@ -37,3 +37,9 @@ def test_every_command_has_help(group, path, command):
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
     assert command.help.strip().splitlines()[0] in result.output
+
+
+@pytest.mark.parametrize("group, path, command", list(_all_commands()))
+def test_every_option_has_help(group, path, command):
+    bare = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert bare == [], f"{' '.join(path) or 'group'}: options without help text"

@@ -32,16 +32,17 @@ def _training_options(fn=None, *, sequential: bool = True):
         click.option("--preset", default="fast", show_default=True, help=_PRESET_HELP),
         click.option("--modalities", default=None, help="Comma-separated subset of a,t,v (audio, text, video). Default: the preset's (a,t,v)."),
         click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio,t=text,v=video (the default)."),
-        click.option("--lambda", "lam", type=float, default=None, help="Weight of the margin loss (A+V+T only)."),
+        click.option("--lambda", "lam", type=float, default=None,
+                     help="Weight of the margin loss (A+V+T only); in `train ablate`, the reference row's lambda."),
         click.option("--alpha", type=float, default=None, help="Margin of the margin loss."),
         click.option("--val", type=click.Choice(VAL_MODES), default=None,
                      help="dialog: validation split by dialog from the training groups, test the best epoch; none: test the last epoch."),
-        click.option("--epochs", type=click.IntRange(min=1), default=None),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None),
-        click.option("--lr", type=float, default=None),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs per fold (default: the preset's)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Utterances per step (default: the preset's)."),
+        click.option("--lr", type=float, default=None, help="Learning rate (default: the preset's)."),
         click.option("--d", "d", type=click.IntRange(min=1), default=None, help="Common width of the head."),
         click.option("--frame-pool", type=click.IntRange(min=1), default=None, help="Mean-pool every sequence in time by K first."),
-        click.option("--seed", type=int, default=None),
+        click.option("--seed", type=int, default=None, help="Seed of the split, the initial weights, the data order and dropout."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1..."),
         click.option("--precision", type=click.Choice(PRECISIONS), default=None,
                      help="CUDA only: fp32 (every preset), tf32 matmuls or bf16 autocast."),
@@ -169,7 +170,7 @@ def tune(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None, 
 @click.option("--modalities", default=None, help="Comma-separated subset of a,t,v. Default: the preset's.")
 @click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio,t=text,v=video.")
 @click.option("--val", type=click.Choice(VAL_MODES), default=None, help="The validation mode of the folds (the probe trains on the head's training rows).")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="Seed of the validation split (as in `train cv`) and of the probe.")
 @_BASELINE_SETS
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @domain_errors
@@ -198,7 +199,7 @@ def baseline(manifest: str, store: tuple[str, ...], out_dir: str | None, preset:
 @click.option("--preset", default="fast", show_default=True, help=_PRESET_HELP)
 @click.option("--sets", "sets_text", default=None, help="Feature-set names per modality, e.g. a=audio-layers.")
 @click.option("--val", type=click.Choice(VAL_MODES), default=None, help="The validation mode of the folds (the probe trains on the head's training rows).")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help="Seed of the validation split (as in `train cv`) and of the probe.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @domain_errors
 def layers(manifest: str, store: tuple[str, ...], out_dir: str, modality: str, preset: str, sets_text: str | None,
@@ -263,8 +264,8 @@ def ablate(manifest: str, store: tuple[str, ...], out_dir: str, note: str | None
 @click.option("--weights", multiple=True, help="[MODALITY=]FILE: the weights file given to `extract run --weights`.")
 @click.option("--trust-pickle", is_flag=True, help="Allow a pickled (.pt/.pth) --weights file: only for files you trust.")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Write the predictions to FILE.csv or FILE.json.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Utterances per forward pass.")
+@click.option("--device", default="cpu", show_default=True, help="Where the head (and any encoder) runs: cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as one JSON object on stdout.")
 @domain_errors
 def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio: str | None, video: str | None,
