@@ -37,7 +37,8 @@ class ExtractSummary:
     ``failures`` lists ``(utt_id, stage, message)`` for both.
     ``encode_seconds`` is the time spent in :meth:`Encoder.encode` alone.
     ``notes``: the encoder's warnings about the run (truncated transcripts, frames
-    without a face...); `extract run` prints them under its summary.
+    without a face...); `extract run` prints them under its summary. ``left``:
+    utterances of the manifest that ``--limit`` left for a later run.
     """
 
     set_name: str
@@ -54,10 +55,12 @@ class ExtractSummary:
     encode_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     publish: Publication | None = None  # a run into an s3:// store: published, or why not yet
+    left: int = 0
 
     @property
     def exit_code(self) -> int:
-        """0 when every utterance of the manifest is in the set, :attr:`ExitCode.INCOMPLETE` when some failed."""
+        """:attr:`ExitCode.INCOMPLETE` when some utterance failed, in this run or before; else 0 (also when
+        ``--limit`` left some for a later run: that is what was asked)."""
         return int(ExitCode.INCOMPLETE if self.failed or self.failed_before else ExitCode.OK)
 
     def to_json(self) -> dict[str, Any]:
@@ -138,7 +141,9 @@ def extract_manifest(
                 retry = options.retry_failed
                 pending = [r for r in rows if r.utt_id not in done_before and (retry or r.utt_id not in failed_before)]
                 left_failed = [] if retry else [r.utt_id for r in rows if r.utt_id in failed_before and r.utt_id not in done_before]
+                left = 0
                 if options.limit is not None:
+                    left = max(0, len(pending) - options.limit)
                     pending = pending[: options.limit]
                 tally = Tally()
                 if pending and client is None:
@@ -172,6 +177,7 @@ def extract_manifest(
         failures=tally.failures + old_failures,
         failed_before=len(left_failed),
         already_complete=not pending,
+        left=left,
         media_seconds=tally.media_seconds,
         encode_seconds=tally.encode_seconds,
         notes=tally.notes,

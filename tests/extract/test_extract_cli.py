@@ -84,15 +84,18 @@ def test_missing_manifest(tmp_path):
 
 def test_run_twice_says_it_skips(small_corpus, tmp_path):
     store = str(tmp_path / "s.zarr")
+    limited = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps", "--limit", "5")
+    assert limited.exit_code == 0, limited.output
+    assert limited.stdout.splitlines()[1] == "7 utterance(s) of the manifest still to extract (--limit); run again to go on"
     first = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps")
     assert first.exit_code == 0, first.output
-    assert first.stdout.startswith(f"extracted 12 utterances into set 'egemaps' of {store} in ")
-    assert first.stdout.rstrip().endswith(" s (0 already present, 0 failed)")
+    assert first.stdout.startswith(f"extracted 7 utterances into set 'egemaps' of {store} in ")
+    assert first.stdout.rstrip().endswith(" s (5 already present, 0 failed)")
     second = _run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps")
     assert second.exit_code == 0
     assert second.stdout == f"set 'egemaps' in {store} is already complete for this manifest: 12 utterances present, nothing to do\n"
     third = json.loads(_run("run", "--modality", "audio", "--manifest", str(small_corpus), "--store", store, "--set", "egemaps", "--json").stdout)
-    assert third["already_complete"] is True and third["skipped"] == 12 and third["exit_code"] == 0
+    assert third["already_complete"] is True and third["skipped"] == 12 and third["exit_code"] == 0 and third["left"] == 0
 
 
 def test_cuda_without_a_gpu_is_refused_up_front(small_corpus, tmp_path):
