@@ -136,11 +136,15 @@ def predict(checkpoint: str | os.PathLike, store=None, manifest=None, *, cache: 
             data = load_features(manifest, [s for s, _ in stores], cfg.sets, modalities, labelled=False, check_hash=False)
             labels = [r.label for r in data.rows]
         else:
-            ids = list(sets[modalities[0]].ids)
+            first = modalities[0]
+            ids = list(sets[first].ids)
             for m, fs in sets.items():
                 if set(fs.ids) != set(ids):
-                    raise DataError(f"sets {cfg.sets[modalities[0]]!r} and {cfg.sets[m]!r} hold different utterances "
-                                    f"({len(ids)} and {len(fs.ids)}); pass --manifest to choose which to label")
+                    only = sorted(set(ids) ^ set(fs.ids))[0]
+                    where = found[first][1] if only in set(ids) else found[m][1]
+                    raise DataError(f"set {cfg.sets[first]!r} ({found[first][1]}) and set {cfg.sets[m]!r} ({found[m][1]}) "
+                                    f"hold different utterances ({len(ids)} and {len(fs.ids)}; {only!r} is only in {where}); "
+                                    "pass --manifest to choose which to label")
             data = FeatureData(ids=ids, rows=None, classes=(), labels=None,
                                modalities={m: load_set(fs, ids, cfg.sets[m]) for m, fs in sets.items()})
             labels = None

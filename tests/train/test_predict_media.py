@@ -100,6 +100,19 @@ def test_a_device_name_torch_would_not_know_is_one_line_from_features_or_recordi
         assert (result.exit_code, result.output) == (1, f"Error: device {device!r} is not one of cpu, cuda, cuda:N\n")
 
 
+def test_stores_of_different_utterances_are_named_with_one_that_differs(demo_checkpoint, demo_manifest, tmp_path):
+    rows = read_manifest(demo_manifest)
+    stores = {}
+    for modality, n in (("audio", 5), ("text", 4)):
+        manifest = write_manifest(rows[:n], tmp_path / f"{modality}.jsonl")
+        stores[modality] = tmp_path / f"{modality}.h5"
+        assert run_extraction(manifest, stores[modality], modality, progress=False).failed == 0
+    result = invoke("--checkpoint", str(demo_checkpoint), "--store", str(stores["audio"]), "--store", str(stores["text"]))
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: set 'audio' ({stores['audio']}) and set 'text' ({stores['text']}) hold different utterances (5 and 4; "
+        f"{rows[4].utt_id!r} is only in {stores['audio']}); pass --manifest to choose which to label\n"))
+
+
 def test_an_audio_checkpoint_labels_one_wav(demo_manifest, demo_store, tmp_path):
     checkpoint = train_checkpoint(demo_manifest, demo_store, demo_store.parent / "a" / "fold-1", "a")
     result = invoke("--checkpoint", str(checkpoint), "--audio", str(tone(tmp_path / "one.wav")))
