@@ -19,6 +19,7 @@ from train.data import as_rows
 from train.dispatch import modalities_read, run_members
 from train.invocation import invocation
 from train.metrics import paired_difference
+from train.paths import check_out_dir
 from train.results import AblationReport, AblationRow, CVReport, Setting
 
 SETTINGS = ("A", "T", "V", "A+T", "A+V", "A+V+T")
@@ -63,6 +64,8 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     folds against the reference setting (:func:`reference`) and the classical probe.
     ``sequential``: every fold one after another instead of batched ensembles."""
     check_scheduler(scheduler)
+    if out_dir is not None:
+        check_out_dir(out_dir, "ablate")
     rows = as_rows(manifest)
     runs = plan(settings, lambdas)
     note = join_notes(synthetic_note(rows), note)

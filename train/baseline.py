@@ -39,6 +39,7 @@ from train.config import TrainConfig
 from train.data import FeatureData, ModalityData, as_rows, load_features
 from train.folds import Split, groups, split_fold
 from train.invocation import Invocation, invocation
+from train.paths import check_out_dir
 from train.results import ProbeFold, ProbeReport, Summary
 
 MAX_ITER = 5000
@@ -219,6 +220,8 @@ def run_baseline(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     """The probe alone on ``cfg``'s folds; with ``out_dir``: baseline.json, baseline.md, baseline.csv and report.html."""
     from train.cv import synthetic_note
 
+    if out_dir is not None:
+        check_out_dir(out_dir, "baseline")
     rows = as_rows(manifest)
     spec = input_spec(cfg)
     data = load_features(rows, store, spec.sets, spec.modalities)

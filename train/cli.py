@@ -283,7 +283,8 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
 
     from train.checkpoint import Checkpoint
     from train.media import encoder_sources, trained_sets
-    from train.predict import predict as run_predict, predict_media, write_predictions
+    from train.predict import check_predictions_out, predict_media, write_predictions
+    from train.predict import predict as run_predict
 
     one = audio is not None or video is not None or text is not None
     if one and (store or manifest):
@@ -292,6 +293,8 @@ def predict(checkpoint: str, store: tuple[str, ...], manifest: str | None, audio
     if encoders or weights or trust_pickle:
         sources = encoder_sources(trained_sets(Checkpoint.load(checkpoint)), encoders, weights, trust_pickle)
     common = {"cache": cache, "sources": sources, "batch_size": batch_size, "device": device}
+    if out_file:
+        check_predictions_out(out_file)  # before labelling, which may extract features for minutes
     if one:
         result = predict_media(checkpoint, audio=audio, video=video, text=text, progress=True, **common)
     else:

@@ -27,6 +27,7 @@ from train.cv import synthetic_note
 from train.data import DataError, as_rows, load_features
 from train.folds import groups, split_fold
 from train.invocation import Invocation, invocation
+from train.paths import check_out_dir
 from train.results import ProbeFold, ProbeReport, Summary
 
 FOLD_KEYS = ("group", *metrics.SCALARS, "n_test", "n_train")
@@ -86,6 +87,8 @@ def run_layers(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | N
                modality: str = "a", progress: bool = True) -> LayersReport:
     """The probe on each stored layer of ``cfg.sets[modality]``, every fold of `train cv`; with
     ``out_dir`` also layers.md, layers.json, layers.png and report.html."""
+    if out_dir is not None:
+        check_out_dir(out_dir, "layers")
     rows = as_rows(manifest)
     name = cfg.sets[modality]
     spec = BaselineSpec({modality: name})

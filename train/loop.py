@@ -20,6 +20,7 @@ from train import metrics
 from train.config import TrainConfig
 from train.data import FeatureData, as_rows, load_features
 from train.folds import Split
+from train.paths import check_out_dir
 
 
 @dataclass
@@ -85,6 +86,8 @@ def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utteranc
 
     if not test and out_dir is not None:
         raise ValueError("train_fold(test=False) writes no outputs: pass out_dir=None")
+    if out_dir is not None:
+        check_out_dir(out_dir, "fold")
     rows = as_rows(manifest)
     if data is None:
         data = load_features(rows, store, cfg.sets, cfg.model.modalities)

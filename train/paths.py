@@ -46,3 +46,19 @@ def child_dir(parent: str | os.PathLike, name: str) -> Path:
     if name in ("", ".", "..") or "\0" in name or Path(os.path.abspath(path)).parent != Path(os.path.abspath(parent)):
         raise OutputPathError(f"{name!r} is not a plain folder name inside {parent}")
     return path
+
+
+#: The report each kind of run writes at the top of its output folder: what tells one run's folder from another's.
+RUN_REPORTS = {"fold": "metrics.json", "cv": "cv.json", "ablate": "ablation.json", "tune": "tune.json",
+               "baseline": "baseline.json", "layers": "layers.json"}
+
+
+def check_out_dir(out_dir: str | os.PathLike, kind: str) -> None:
+    """Refuse an output folder that holds another kind of run: the two runs' files would mix, and
+    this one would overwrite some of the other's (a cross-validation's ``folds.csv``, its
+    ``report.html``). A folder of the same kind is a rerun, written over as before."""
+    folder = Path(out_dir)
+    for other, report in RUN_REPORTS.items():
+        if other != kind and (folder / report).is_file():
+            raise OutputPathError(f"--out {folder} holds a `train {other}` run ({report}); give this `train {kind}` "
+                                  "a folder of its own, or delete that run first")

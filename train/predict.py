@@ -8,6 +8,7 @@ features exactly so, into a cache it reuses.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -210,13 +211,33 @@ def predict_media(checkpoint: str | os.PathLike, *, audio: str | os.PathLike | N
                         progress=progress)
 
 
+def check_predictions_out(path: str | os.PathLike) -> None:
+    """Refuse a predictions file name that is no .csv or .json, or that holds something else (a run's
+    ``folds.csv``, a manifest): only earlier predictions are written over. Checked before labelling."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".json"):
+        raise DataError(f"{path}: write predictions to a .csv or a .json file")
+    if not path.exists():
+        return
+    try:
+        if path.suffix == ".csv":
+            with path.open(encoding="utf-8") as f:
+                ours = f.readline().startswith("utt_id,")
+        else:
+            ours = "predictions" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise DataError(f"--out {path} exists and holds no predictions; give a new file name, or delete it first")
+
+
 def write_predictions(result: PredictionResult, path: str | os.PathLike) -> Path:
-    """``.json``: the whole result; ``.csv``: utt_id, [label,] pred, one probability column per class."""
+    """``.json``: the whole result; ``.csv``: utt_id, [label,] pred, one probability column per class.
+    Only a missing file or earlier predictions are written over (:func:`check_predictions_out`)."""
+    check_predictions_out(path)
     path = Path(path)
     if path.suffix == ".json":
         return write_json(path, result.to_json())
-    if path.suffix != ".csv":
-        raise DataError(f"{path}: write predictions to a .csv or a .json file")
     classes = result.classes
     has_label = any(p.label is not None for p in result.predictions)
     header = ["utt_id", *(["label"] if has_label else []), "pred", *(f"p_{c}" for c in classes)]

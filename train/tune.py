@@ -44,6 +44,7 @@ from train.data import as_rows
 from train.folds import groups
 from train.invocation import Invocation, invocation
 from train.model import ModelConfig
+from train.paths import check_out_dir
 from train.results import CVReport, ProbeReport
 
 DEFAULT_TRIALS = 12
@@ -293,6 +294,7 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
     from train.report import write_tune
 
     check_scheduler(scheduler)
+    check_out_dir(out_dir, "tune")
     if base.val == "none":
         raise TuneError("tuning needs validation data: the base config has val='none'; use --val dialog")
     trials = plan_trials(base, space, n_trials)

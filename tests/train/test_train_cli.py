@@ -90,6 +90,27 @@ def test_an_ablation_reference_lambda_outside_its_lambdas_is_refused(small_corpu
     assert not (tmp_path / "o").exists()
 
 
+def test_a_run_never_writes_into_another_kind_of_run(cv_run, small_corpus, tmp_path):
+    manifest, store, _ = small_corpus
+    _, out = cv_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    inputs = ["--manifest", str(manifest), "--store", str(store), "--out", str(out)]
+    for kind, command in (("fold", ["fold", "--session", "1", *inputs, *TINY]), ("ablate", ["ablate", "--settings", "A", *inputs, *TINY]),
+                          ("baseline", ["baseline", *inputs])):
+        result = CliRunner().invoke(cli, command)
+        assert (result.exit_code, result.output) == (1, f"Error: --out {out} holds a `train cv` run (cv.json); give this "
+                                                        f"`train {kind}` a folder of its own, or delete that run first\n")
+    # Predictions replace earlier predictions only, never a run's table (and are refused before labelling).
+    predict = ["predict", "--checkpoint", str(out / "fold-1"), "--store", str(store), "--out"]
+    result = CliRunner().invoke(cli, [*predict, str(out / "folds.csv")])
+    assert (result.exit_code, result.output) == (1, f"Error: --out {out / 'folds.csv'} exists and holds no predictions; "
+                                                    "give a new file name, or delete it first\n")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    for _ in range(2):
+        result = CliRunner().invoke(cli, [*predict, str(tmp_path / "p.csv")])
+        assert result.exit_code == 0, result.output
+
+
 def test_bad_devices_are_refused_before_anything_is_written(small_corpus, tmp_path):
     manifest, store, _ = small_corpus
     base = ["fold", "--session", "1", "--manifest", str(manifest), "--store", str(store), *TINY]
