@@ -1,17 +1,20 @@
-"""Zarr arrays of frames: writing them in whole chunks, and reading raw chunks straight into an array.
+"""Zarr arrays of frames: writing them in whole chunks, reading raw chunks straight into an array,
+and, over a URL, refusing to read a missing chunk as zeros.
 
 Why large unsharded chunks, no codec, and direct reads: see ``features.zarrstore``
 and ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from zarr.storage import FsspecStore
 
-from features.records import SetMeta, StoreError
+from features.records import Segment, SetMeta, StoreError
 
 # Bytes per chunk of a data array along time (see bench/RESULTS.md).
 CHUNK_BYTES = 8 << 20
@@ -107,3 +110,49 @@ def write_data(group: Any, meta: SetMeta, blocks: Iterable[np.ndarray], frames: 
         written += filled
     if written != frames:
         raise StoreError(f"internal: {what} got {written} frames, expected {frames}")
+
+
+# A chunk of a frames array (``<set>/data`` or a segment's ``.../data``) under the default key encoding.
+_DATA_CHUNK = re.compile(r"(?:^|/)data/c/(\d+(?:/\d+)*)$")
+
+
+class MissingChunk(Exception):
+    """Raised from inside zarr's read; the back-end's ``read_frames``, which knows the set and its
+    utterances, turns it into :func:`missing_chunk_message`."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class DataChunksMustExist(FsspecStore):
+    """An fsspec store on which a missing chunk of frames raises instead of reading as zeros.
+
+    Zarr reads a chunk that is not there (a 404 over HTTP, an absent S3 key) as the fill
+    value, so a store copied or uploaded only in part would hand out zeros for training.
+    Frames are written with every chunk present (``write_empty_chunks``), so a missing one
+    is always damage, as it is for local reads (:func:`read_raw`). Other arrays keep
+    zarr's rule: it leaves out their chunks that equal the fill value.
+    """
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        value = await super().get(key, prototype, byte_range)
+        if value is None and _DATA_CHUNK.search(key):
+            raise MissingChunk(key)
+        return value
+
+
+def missing_chunk_message(location: str, segment: Segment, key: str, chunk: int, start: int, stop: int) -> str:
+    """What to tell a reader of the remote store at ``location`` that lacks chunk ``key`` (``chunk``
+    frames each) while reading frames ``start:stop`` of ``segment``: the set, the utterances it holds
+    frames of, and the way out."""
+    k = int(_DATA_CHUNK.search(key).group(1).split("/")[-2])
+    lo, hi = max(start, k * chunk), min(stop, (k + 1) * chunk)
+    ends = np.cumsum(segment.lengths)
+    hit = [u for u, end, n in zip(segment.ids, ends, segment.lengths) if end - n < hi and end > lo]
+    shown = ", ".join(repr(u) for u in hit[:3]) + (f" and {len(hit) - 3} more" if len(hit) > 3 else "")
+    return (
+        f"the store at {location} is missing chunk {key} (frames {lo}:{hi} of set {segment.handle.split('/')[0]!r}, "
+        f"utterance(s) {shown}); it was copied or uploaded only in part: copy or upload it again, "
+        f"then check it with `features verify {location}`"
+    )

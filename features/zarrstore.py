@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import LocalStore
 
 from emocache.atomic import write_text
 from features.base import Backend, SetPlan, register, relist_while_compacting
@@ -72,7 +72,7 @@ from features.records import (
     FINISHED_PART, Segment, SegmentIndex, SetMeta, StoreError, lengths_from_offsets, parse_json, root_record, root_sets,
 )
 from features.urls import is_remote, storage_options
-from features.zarrchunks import raw_chunks, read_raw, write_data
+from features.zarrchunks import DataChunksMustExist, MissingChunk, missing_chunk_message, raw_chunks, read_raw, write_data
 from features.zarrswap import exchange_or_swap, repair_swaps
 
 _SEGMENT = re.compile(r"\d{8}")  # fullmatch: "$" would let a trailing newline through
@@ -81,35 +81,6 @@ _SEGMENT = re.compile(r"\d{8}")  # fullmatch: "$" would let a trailing newline t
 _OURS = re.compile(r"\.create\.lock|\.writers\.lock|\.zarr\.json\.(tmp-\d+|\w+\.partial)|zarr\.json\.[0-9a-f]+\.partial")
 # What zarr and numcodecs raise on damaged metadata or chunks.
 ZARR_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, UnicodeError)
-# A chunk of a frames array (``<set>/data`` or a segment's ``.../data``) under the default key encoding.
-_DATA_CHUNK = re.compile(r"(?:^|/)data/c/(\d+(?:/\d+)*)$")
-
-
-class _MissingChunk(Exception):
-    """Raised from inside zarr's read; ``read_frames``, which knows the set and its utterances, says what it means."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-class _DataChunksMustExist(FsspecStore):
-    """An fsspec store on which a missing chunk of frames raises instead of reading as zeros.
-
-    Zarr reads a chunk that is not there (a 404 over HTTP, an absent S3 key) as the fill
-    value, so a store copied or uploaded only in part would hand out zeros for training.
-    Frames are written with every chunk present (``write_empty_chunks``), so a missing one
-    is always damage, as it is for local reads (``zarrchunks.read_raw``). Other arrays keep
-    zarr's rule: it leaves out their chunks that equal the fill value.
-    """
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        value = await super().get(key, prototype, byte_range)
-        if value is None and _DATA_CHUNK.search(key):
-            raise _MissingChunk(key)
-        return value
-
-
 @contextlib.contextmanager
 def _quiet():
     """zarr warns about our lock files and about consolidated metadata being outside the v3 spec."""
@@ -179,7 +150,7 @@ class ZarrBackend(Backend):
             try:
                 with _quiet():
                     if self.remote:
-                        store = _DataChunksMustExist.from_url(
+                        store = DataChunksMustExist.from_url(
                             self.location, storage_options=storage_options(self.location), read_only=True)
                         self._root = zarr.open_group(store, mode="r", use_consolidated=True)
                     else:
@@ -416,27 +387,13 @@ class ZarrBackend(Backend):
         if self.remote or not raw_chunks(array):
             try:
                 out[...] = array[..., start:stop, :]
-            except _MissingChunk as e:
-                raise StoreError(self._missing_chunk(segment, e.key, array.chunks[-2], start, stop)) from None
+            except MissingChunk as e:
+                raise StoreError(missing_chunk_message(self.location, segment, e.key, array.chunks[-2], start, stop)) from None
             except ZARR_ERRORS as e:
                 raise StoreError(f"cannot read frames {start}:{stop} of {segment.handle} in {self.location} ({type(e).__name__}: {e})") from None
         else:
             read_raw(self.root_path, self.location, segment.handle, array, start, stop, out)
         self._unchanged(segment.handle)  # what was read came from the folder that was listed
-
-    def _missing_chunk(self, segment: Segment, key: str, chunk: int, start: int, stop: int) -> str:
-        """What to tell a reader of a remote store that lacks chunk ``key``: the set, the utterances it
-        holds frames of, and the way out."""
-        k = int(_DATA_CHUNK.search(key).group(1).split("/")[-2])
-        lo, hi = max(start, k * chunk), min(stop, (k + 1) * chunk)
-        ends = np.cumsum(segment.lengths)
-        hit = [u for u, end, n in zip(segment.ids, ends, segment.lengths) if end - n < hi and end > lo]
-        shown = ", ".join(repr(u) for u in hit[:3]) + (f" and {len(hit) - 3} more" if len(hit) > 3 else "")
-        return (
-            f"the store at {self.location} is missing chunk {key} (frames {lo}:{hi} of set {segment.handle.split('/')[0]!r}, "
-            f"utterance(s) {shown}); it was copied or uploaded only in part: copy or upload it again, "
-            f"then check it with `features verify {self.location}`"
-        )
 
     def lock_path(self, name: str, part: str | None) -> Path:
         if part is None:
