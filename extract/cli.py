@@ -82,7 +82,7 @@ def _print_summary(summary, store: str) -> None:
             + (f", {summary.failed_before} failed earlier" if summary.failed_before else "")
             + ")"
         )
-    if summary.left:
+    if summary.left and summary.publish is None:  # a run into s3:// says it in its publish line
         click.echo(f"{summary.left} utterance(s) of the manifest still to extract (--limit); run again to go on")
     if summary.publish is not None:
         click.echo(summary.publish.describe())
