@@ -41,7 +41,9 @@ def parse_csv(
         raise CsvCorpusError(f"{table}: no such file")
     delimiter = "\t" if table.suffix.lower() == ".tsv" else ","
     with io.StringIO(_read_text(table), newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        # A tab-separated table has no quoting: a transcript starting with '"' is text, not the
+        # start of a quoted field that would swallow the lines after it.
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
         columns = list(reader.fieldnames or [])
         wanted = {"--id-col": id_col, "--audio-col": audio_col, "--label-col": label_col, "--group-col": group_col}
         if text_col is not None:

@@ -46,6 +46,21 @@ def _corpus_folder(root: Path) -> Path:
                         "give the MELD folder (MELD.Raw)")
 
 
+def _cp1252_controls() -> dict[int, str]:
+    out = {}
+    for code in range(0x80, 0xA0):
+        try:
+            out[code] = bytes([code]).decode("cp1252")
+        except UnicodeDecodeError:  # five bytes Windows-1252 leaves undefined
+            continue
+    return out
+
+
+# The release's tables are UTF-8, but their punctuation went through Windows-1252 bytes read as
+# Latin-1: "I\x92m" for "I’m", "\x85" for "…" (declare-lab/MELD fixed its own copy later).
+_C1_AS_CP1252 = _cp1252_controls()
+
+
 def _read_table(path: Path, problems: list[str]) -> list[dict[str, str]]:
     raw = path.read_bytes()
     try:
@@ -53,6 +68,10 @@ def _read_table(path: Path, problems: list[str]) -> list[dict[str, str]]:
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")
         problems.append(f"{path}: not UTF-8; read as Windows-1252")
+    mended = text.translate(_C1_AS_CP1252)
+    if mended != text:
+        problems.append(f"{path}: Windows-1252 punctuation stored as control characters (U+0080-U+009F); read as that punctuation")
+        text = mended
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:

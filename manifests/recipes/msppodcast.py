@@ -26,9 +26,25 @@ CLASS_SETS = ("eight", "all")
 TEST_SETS = ("Test1", "Test2", "Test3")
 TRAIN_DEV = {"Train": "train", "Development": "dev", "Validation": "dev"}
 LABELS = Path("Labels") / "labels_consensus.csv"
+# Releases 1.6 and 1.8 ship the same table under this spelling.
+LABELS_OLD = Path("Labels") / "labels_concensus.csv"
 COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
 GENDER = {"male": "M", "female": "F"}
 STANDARD = "every segment the labels table lists is in Audios/ (the counts depend on the release)"
+
+
+def _labels_table(root: str | os.PathLike) -> tuple[Path, Path]:
+    """The release folder and its labels table, under either of the names releases have used."""
+    layout = "the release, with Labels/labels_consensus.csv and Audios/"
+    try:
+        base = locate(root, LABELS, "MSP-Podcast", layout)
+        return base, base / LABELS
+    except ManifestError as err:
+        try:
+            base = locate(root, LABELS_OLD, "MSP-Podcast", layout)
+        except ManifestError:
+            raise err from None
+        return base, base / LABELS_OLD
 
 
 def _float(value: str) -> float | None:
@@ -57,8 +73,7 @@ def parse_msppodcast(root: str | os.PathLike, *, classes: str = "eight", test_se
         raise ManifestError(f"classes {classes!r} is not one of {list(CLASS_SETS)}")
     if test_set not in TEST_SETS:
         raise ManifestError(f"test set {test_set!r} is not one of {list(TEST_SETS)}")
-    base = locate(root, LABELS, "MSP-Podcast", "the release, with Labels/labels_consensus.csv and Audios/")
-    table = base / LABELS
+    base, table = _labels_table(root)
     with table.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         missing_cols = [c for c in COLUMNS if c not in (reader.fieldnames or [])]

@@ -232,6 +232,20 @@ def test_csv_tsv_with_video(runner: CliRunner, tmp_path: Path) -> None:
     assert [r.video for r in rows] == [str((tmp_path / "clips" / "a.mp4").resolve()), None]
 
 
+def test_csv_tsv_quotes_are_text(runner: CliRunner, tmp_path: Path) -> None:
+    """A tab-separated table has no quoting: a transcript that opens a quote swallows no lines."""
+    _write_clips(tmp_path / "clips", ["a.wav", "b.wav", "c.wav"])
+    table = tmp_path / "t.tsv"
+    table.write_text('id\tpath\tlabel\tdialog\ttext\n'
+                     'u1\tclips/a.wav\tjoy\td1\t"Get out, she said\n'
+                     'u2\tclips/b.wav\tanger\td2\t"Hi" he said\n'
+                     'u3\tclips/c.wav\tjoy\td3\tplain\n', encoding="utf-8")
+    result = runner.invoke(cli, ["csv", str(table), "--out", str(tmp_path / "m.jsonl"), "--id-col", "id", "--audio-col", "path",
+                                 "--label-col", "label", "--group-col", "dialog", "--text-col", "text"])
+    assert result.exit_code == 0, result.output
+    assert [r.text for r in read_manifest(tmp_path / "m.jsonl")] == ['"Get out, she said', '"Hi" he said', "plain"]
+
+
 def test_csv_unknown_columns_are_named(runner: CliRunner, tmp_path: Path) -> None:
     table = tmp_path / "t.csv"
     table.write_text("path,emotion,actor\nx.wav,hap,1\n", encoding="utf-8")

@@ -26,8 +26,9 @@ MELD_HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialog
 MELD_EMOTIONS = ("neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust")
 
 
-def _meld(root: Path, sizes: dict[str, int], *, skip: set[tuple[str, int, int]] = frozenset()) -> Path:
-    """MELD.Raw as unpacked: train/ holds its table and clips, dev and test lie at the top."""
+def _meld(root: Path, sizes: dict[str, int], *, skip: set[tuple[str, int, int]] = frozenset(), apostrophe: str = "’") -> Path:
+    """MELD.Raw as unpacked: train/ holds its table and clips, dev and test lie at the top. The
+    release's own tables hold ``apostrophe="\x92"``: Windows-1252's byte as a control character."""
     places = {"train": (root / "train", "train_splits"), "dev": (root, "dev_splits_complete"),
               "test": (root, "output_repeated_splits_test")}
     for part, n in sizes.items():
@@ -38,7 +39,7 @@ def _meld(root: Path, sizes: dict[str, int], *, skip: set[tuple[str, int, int]] 
             writer.writerow(MELD_HEADER)
             for i in range(n):
                 d, u = i // 10, i % 10
-                writer.writerow([i + 1, f"Line {i} of {part}, isn’t it?", ["Ross", "Rachel", "Joey"][i % 3],
+                writer.writerow([i + 1, f"Line {i} of {part}, isn{apostrophe}t it?", ["Ross", "Rachel", "Joey"][i % 3],
                                  MELD_EMOTIONS[i % 7], "neutral", d, u, 1, 1, "00:00:01,000", "00:00:02,000"])
                 if (part, d, u) not in skip and not (part == "dev" and (d, u) == (110, 7)):
                     (folder / clips / f"dia{d}_utt{u}.mp4").write_bytes(b"")
@@ -79,6 +80,14 @@ def test_meld_missing_clip_fails_expect_standard(tmp_path):
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 49
 
 
+def test_meld_punctuation_stored_as_control_characters_is_read_as_punctuation(tmp_path):
+    root = _meld(tmp_path / "MELD.Raw", {"train": 3, "dev": 2, "test": 2}, apostrophe="\x92")
+    result = parse_meld(root)
+    assert {r.text for r in result.rows} >= {"Line 0 of train, isn’t it?", "Line 1 of dev, isn’t it?"}
+    assert f"{root / 'dev_sent_emo.csv'}: Windows-1252 punctuation stored as control characters (U+0080-U+009F); " \
+           "read as that punctuation" in result.problems
+
+
 def test_meld_counts_and_missing_table(tmp_path):
     root = _meld(tmp_path / "MELD.Raw", {"train": 30, "dev": 10, "test": 10})
     result = parse_meld(root)
@@ -104,11 +113,11 @@ MSP_ROWS = [
 ]
 
 
-def _msp(root: Path, *, skip: str | None = None) -> Path:
+def _msp(root: Path, *, skip: str | None = None, labels: str = "labels_consensus.csv") -> Path:
     (root / "Labels").mkdir(parents=True)
     (root / "Audios").mkdir()
     (root / "Transcripts").mkdir()
-    with (root / "Labels" / "labels_consensus.csv").open("w", newline="") as handle:
+    with (root / "Labels" / labels).open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(MSP_HEADER)
         writer.writerows(MSP_ROWS)
@@ -136,6 +145,15 @@ def test_msp_podcast_partitions_become_the_split(tmp_path, run_recipe):
     other, other_out = run_recipe("msp-podcast", root, "--test-set", "Test2", "--classes", "all")
     assert other["group_totals"] == {"dev": 1, "test": 1, "train": 4}
     assert {r.label for r in read_manifest(other_out)} >= {"contempt", "no-agreement"}
+
+
+def test_msp_podcast_releases_with_the_older_spelling_of_the_labels_table(tmp_path, run_recipe):
+    root = _msp(tmp_path / "MSP-PODCAST-Publish-1.8", labels="labels_concensus.csv")
+    summary, out = run_recipe("msp-podcast", root, "--expect-standard")
+    assert summary["group_totals"] == {"dev": 1, "test": 1, "train": 3}
+    (root / "Labels" / "labels_concensus.csv").unlink()
+    result = CliRunner().invoke(cli, ["msp-podcast", str(root), "--out", str(tmp_path / "m.jsonl")])
+    assert result.exit_code == 1 and "no Labels/labels_consensus.csv here or one folder below" in result.output
 
 
 def test_msp_podcast_missing_audio_fails_expect_standard(tmp_path):
