@@ -211,6 +211,10 @@ def _parse_dialog(session: int, folder: Path, eval_file: Path, result: ParseResu
         if label is None:
             result.dropped[raw_label] += 1
             continue
+        start, end = float(match["start"]), float(match["end"])
+        if not end > start:  # the manifest's own check would refuse the whole file later
+            result.problems.append(f"{where}: skipped {ident.utt_id}: its span [{start} - {end}] is empty")
+            continue
         wav = folder / "sentences" / "wav" / dialog / f"{ident.utt_id}.wav"
         if not wav.is_file():
             result.missing_audio.append(ident.utt_id)
@@ -234,8 +238,8 @@ def _parse_dialog(session: int, folder: Path, eval_file: Path, result: ParseResu
                 speaker=ident.speaker,
                 gender=ident.speaker_letter,
                 improvised=ident.improvised,
-                start=float(match["start"]),
-                end=float(match["end"]),
+                start=start,
+                end=end,
                 vad=(float(match["v"]), float(match["a"]), float(match["d"])),
                 text=text,
                 video=str(video.resolve()) if has_video else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ SIX_CLASSES = ("hap", "neu", "ang", "exc", "sad", "fru")
 FOUR_CLASSES = ("hap", "neu", "ang", "sad")
 # The parts of a corpus's own fixed split (MELD, MSP-Podcast), as ``Utterance.split`` names them.
 SPLITS = ("train", "dev", "test")
+
+
+def group_order(group: str) -> tuple[int, int, str]:
+    """Sort key of fold groups: numbers ("1".."5", "-2") by value first, then the rest by name.
+    ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` refuses."""
+    number = re.fullmatch(r"-?[0-9]+", group)
+    return (0, int(group), group) if number else (1, 0, group)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from democorpus.marker import synthetic_root
 
-from .schema import SIX_CLASSES, Utterance
+from .schema import SIX_CLASSES, Utterance, group_order
 
 SYNTHETIC_BANNER = "SYNTHETIC demo corpus: not real data, a demo and test bed, never a benchmark"
 
@@ -62,16 +62,12 @@ class Summary:
         return "\n".join(text)
 
 
-def _group_key(group: str) -> tuple[int, int | str]:
-    return (0, int(group)) if group.isdigit() else (1, group)
-
-
 def summarize(rows: Sequence[Utterance], synthetic: bool | None = None) -> Summary:
     """Count ``rows`` per group and label. ``synthetic=None`` looks for the demo corpus's README above the audio."""
     counts = Counter((r.group, r.label) for r in rows)
     labels = {label for _, label in counts}
     classes = tuple(c for c in SIX_CLASSES if c in labels) + tuple(sorted(labels - set(SIX_CLASSES)))
-    groups = tuple(sorted({g for g, _ in counts}, key=_group_key))
+    groups = tuple(sorted({g for g, _ in counts}, key=group_order))
     if synthetic is None:
         synthetic = rows_are_synthetic(rows)
     # IEMOCAP's groups are its sessions.

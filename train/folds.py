@@ -28,7 +28,7 @@ import numpy as np
 
 from emocache.errors import EmocacheError
 from manifests import Utterance
-from manifests.schema import SPLITS
+from manifests.schema import SPLITS, group_order
 
 # The one fold of a manifest with a fixed split: the one that tests its test part.
 FIXED_FOLD = "test"
@@ -56,7 +56,7 @@ def groups(rows: Sequence[Utterance]) -> list[str]:
     if has_fixed_split(rows):
         return [FIXED_FOLD]
     keys = {r.group for r in rows}
-    return sorted(keys, key=lambda g: (0, int(g), g) if g.lstrip("-").isdigit() else (1, 0, g))
+    return sorted(keys, key=group_order)
 
 
 # A dialog recorded in parts: the same dialog number followed by a part letter.

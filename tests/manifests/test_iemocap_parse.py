@@ -152,15 +152,17 @@ def test_malformed_and_misplaced_summary_lines_are_reported(iemocap_tree) -> Non
         out.write("[3.0 - 4.0]\tSes01F_impro02_F001\tneu\n")  # no VAD triple
         out.write("[5.0 - 6.0]\tSes02F_impro02_F001\tneu\t[1, 2, 3]\n")  # another dialog's utterance
         out.write("[1.0 - 2.0]\tSes01F_impro02_F000\tang\t[1, 2, 3]\n")  # evaluated twice
+        out.write("[7.0 - 7.0]\tSes01F_impro02_M002\tneu\t[1, 2, 3]\n")  # an empty span
 
     result = parse_iemocap(root)
 
     assert [r.utt_id for r in result.rows] == ["Ses01F_impro02_F000"]
     assert result.rows[0].label == "neu"
-    assert len(result.problems) == 3
+    assert len(result.problems) == 4
     assert result.problems[0].startswith(f"{evaluation}:") and "does not parse" in result.problems[0]
     assert "belongs to dialog Ses02F_impro02 (session 2), not to Ses01F_impro02 in Session1" in result.problems[1]
     assert "Ses01F_impro02_F000: evaluated twice; kept the first" in result.problems[2]
+    assert result.problems[3] == f"{evaluation}:13: skipped Ses01F_impro02_M002: its span [7.0 - 7.0] is empty"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,13 @@ def _rows(spec: list[tuple[str, str]], corpus: str = "custom") -> list[Utterance
     return [Utterance(utt_id=f"u{i}", label=label, group=group, audio=f"/nowhere/u{i}.wav", corpus=corpus) for i, (group, label) in enumerate(spec)]
 
 
+def test_groups_sort_numbers_by_value_then_names_in_summaries_and_folds() -> None:
+    from train.folds import groups
+
+    rows = _rows([("10", "joy"), ("2", "sad"), ("-1", "sad"), ("²", "ang"), ("b", "joy"), ("a", "sad")])
+    assert summarize(rows, synthetic=False).groups == ("-1", "2", "10", "a", "b", "²") == tuple(groups(rows))
+
+
 def test_table_orders_known_classes_first_and_groups_numerically() -> None:
     rows = _rows([("10", "joy"), ("2", "sad"), ("2", "ang"), ("10", "sad"), ("2", "sad")])
     summary = summarize(rows, synthetic=False)
