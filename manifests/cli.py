@@ -151,12 +151,14 @@ for _recipe in RECIPES.values():
 @click.option("--group-col", required=True, help="Column that becomes the fold key (speaker, session, actor...).")
 @click.option("--text-col", default=None, help="Column with the transcript.")
 @click.option("--video-col", default=None, help="Column with a video path.")
+@click.option("--speaker-col", default=None,
+              help="Column with the speaker, when the group column is not it (validation splits then keep speakers apart).")
 @click.option("--corpus", default="custom", show_default=True, help="Corpus name stored in every row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @domain_errors
 def csv_command(
     table: Path, out: Path, id_col: str, audio_col: str, label_col: str, group_col: str,
-    text_col: str | None, video_col: str | None, corpus: str, as_json: bool,
+    text_col: str | None, video_col: str | None, speaker_col: str | None, corpus: str, as_json: bool,
 ) -> None:
     """Manifest of any corpus listed in a table.
 
@@ -165,7 +167,7 @@ def csv_command(
     """
     rows = parse_csv(
         table, id_col=id_col, audio_col=audio_col, label_col=label_col, group_col=group_col,
-        text_col=text_col, video_col=video_col, corpus=corpus,
+        text_col=text_col, video_col=video_col, speaker_col=speaker_col, corpus=corpus,
     )
     summary = _write(rows, [], out, synthetic=False, nothing=f"{table}: no utterance")
     _show(summary, as_json, {"manifest": str(out)}, f"wrote {len(rows)} utterances to {out}")

@@ -28,9 +28,13 @@ def parse_csv(
     group_col: str,
     text_col: str | None = None,
     video_col: str | None = None,
+    speaker_col: str | None = None,
     corpus: str = "custom",
 ) -> list[Utterance]:
     """Read ``table`` (comma-separated; tab-separated when it ends in ``.tsv``) into manifest rows.
+
+    ``speaker_col`` names each row's speaker where the group is not one: a fold's validation
+    split then keeps speakers apart when its training side has fewer than three groups.
 
     Raises :class:`CsvCorpusError` naming every problem at once: columns that do
     not exist (with the ones that do), empty ids/labels/groups/paths, repeated
@@ -50,6 +54,8 @@ def parse_csv(
             wanted["--text-col"] = text_col
         if video_col is not None:
             wanted["--video-col"] = video_col
+        if speaker_col is not None:
+            wanted["--speaker-col"] = speaker_col
         unknown = [f"{option} {name!r}" for option, name in wanted.items() if name not in columns]
         if unknown:
             raise CsvCorpusError(
@@ -70,8 +76,10 @@ def parse_csv(
         if empty:
             errors.append(f"{where}: empty {', '.join(repr(c) for c in empty)}")
             continue
-        bad = _bad_names(record, {"id": id_col, "label": label_col, "group": group_col},
-                         [c for c in (audio_col, video_col) if c is not None])
+        names = {"id": id_col, "label": label_col, "group": group_col}
+        if speaker_col is not None and (record.get(speaker_col) or "").strip():
+            names["speaker"] = speaker_col
+        bad = _bad_names(record, names, [c for c in (audio_col, video_col) if c is not None])
         if bad:
             errors.append(f"{where}: {bad}")
             continue
@@ -88,6 +96,7 @@ def parse_csv(
             if not video.is_file():
                 errors.append(f"{where}: video file {video} does not exist")
         text = (record.get(text_col) or "").strip() if text_col is not None else ""
+        speaker = (record.get(speaker_col) or "").strip() if speaker_col is not None else ""
         rows.append(
             Utterance(
                 utt_id=utt_id,
@@ -97,6 +106,7 @@ def parse_csv(
                 corpus=corpus,
                 text=text or None,
                 video=str(video) if video is not None else None,
+                speaker=speaker or None,
             )
         )
     if errors:

@@ -215,6 +215,25 @@ def test_csv_corpus(runner: CliRunner, tmp_path: Path) -> None:
     assert [r.text for r in rows] == ["Der Lappen liegt auf dem Eisschrank.", None, "Die wird auf dem Platz sein."]
 
 
+def test_csv_speakers_let_a_corpus_of_two_groups_carve_validation_speakers(runner: CliRunner, tmp_path: Path) -> None:
+    """Two sessions, three speakers each: the training side of a fold has one group, so only speakers can split it."""
+    from train.folds import split_fold
+
+    names = [f"s{s}_p{p}_u{u}.wav" for s in (1, 2) for p in range(3) for u in range(2)]
+    _write_clips(tmp_path / "wav", names)
+    table = tmp_path / "t.csv"
+    table.write_text("file,emotion,session,person\n" + "".join(
+        f"wav/{n},{'hap' if n.endswith('0.wav') else 'sad'},{n[1]},{n[:5]}\n" for n in names), encoding="utf-8")
+    base = ["csv", str(table), "--id-col", "file", "--audio-col", "file", "--label-col", "emotion", "--group-col", "session"]
+    assert runner.invoke(cli, [*base, "--out", str(tmp_path / "m.jsonl"), "--speaker-col", "person"]).exit_code == 0
+    rows = read_manifest(tmp_path / "m.jsonl")
+    assert rows[0].speaker == "s1_p0"
+    split = split_fold(rows, "2")
+    assert split.val and {rows[i].speaker for i in split.train}.isdisjoint({rows[i].speaker for i in split.val})
+    result = runner.invoke(cli, [*base, "--out", str(tmp_path / "x.jsonl"), "--speaker-col", "who"])
+    assert result.exit_code == 1 and "no such column(s): --speaker-col 'who'" in result.output
+
+
 def test_csv_tsv_with_video(runner: CliRunner, tmp_path: Path) -> None:
     _write_clips(tmp_path / "clips", ["a.wav", "b.wav"])
     (tmp_path / "clips" / "a.mp4").write_bytes(b"video")
