@@ -8,6 +8,7 @@ containers, mixed to mono and resampled to the encoder's rate with soxr (as
 from __future__ import annotations
 
 import functools
+import io
 import os
 import struct
 import subprocess
@@ -33,6 +34,12 @@ MAX_AUDIO_SECONDS = 3600.0
 def _header_duration(path: str) -> float | None:
     import soundfile
 
+    if Path(path).suffix.lower() not in _SOUNDFILE_SUFFIXES:
+        # MELD's mp4 clips, RAVDESS's videos: batches are planned on these seconds, and a file
+        # costed at 0 s would let one batch take a whole corpus (nothing committed until it ends).
+        from extract.media import media_duration
+
+        return media_duration(path)
     try:
         return float(soundfile.info(path).duration)
     except (OSError, RuntimeError, ValueError):
@@ -97,24 +104,25 @@ def _too_long(path: str, claim: str) -> str:
             "cut the recording into one file per utterance, or check the header")
 
 
-def _decode_ffmpeg(utt_id: str, path: str, sr: int) -> np.ndarray:
+def _decode_ffmpeg(utt_id: str, path: str) -> io.BytesIO:
+    """``path`` (any container ffmpeg reads) as a float WAV in memory, with the file's own channels and
+    rate: mixing and resampling then happen as for a WAV file (``read_audio``), not by ffmpeg's own
+    rules (its mono downmix of stereo is (L+R)/sqrt 2, not the mean; its resampler is not soxr)."""
     from extract.media import ffmpeg_exe
 
     # -t: decode at most a second past the bound, so a file claiming days of audio cannot fill memory.
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-t", str(MAX_AUDIO_SECONDS + 1),
-           "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
+           "-vn", "-f", "wav", "-c:a", "pcm_f32le", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise ExtractError(utt_id, "decode", f"ffmpeg cannot decode {path}: {reason[-1] if reason else 'unknown error'}")
-    wave = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-    if wave.size > MAX_AUDIO_SECONDS * sr:
-        raise ExtractError(utt_id, "decode", _too_long(path, f"it holds more than {MAX_AUDIO_SECONDS:.0f} s of audio"))
-    return wave
+    return io.BytesIO(proc.stdout)
 
 
 def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``sr`` Hz; :class:`ExtractError` for anything unusable."""
+    """Decode ``path`` to mono float32 at ``sr`` Hz (the mean of its channels, resampled with soxr,
+    whatever the container); :class:`ExtractError` for anything unusable."""
     import soundfile
 
     if not path:
@@ -126,17 +134,20 @@ def read_audio(utt_id: str, path: str | None, sr: int) -> np.ndarray:
     if Path(path).suffix.lower() in _SOUNDFILE_SUFFIXES:
         _check_wav_complete(utt_id, path)
         _check_header(utt_id, path)
-        try:
-            wave, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
-        except (soundfile.SoundFileError, RuntimeError) as err:
-            raise ExtractError(utt_id, "decode", f"cannot decode {path}: {err}") from err
-        wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
-        if wave.size and file_sr != sr:
-            import soxr  # what librosa.resample uses by default, without librosa's import time
-
-            wave = soxr.resample(wave, file_sr, sr, quality="HQ").astype(np.float32)
+        source: str | io.BytesIO = path
     else:
-        wave = _decode_ffmpeg(utt_id, path, sr)
+        source = _decode_ffmpeg(utt_id, path)
+    try:
+        wave, file_sr = soundfile.read(source, dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError) as err:
+        raise ExtractError(utt_id, "decode", f"cannot decode {path}: {err}") from err
+    if wave.shape[0] > MAX_AUDIO_SECONDS * file_sr:
+        raise ExtractError(utt_id, "decode", _too_long(path, f"it holds more than {MAX_AUDIO_SECONDS:.0f} s of audio"))
+    wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    if wave.size and file_sr != sr:
+        import soxr  # what librosa.resample uses by default, without librosa's import time
+
+        wave = soxr.resample(wave, file_sr, sr, quality="HQ").astype(np.float32)
     if wave.size == 0:
         raise ExtractError(utt_id, "decode", f"{path} holds no audio samples")
     if not np.isfinite(wave).all():

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import re
 import shutil
+import subprocess
 
 from emocache.errors import EmocacheError
 
@@ -22,3 +24,17 @@ def ffmpeg_exe() -> str:
     except ImportError as err:
         raise FfmpegMissingError("no ffmpeg found: install Debian's ffmpeg or `pip install imageio-ffmpeg`") from err
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+_DURATION = re.compile(rb"Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+
+
+def media_duration(path: str) -> float | None:
+    """Seconds of ``path`` as its container states them (``ffmpeg -i``: reads the header only, ~15 ms);
+    None when ffmpeg states none (no such file, not media, a stream without a length)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, check=False)
+    found = _DURATION.search(proc.stderr)  # ffmpeg exits 1 here (no output file named), having printed the header
+    if found is None:
+        return None
+    hours, minutes, seconds = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)

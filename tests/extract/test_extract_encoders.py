@@ -250,3 +250,23 @@ def test_other_containers_are_decoded_with_ffmpeg(tmp_path, wav_writer):
     with pytest.raises(ExtractError) as err:
         read_audio("bad", str(tmp_path / "bad.mp3"), 16000)
     assert err.value.stage == "decode" and err.value.message.startswith(f"ffmpeg cannot decode {tmp_path / 'bad.mp3'}: ")
+
+
+def test_a_container_gives_the_samples_and_the_seconds_of_the_same_wav(tmp_path):
+    """Channels mixed as their mean and resampled with soxr whatever the container (ffmpeg's own
+    downmix is (L+R)/sqrt 2); and its seconds known before decoding, for batch planning."""
+    import subprocess
+
+    import soundfile
+
+    from extract.audio import audio_duration, read_audio
+    from extract.media import ffmpeg_exe
+
+    t = np.arange(44100 * 2) / 44100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.1 * np.sin(2 * np.pi * 330 * t)], axis=1).astype(np.float32)
+    wav, mkv = tmp_path / "a.wav", tmp_path / "a.mkv"
+    soundfile.write(wav, stereo, 44100, subtype="FLOAT")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(wav), "-c:a", "pcm_f32le", str(mkv)], check=True)
+    np.testing.assert_array_equal(read_audio("a", str(mkv), 16000), read_audio("a", str(wav), 16000))
+    row = Utterance(utt_id="a", label="neu", group="1", audio=str(mkv))
+    assert audio_duration(row) == pytest.approx(2.0, abs=0.01)
