@@ -272,7 +272,11 @@ class HFAudioEncoder(HFHiddenStates, Encoder):
         require_file(self.model_dir, "preprocessor_config.json", "the feature extractor's sampling rate and normalisation")
         self._extractor = AutoFeatureExtractor.from_pretrained(self.model_dir, local_files_only=True)
         self.sample_rate = int(self._extractor.sampling_rate)
-        self._use_mask = bool(getattr(self._extractor, "return_attention_mask", False))
+        # Pad with a mask only where the model can ignore padding: group norm over time (wav2vec2-base,
+        # WavLM-base) normalises over the padded frames whatever the mask says, so its batches hold
+        # equal lengths only, even when its feature extractor asks for masks.
+        self._use_mask = (bool(getattr(self._extractor, "return_attention_mask", False))
+                          and getattr(config, "feat_extract_norm", "layer") != "group")
         self._torch_dtype = torch_dtype(self.dtype)
         self._load_hf()
 

@@ -223,7 +223,12 @@ class HFHiddenStates:
             if self._indices is None:
                 hidden = result.last_hidden_state
             else:
-                hidden = torch.stack([result.hidden_states[i] for i in self._indices], dim=1)
+                # The last index is the model's output, as `last` gives it: on models with a LayerNorm
+                # after the last layer (wav2vec2-large, WavLM-large) transformers 5 records the stream
+                # before that norm as the last hidden state (4.x recorded it after).
+                top = len(result.hidden_states) - 1
+                states = [result.last_hidden_state if i == top else result.hidden_states[i] for i in self._indices]
+                hidden = torch.stack(states, dim=1)
             return hidden.float().cpu().numpy()
 
     @property

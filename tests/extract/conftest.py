@@ -27,7 +27,7 @@ SENTENCES = [
 ]
 
 
-def _tiny_wav2vec2(path: Path, *, layer_norm: bool) -> Path:
+def _tiny_wav2vec2(path: Path, *, layer_norm: bool, mask: bool | None = None) -> Path:
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
@@ -48,7 +48,8 @@ def _tiny_wav2vec2(path: Path, *, layer_norm: bool) -> Path:
     )
     Wav2Vec2Model(config).eval().save_pretrained(path)
     Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=layer_norm
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+        return_attention_mask=layer_norm if mask is None else mask,
     ).save_pretrained(path)
     return path
 
@@ -63,6 +64,12 @@ def tiny_w2v(tmp_path_factory) -> Path:
 def tiny_w2v_masked(tmp_path_factory) -> Path:
     """wav2vec2 with layer norm and an attention mask, like wav2vec2-large-lv60 / WavLM."""
     return _tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny-w2v-masked", layer_norm=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_w2v_group_masked(tmp_path_factory) -> Path:
+    """Group norm over time, with a feature extractor that asks for attention masks anyway (wavlm-base-plus ships so)."""
+    return _tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny-w2v-group-masked", layer_norm=False, mask=True)
 
 
 @pytest.fixture(scope="session")

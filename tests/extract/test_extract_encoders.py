@@ -74,8 +74,10 @@ def test_opensmile_too_short_is_an_item_failure(tmp_path):
     assert err.value.stage == "encode" and "too short" in err.value.message
 
 
-@pytest.mark.parametrize("fixture", ["tiny_w2v", "tiny_w2v_masked"])
+@pytest.mark.parametrize("fixture", ["tiny_w2v", "tiny_w2v_masked", "tiny_w2v_group_masked"])
 def test_hf_audio_frames_and_batch_invariance(request, fixture, small_corpus):
+    """A batch gives what each utterance gives alone: padding is masked where the model can mask it,
+    and never happens under group norm over time, which a mask does not shield."""
     model_dir = request.getfixturevalue(fixture)
     enc = create_encoder("audio", f"hf:{model_dir}")
     rows = _rows(small_corpus)[:5]
@@ -96,14 +98,19 @@ def test_hf_audio_frames_and_batch_invariance(request, fixture, small_corpus):
     assert len({b.shape[0] for b in batched}) > 1
 
 
-def test_hf_audio_layers(tiny_w2v, small_corpus):
+@pytest.mark.parametrize("model", ["tiny_w2v", "tiny_w2v_masked"])
+def test_hf_audio_layers(model, small_corpus, request):
+    """The last index of `all` is the output `last` gives, also for a model with a final LayerNorm
+    after its last layer (transformers 5 records the stream before it as that layer's state)."""
+    model = request.getfixturevalue(model)
     utt = _rows(small_corpus)[0]
-    last = _encode_one(create_encoder("audio", f"hf:{tiny_w2v}"), utt)
-    every = create_encoder("audio", f"hf:{tiny_w2v}", options={"layers": "all"})
+    last = _encode_one(create_encoder("audio", f"hf:{model}"), utt)
+    every = create_encoder("audio", f"hf:{model}", options={"layers": "all"})
     assert (every.layers, every.num_layers) == ("all", 3)
     stacked = _encode_one(every, utt)
     assert stacked.shape == (3, last.shape[0], 32)
-    picked = create_encoder("audio", f"hf:{tiny_w2v}", options={"layers": "2,0"})
+    np.testing.assert_allclose(stacked[-1], last, atol=1e-6)
+    picked = create_encoder("audio", f"hf:{model}", options={"layers": "2,0"})
     assert picked.layers == "2,0"
     np.testing.assert_allclose(_encode_one(picked, utt), stacked[[2, 0]], atol=1e-6)
 
