@@ -28,6 +28,8 @@ _SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 # masters 384 kHz at most; an utterance, or even a whole dialog, lasts far under an hour.
 SAMPLE_RATE_RANGE = (1_000, 384_000)
 MAX_AUDIO_SECONDS = 3600.0
+# ffmpeg decodes an hour of audio in seconds; one that runs for minutes hangs (a stalled mount).
+DECODE_TIMEOUT_S = 300
 
 
 @functools.lru_cache(maxsize=65536)
@@ -113,7 +115,11 @@ def _decode_ffmpeg(utt_id: str, path: str) -> io.BytesIO:
     # -t: decode at most a second past the bound, so a file claiming days of audio cannot fill memory.
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-t", str(MAX_AUDIO_SECONDS + 1),
            "-vn", "-f", "wav", "-c:a", "pcm_f32le", "pipe:1"]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=DECODE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ExtractError(utt_id, "decode", f"ffmpeg did not finish decoding {path} in {DECODE_TIMEOUT_S} s; "
+                                             "check that the file plays (a network mount that hangs?)") from None
     if proc.returncode != 0:
         reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise ExtractError(utt_id, "decode", f"ffmpeg cannot decode {path}: {reason[-1] if reason else 'unknown error'}")

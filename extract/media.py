@@ -32,7 +32,11 @@ _DURATION = re.compile(rb"Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 def media_duration(path: str) -> float | None:
     """Seconds of ``path`` as its container states them (``ffmpeg -i``: reads the header only, ~15 ms);
     None when ffmpeg states none (no such file, not media, a stream without a length)."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, check=False)
+    try:
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path], capture_output=True, check=False,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        return None  # no seconds known: reading the file will say what is wrong with it
     found = _DURATION.search(proc.stderr)  # ffmpeg exits 1 here (no output file named), having printed the header
     if found is None:
         return None
