@@ -3,11 +3,17 @@
 ffmpeg (through ``ffmpeg-python``, with the binary :func:`extract.media.ffmpeg_exe`
 finds) does the decoding; OpenCV only reads the stream's size, rate and length,
 because there is no ffprobe to ask. Both are cached per file.
+
+Frames are picked by their timestamps, not by counting frames after a seek: ffmpeg's
+seek into an AVI lands a frame or two off (and with B-frames its first frames can be
+grey), while the timestamps of frame ``k`` are the first frame's plus ``k / fps``.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
+import subprocess
 import threading
 from dataclasses import dataclass
 
@@ -42,6 +48,8 @@ class VideoInfo:
     height: int
     fps: float
     frame_count: int
+    #: Timestamp (s) of the stream's first frame: 0 in most files, one frame in an AVI with B-frames.
+    first_time: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -99,7 +107,25 @@ def _read_info(path: str) -> VideoInfo:
         cap.release()
     if not opened or min(width, height, count) <= 0 or not fps > 0:
         raise MediaError("decode", f"cannot decode video {path}: {_ffmpeg_complaint(path)}; the file is damaged or not a video, copy it again from the corpus")
-    return VideoInfo(path=path, width=width, height=height, fps=fps, frame_count=count)
+    return VideoInfo(path=path, width=width, height=height, fps=fps, frame_count=count, first_time=_first_frame_time(path))
+
+
+_PTS_TIME = re.compile(rb"pts_time:(-?\d+(?:\.\d+)?)")
+
+
+def _first_frame_time(path: str) -> float:
+    """The timestamp of the first video frame ffmpeg decodes from ``path`` (its own timestamps kept)."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-copyts", "-i", path, "-map", "0:v:0", "-vf", "showinfo",
+           "-frames:v", "1", "-f", "null", "-"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise MediaError("decode", f"ffmpeg did not decode the first frame of {path} in 60 s; check that the file plays") from None
+    found = _PTS_TIME.search(proc.stderr)
+    if found is None:
+        raise MediaError("decode", f"cannot decode video {path}: {_last_line(proc.stderr) or 'no first frame'}; "
+                                   "the file is damaged or not a video, copy it again from the corpus")
+    return float(found.group(1))
 
 
 def _ffmpeg_complaint(path: str) -> str:
@@ -170,20 +196,28 @@ def decode_frames(info: VideoInfo, span: Span, side: str | None, frames: int) ->
 
     The span's ``N`` video frames are cut in ``frames`` equal runs and the middle
     frame of each is taken: frame ``floor((i + 0.5) * N / frames)`` of the span.
-    When ``N < frames`` the same formula repeats frames evenly. ffmpeg seeks to
-    the start (input-side ``-ss``, accurate), crops the half and passes on only
-    the chosen frames (``select``). Returns the frames and ``N``; frames are
-    numbered from the stream's start at its constant rate (``span_frames``).
+    When ``N < frames`` the same formula repeats frames evenly. ffmpeg seeks to a
+    second before the span (input-side ``-ss``; none near the start), keeps the
+    file's timestamps (``-copyts``), crops the half and passes on only the frames
+    whose timestamps are the chosen ones (``select``). Returns the frames and
+    ``N``; frames are numbered from the stream's start at its constant rate
+    (``span_frames``).
     """
     x, y, width, height = crop_window(info, side)
     first, count = span_frames(info, span)
     wanted = even_indices(count, frames)
     unique = np.unique(wanted)
-    # Seek half a frame before the first frame, so rounding can neither drop it nor keep the one before.
-    stream = ffmpeg.input(info.path, ss=f"{max(0.0, (first - 0.5) / info.fps):.6f}", t=f"{count / info.fps:.6f}").video
+    start = info.first_time + first / info.fps
+    seek = start - 1.0  # a second early: where the seek lands no longer matters, the timestamps pick
+    if seek > 0:
+        read = {"ss": f"{seek:.6f}", "t": f"{count / info.fps + 1.5:.6f}"}
+    else:
+        read = {"t": f"{start + count / info.fps + 0.5:.6f}"}
+    stream = ffmpeg.input(info.path, copyts=None, **read).video
     if (width, height) != (info.width, info.height):
         stream = stream.filter("crop", width, height, x, y)
-    stream = stream.filter("select", "+".join(f"eq(n,{k})" for k in unique))
+    half = 0.5 / info.fps
+    stream = stream.filter("select", "+".join(f"lt(abs(t-{start + k / info.fps:.6f}),{half:.6f})" for k in unique))
     out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", vframes=len(unique))
     out = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error")
     try:

@@ -273,3 +273,41 @@ def test_face_counts_are_stored_with_the_set(dialog_avi: Path, tmp_path: Path, s
     assert info.counts == {
         "frames": 12, "frames_without_face": 12, "utterances_clipped": 1, "utterances_repeated_frames": 1, "utterances_without_face": 3,
     }
+
+
+def _code_frames(count: int) -> np.ndarray:
+    """Frames whose left half shows the frame number in binary: a 3x3 grid of black or white 32-pixel blocks."""
+    frames = np.zeros((count, 96, 192, 3), np.uint8)
+    for k, frame in enumerate(frames):
+        for bit in range(9):
+            if k >> bit & 1:
+                row, col = divmod(bit, 3)
+                frame[row * 32:(row + 1) * 32, col * 32:(col + 1) * 32] = 255
+    return frames
+
+
+def _read_codes(frames: np.ndarray) -> list[int]:
+    return [sum(1 << bit for bit in range(9) if frame[divmod(bit, 3)[0] * 32 + 16, divmod(bit, 3)[1] * 32 + 16, 1] > 128)
+            for frame in frames]
+
+
+@pytest.mark.parametrize("b_frames", [0, 2])
+def test_the_chosen_frames_are_decoded_exactly_from_an_avi_at_ntsc_rate(tmp_path: Path, b_frames: int) -> None:
+    """IEMOCAP's kind of file (MPEG-4 in AVI, 29.97 fps). A seek into it lands a frame or two off, and with
+    B-frames its first frames decode grey, so frames are picked by timestamp; spans at 0 s included."""
+    path = tmp_path / "ntsc.avi"
+    (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s="192x96", r="30000/1001")
+        .output(str(path), vcodec="mpeg4", q=2, g=12, bf=b_frames, pix_fmt="yuv420p")
+        .global_args("-nostdin", "-loglevel", "error")
+        .run(input=_code_frames(240).tobytes(), cmd=ffmpeg_exe())
+    )
+    info = probe_video(str(path))
+    rng = np.random.default_rng(0)
+    spans = [(0.0, 1.0), (0.02, 0.4)] + [(s, s + d) for s, d in zip(rng.uniform(0.5, 6.0, 12), rng.uniform(0.3, 1.5, 12))]
+    for start, end in spans:
+        span = resolve_span(info, float(start), float(end))
+        frames, count = decode_frames(info, span, "left", 4)
+        first = int(np.ceil(span.start * info.fps - 1e-6))
+        wanted = first + np.minimum(((np.arange(4) + 0.5) * count / 4).astype(int), count - 1)
+        assert _read_codes(frames) == wanted.tolist(), (start, end)
