@@ -176,6 +176,8 @@ class FaceVideoEncoder(Encoder):
         return {
             "frames": self.frames,
             "sampling": "middle frame of each of `frames` equal runs of the span's N frames: floor((i + 0.5) * N / frames); N < frames repeats",
+            # Before, frames were counted from where ffmpeg's seek landed: a frame or two off in AVIs.
+            "frame_pick": "by timestamp: the first frame's + k / fps",
             "crop": "the speaker's half (video_side), whole frame without one",
             "end_tolerance_s": END_TOLERANCE_S,
             "colour": "RGB",
