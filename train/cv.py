@@ -72,11 +72,12 @@ def join_notes(*notes: str | None) -> str | None:
 
 def cv_report(folds: Sequence[FoldResult], cfg: TrainConfig, note: str | None, *, baseline: ProbeReport,
               classical: ProbeReport | None = None, setting: Setting | None = None,
-              run: Invocation | None = None) -> CVReport:
+              run: Invocation | None = None, fold_configs: Mapping[str, TrainConfig] | None = None) -> CVReport:
     """The folds with mean and std over them, beside the probes."""
     return CVReport(classes=tuple(folds[0].classes), summary=Summary.of([f.to_json() for f in folds]),
                     folds=tuple(folds), config=cfg, improvised=Summary.improvised([f.improvised for f in folds]),
-                    note=note, setting=setting, baseline=baseline, classical=classical, run=run)
+                    note=note, setting=setting, baseline=baseline, classical=classical, run=run,
+                    fold_configs=dict(fold_configs) if fold_configs else None)
 
 
 def local_features(client, rows: Sequence[Utterance], store, sets: dict[str, str],
@@ -121,7 +122,8 @@ def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None 
                             desc="cv", sequential=sequential)
     notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0].classes, progress), note)
     baseline, extra = baselines(cfg, rows, store, [f.to_json() for f in folds], classical, data)
-    report = cv_report(folds, cfg, notes, baseline=baseline, classical=extra, run=invocation(manifest, store))
+    report = cv_report(folds, cfg, notes, baseline=baseline, classical=extra, run=invocation(manifest, store),
+                       fold_configs=fold_configs)
     if out is not None:
         from train.report import write_cv
 

@@ -89,9 +89,13 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
     out = json.dumps(out_dir)
     head = ["import json", "from train.config import TrainConfig"]
     if kind == "cv":
+        cv_json = json.dumps(os.path.join(out_dir, "cv.json"))
         head += ["from train.baseline import BaselineSpec", "from train.cv import run_cv",
-                 _config_from(os.path.join(out_dir, "cv.json")),
-                 f"run_cv(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))})"]
+                 _config_from(os.path.join(out_dir, "cv.json"))]
+        # train tune's nested test: each fold ran its own choice, which cv.json records.
+        chosen = (f", fold_configs={{g: TrainConfig.from_json(c) for g, c in json.load(open({cv_json}))['fold_configs'].items()}}"
+                  if report.get("fold_configs") else "")
+        head += [f"run_cv(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))}{chosen})"]
     elif kind == "ablate":
         from train.results import Setting
 
@@ -104,9 +108,10 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
                  f"classical={_spec(report.get('classical'))})"]
     elif kind == "tune":
         tune_json = json.dumps(os.path.join(out_dir, "tune.json"))
-        head += ["from train.tune import run_tune", f"tune = json.load(open({tune_json}))",
+        classical = (report.get("test") or {}).get("classical")
+        head += ["from train.baseline import BaselineSpec", "from train.tune import run_tune", f"tune = json.load(open({tune_json}))",
                  f"run_tune(TrainConfig.from_json(tune['base']), {manifest}, {stores}, {out}, space=tune['space'], "
-                 f"n_trials=tune['n_trials'], test={'test' in report})"]
+                 f"n_trials=tune['n_trials'], test={'test' in report}, classical={_spec(classical)})"]
     elif kind == "layers":
         head += ["from train.layerscan import run_layers", _config_from(os.path.join(out_dir, "layers.json")),
                  f"run_layers(cfg, {manifest}, {stores}, {out}, modality={report['modality']!r})"]

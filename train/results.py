@@ -129,7 +129,8 @@ class CVReport:
     """A cross-validation: every fold (:class:`train.loop.FoldResult`), mean and std over folds, the
     improvised-only figures, the linear probe beside it (``baseline``, and ``classical`` over other
     sets), the config, the report's note. In an ablation each setting's report names its ``setting``;
-    ``run`` says how a run started from the CLI or Python was started."""
+    ``run`` says how a run started from the CLI or Python was started. ``fold_configs``: the folds
+    that trained another config than ``config`` (``train tune``'s nested test), by group."""
 
     classes: tuple[str, ...]
     summary: Summary
@@ -141,6 +142,7 @@ class CVReport:
     baseline: ProbeReport | None = None
     classical: ProbeReport | None = None
     run: Invocation | None = None
+    fold_configs: Mapping[str, TrainConfig] | None = None
 
     @property
     def mean(self) -> Mapping[str, float]:
@@ -160,6 +162,8 @@ class CVReport:
         if self.improvised is not None:
             out["improvised"] = self.improvised.short_json()
         out["config"] = self.config.to_json()
+        if self.fold_configs:
+            out["fold_configs"] = {g: c.to_json() for g, c in self.fold_configs.items()}
         if self.note:
             out["note"] = self.note
         if self.setting is not None:

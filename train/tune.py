@@ -280,7 +280,7 @@ class TuneReport:
 
 
 def _probe_figures(probe: ProbeReport) -> dict[str, Any]:
-    return {"mean": dict(probe.summary.mean), "std": dict(probe.summary.std), "diff": probe.diff.to_json()}
+    return {"sets": dict(probe.sets), "mean": dict(probe.summary.mean), "std": dict(probe.summary.std), "diff": probe.diff.to_json()}
 
 
 def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, space: dict[str, Any] | None = None,

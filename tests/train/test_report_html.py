@@ -135,15 +135,19 @@ def _python_call(page: Path) -> str:
 
 def test_the_python_call_of_a_report_runs_the_same_again(runs, tmp_path):
     root, _, _ = runs
-    for kind, name in (("cv", "cv.json"), ("layers", "layers.json"), ("baseline", "baseline.json")):
+    # tune/test: the nested test, each fold with its own choice (cv.json's fold_configs), not the base config.
+    for kind, name in (("cv", "cv.json"), ("layers", "layers.json"), ("baseline", "baseline.json"), ("tune/test", "cv.json")):
         before = json.loads((root / kind / name).read_text())
         copy = tmp_path / kind
         shutil.copytree(root / kind, copy)
         code = _python_call(copy / "report.html").replace(str(root / kind), str(copy))
         exec(compile(code, f"report.html of {kind}", "exec"), {})
         after = json.loads((copy / name).read_text())
-        key = {"cv": "mean", "layers": "layers", "baseline": "baseline"}[kind]
+        key = {"cv": "mean", "layers": "layers", "baseline": "baseline", "tune/test": "mean"}[kind]
         assert after[key] == before[key], kind
+        assert after.get("fold_configs") == before.get("fold_configs"), kind
+    tested = json.loads((root / "tune" / "test" / "cv.json").read_text())
+    assert sorted(tested["fold_configs"]) == ["1", "2", "3"]
 
 
 def _browser():
