@@ -95,6 +95,13 @@ def dask_tasks(members: Sequence[Member], sequential: bool) -> list[list[int]]:
     return sorted(groups.values(), key=lambda idx: -sum(cost(members[i].cfg) for i in idx))
 
 
+def _absolute(path: str | os.PathLike) -> str:
+    """A path as a worker must get it: workers on other machines (``tcp://``) run in folders of their
+    own, where a relative path would put a fold's outputs, or look for the manifest. URLs stay as they are."""
+    text = os.fspath(path)
+    return text if "://" in text else os.path.abspath(text)
+
+
 def run_members(members: Sequence[Member], manifest, store, *, client=None, data: FeatureData | None = None,
                 test: bool = True, sequential: bool = False, progress: bool = True, desc: str = "train") -> list:
     """Every member's FoldResult, in order: in this process (``data``: the features, loaded if None), or
@@ -119,8 +126,8 @@ def run_members(members: Sequence[Member], manifest, store, *, client=None, data
             raise ConfigError(problem)
     plan = dask_tasks(members, sequential)
     tasks = [EnsembleTask(tuple(members[i].cfg.to_json() for i in idx), tuple(members[i].test_group for i in idx),
-                          tuple(None if members[i].out_dir is None else os.fspath(members[i].out_dir) for i in idx),
-                          os.fspath(manifest), tuple(os.fspath(s) for s in stores), test) for idx in plan]
+                          tuple(None if members[i].out_dir is None else _absolute(members[i].out_dir) for i in idx),
+                          _absolute(manifest), tuple(_absolute(s) for s in stores), test) for idx in plan]
     bar = tqdm(total=len(members), desc=desc, unit="fold", file=sys.stderr, disable=not progress)
     token = uuid.uuid4().hex[:8]  # keys unique per call: a client may run several
     outcomes = run_tasks(_task, tasks, client=client, keys=[f"{desc}-{token}-{n}" for n in range(len(tasks))],

@@ -40,3 +40,27 @@ def test_a_device_the_workers_lack_is_refused_before_any_task_runs(small_corpus,
         run_cv(tiny_cfg.replace(device="cuda"), manifest, str(store), tmp_path / "out", scheduler="local:1", progress=False)
     assert "Compute Failed" not in capfd.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_workers_in_another_folder_write_the_folds_where_the_client_said(small_corpus, tiny_cfg, tmp_path, monkeypatch):
+    """Workers on other machines (tcp://) run in folders of their own: relative paths are made absolute
+    on the client, so the folds land in --out and the manifest and store are found."""
+    import os
+    import shutil
+
+    from distributed import Client, LocalCluster
+
+    manifest, store, _ = small_corpus
+    here, elsewhere = tmp_path / "client", tmp_path / "worker"
+    here.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(manifest, here / "m.jsonl")
+    shutil.copy(store, here / "s.h5")
+    monkeypatch.chdir(here)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.run(os.chdir, str(elsewhere))
+        run_cv(tiny_cfg.replace(epochs=1), "m.jsonl", ["s.h5"], "out", client=client, progress=False)
+    assert all((here / "out" / f"fold-{g}" / "model.pt").is_file() for g in "123")
+    assert list(elsewhere.iterdir()) == []
