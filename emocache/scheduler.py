@@ -114,6 +114,16 @@ def device_problem_on_workers(client: Any, device: str) -> str | None:
     return None
 
 
+def gpu_resource_problem(client: Any) -> str | None:
+    """Why tasks asking for the resource ``GPU=1`` (``run_tasks``' ``resources``) would wait forever on
+    ``client``'s cluster: no worker declares it. None when one does."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if any((w.get("resources") or {}).get("GPU", 0) >= 1 for w in workers):
+        return None
+    return ("--device cuda on Dask: no worker declares the resource GPU, so its tasks would wait forever; start each "
+            "GPU worker with `dask worker SCHEDULER --resources GPU=1` (local:N declares it)")
+
+
 def worker_count(client: Any) -> int:
     """How many workers ``client``'s cluster has now (1 without a client)."""
     if client is None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from emocache.devices import cuda_devices, device_problem
 from emocache.errors import ExitCode
-from emocache.scheduler import dask_client, device_problem_on_workers
+from emocache.scheduler import dask_client, device_problem_on_workers, gpu_resource_problem
 from features import STORE_DTYPES
 from features.provenance import Provenance
 from manifests import manifest_hash, read_manifest
@@ -130,7 +130,7 @@ def extract_manifest(
 
     with dask_client(options.scheduler, gpu=options.gpu) as client:
         if client is not None:  # asked before the store is touched, so that a refusal leaves nothing behind
-            problem = device_problem_on_workers(client, options.device)
+            problem = device_problem_on_workers(client, options.device) or (gpu_resource_problem(client) if options.gpu else None)
             if problem is not None:
                 raise EncoderConfigError(problem)
         if staged is not None:

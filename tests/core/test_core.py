@@ -18,7 +18,9 @@ from emocache.atomic import atomic_write, write_json
 from emocache.cli import domain_errors
 from emocache.devices import device_problem
 from emocache.errors import EmocacheError, ExitCode
-from emocache.scheduler import Scheduler, SchedulerError, dask_client, device_problem_on_workers, run_tasks, worker_count
+from emocache.scheduler import (
+    Scheduler, SchedulerError, dask_client, device_problem_on_workers, gpu_resource_problem, run_tasks, worker_count,
+)
 
 
 @pytest.mark.parametrize("text, workers, address", [("local:3", 3, None), ("tcp://10.0.0.1:8786", None, "tcp://10.0.0.1:8786")])
@@ -157,3 +159,14 @@ def test_the_workers_are_asked_whether_they_can_run_a_device():
         assert device_problem_on_workers(client, "cpu") is None
         problem = device_problem_on_workers(client, "cuda")
     assert re.fullmatch(r"--device cuda: torch sees no CUDA device on Dask worker tcp://127\.0\.0\.1:\d+; use --device cpu", problem)
+
+
+@pytest.mark.slow
+def test_gpu_tasks_are_refused_where_no_worker_declares_the_gpu_resource():
+    """Dask would queue such tasks forever: workers started without --resources GPU=1 never take them."""
+    with dask_client("local:1") as client:
+        assert gpu_resource_problem(client) == (
+            "--device cuda on Dask: no worker declares the resource GPU, so its tasks would wait forever; start each "
+            "GPU worker with `dask worker SCHEDULER --resources GPU=1` (local:N declares it)")
+    with dask_client("local:1", gpu=True) as client:
+        assert gpu_resource_problem(client) is None
