@@ -145,6 +145,18 @@ class Outcome(Generic[R]):
         return self.value  # type: ignore[return-value]
 
 
+def _result(future: Any) -> Any:
+    """A Dask future's value; a worker that died running it (each time Dask retried) is one line, not
+    distributed's traceback."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as err:
+        raise SchedulerError(f"task {future.key}: the Dask worker running it died (killed, out of memory or crashed), "
+                             "on every retry; give the workers more memory or run fewer tasks at once, and rerun") from err
+
+
 def run_tasks(
     fn: Callable[[T], R],
     tasks: Sequence[T],
@@ -189,7 +201,7 @@ def run_tasks(
     futures = {f: i for i, f in enumerate(client.map(fn, list(tasks), key=keys, pure=False, resources=resources))}
     try:
         for future in as_completed(list(futures)):
-            settle(futures[future], future.result)
+            settle(futures[future], lambda future=future: _result(future))
     finally:
         if stop_on_error:
             client.cancel([f for f in futures if not f.done()])

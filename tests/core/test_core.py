@@ -170,3 +170,14 @@ def test_gpu_tasks_are_refused_where_no_worker_declares_the_gpu_resource():
             "GPU worker with `dask worker SCHEDULER --resources GPU=1` (local:N declares it)")
     with dask_client("local:1", gpu=True) as client:
         assert gpu_resource_problem(client) is None
+
+
+@pytest.mark.slow
+def test_a_task_whose_worker_dies_is_a_scheduler_error_naming_it():
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client("local:1") as client:
+        with pytest.raises(SchedulerError) as caught:
+            run_tasks(os._exit, [3], client=client, keys=["dies"])  # the worker process exits mid-task
+    assert str(caught.value) == ("task dies: the Dask worker running it died (killed, out of memory or crashed), on every "
+                                 "retry; give the workers more memory or run fewer tasks at once, and rerun")
