@@ -72,6 +72,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     cache: dict = {}  # pooled sets for the probes, computed once for all settings
     out = Path(out_dir) if out_dir is not None else None
     results: list[CVReport] = []
+    run = invocation(manifest, store)  # each setting's report, too, names the manifest and stores
     with dask_client(scheduler) as client:
         # One read of every modality any setting needs; each setting uses its subset.
         data = local_features(client, rows, store, cfg.sets, modalities_read(s.modalities for s in runs))
@@ -87,7 +88,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
             if not results:
                 note = join_notes(note, class_note(run_cfg, folds[0].classes, progress))
             baseline, _ = baselines(run_cfg, rows, store, [f.to_json() for f in folds], None, data, cache)
-            results.append(cv_report(folds, run_cfg, note, setting=setting, baseline=baseline))
+            results.append(cv_report(folds, run_cfg, note, setting=setting, baseline=baseline, run=run))
             if out is not None:
                 from train.report import write_cv
 
@@ -98,7 +99,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     report = AblationReport(note=note, classes=results[0].classes, reference=runs[ref], rows=tuple(
         AblationRow(r, PAPER.get(r.setting.label), paired_difference(r.fold_json(), ref_folds),
                     paired_difference(r.fold_json(), extra.fold_json()) if extra else None) for r in results),
-        classical=extra, run=invocation(manifest, store))
+        classical=extra, run=run)
     if out is not None:
         from train.report import write_ablation
 

@@ -136,13 +136,15 @@ def provenance(sets: dict[str, dict[str, Any]], configs: Sequence[dict[str, Any]
 def reproduce(kind: str, report: dict[str, Any], out_dir: Path) -> str:
     run = report.get("run") or {}
     body = ""
-    if run.get("command"):
+    if report.get("setting"):
+        # An ablation's setting: its command is the ablation's, on the page of the folder above.
+        body += para("This run was part of a larger one (see the report.html of the folder above); "
+                     "the Python below runs it alone (its folds then share batched calls with fewer others, "
+                     "so figures can differ by float rounding).")
+    elif run.get("command"):
         body += para(f"The command that ran (from {run.get('cwd', '')}):") + pre(run["command"])
     elif run:
         body += para(f"Started from Python (working folder {run.get('cwd', '')}), not from the command line.")
-    else:
-        body += para("This run was part of a larger one (see the report.html of the folder above); "
-                     "the Python below runs it alone.")
     body += para("The same run from Python, with the configuration read back from this folder:")
     return body + pre(python_call(kind, report, os.fspath(out_dir)))
 

@@ -134,7 +134,10 @@ def _python_call(page: Path) -> str:
 
 
 def test_the_python_call_of_a_report_runs_the_same_again(runs, tmp_path):
-    root, _, _ = runs
+    root, manifest, store = runs
+    # A setting's own page inside an ablation names the run's manifest and store, not placeholders.
+    setting = _python_call(root / "ablate" / "AT" / "report.html")
+    assert json.dumps(str(manifest)) in setting and json.dumps([str(store)]) in setting
     # tune/test: the nested test, each fold with its own choice (cv.json's fold_configs), not the base config.
     for kind, name in (("cv", "cv.json"), ("layers", "layers.json"), ("baseline", "baseline.json"), ("tune/test", "cv.json")):
         before = json.loads((root / kind / name).read_text())
