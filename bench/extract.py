@@ -116,13 +116,16 @@ def pipeline_seconds(encoder, rows, name: str, store_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--utterances", type=int, default=40)
+    parser.add_argument("--utterances", type=int, default=40,
+                        help="utterances of the synthetic demo corpus to extract (at least 30, the corpus's smallest)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--only", nargs="*", default=None, help="opensmile, minilm, wav2vec2, video, timm-b0")
     parser.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
+    if args.utterances < 30:
+        parser.error(f"--utterances {args.utterances}: the demo corpus has at least 30")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 

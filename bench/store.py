@@ -286,6 +286,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", module="zarr")
+    if args.dir is not None:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     try:
         work = Workload(args.scale, root)

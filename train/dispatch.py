@@ -130,9 +130,11 @@ def run_members(members: Sequence[Member], manifest, store, *, client=None, data
                           _absolute(manifest), tuple(_absolute(s) for s in stores), test) for idx in plan]
     bar = tqdm(total=len(members), desc=desc, unit="fold", file=sys.stderr, disable=not progress)
     token = uuid.uuid4().hex[:8]  # keys unique per call: a client may run several
-    outcomes = run_tasks(_task, tasks, client=client, keys=[f"{desc}-{token}-{n}" for n in range(len(tasks))],
-                         on_done=lambda n, _: bar.update(len(plan[n])))
-    bar.close()
+    try:
+        outcomes = run_tasks(_task, tasks, client=client, keys=[f"{desc}-{token}-{n}" for n in range(len(tasks))],
+                             on_done=lambda n, _: bar.update(len(plan[n])))
+    finally:
+        bar.close()  # an error's one line then starts on a line of its own
     results: dict[int, Any] = {}
     for idx, outcome in zip(plan, outcomes):
         results.update(zip(idx, outcome.unwrap()))
