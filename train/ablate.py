@@ -72,7 +72,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     cache: dict = {}  # pooled sets for the probes, computed once for all settings
     out = Path(out_dir) if out_dir is not None else None
     results: list[CVReport] = []
-    run = invocation(manifest, store)  # each setting's report, too, names the manifest and stores
+    run = invocation(manifest, store, sequential)  # each setting's report, too, names the manifest and stores
     with dask_client(scheduler) as client:
         # One read of every modality any setting needs; each setting uses its subset.
         data = local_features(client, rows, store, cfg.sets, modalities_read(s.modalities for s in runs))

@@ -122,7 +122,7 @@ def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None 
                             desc="cv", sequential=sequential)
     notes = join_notes(synthetic_note(rows), class_note(cfg, folds[0].classes, progress), note)
     baseline, extra = baselines(cfg, rows, store, [f.to_json() for f in folds], classical, data)
-    report = cv_report(folds, cfg, notes, baseline=baseline, classical=extra, run=invocation(manifest, store),
+    report = cv_report(folds, cfg, notes, baseline=baseline, classical=extra, run=invocation(manifest, store, sequential),
                        fold_configs=fold_configs)
     if out is not None:
         from train.report import write_cv

@@ -53,22 +53,25 @@ def _location(item: Any) -> str:
 @dataclass(frozen=True)
 class Invocation:
     """How a run was started: the command line (None from Python), the working folder, the manifest's
-    path (or how many rows were given from Python) and the stores' locations."""
+    path (or how many rows were given from Python), the stores' locations, and whether its folds
+    trained one after another (``--sequential``: the figures can differ from batched ones by rounding)."""
 
     command: str | None
     cwd: str
     manifest: str
     stores: tuple[str, ...]
+    sequential: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"command": self.command, "cwd": self.cwd, "manifest": self.manifest, "stores": list(self.stores)}
+        out = {"command": self.command, "cwd": self.cwd, "manifest": self.manifest, "stores": list(self.stores)}
+        return out | {"sequential": True} if self.sequential else out
 
 
-def invocation(manifest, store) -> Invocation:
+def invocation(manifest, store, sequential: bool = False) -> Invocation:
     """The run now starting, on ``manifest`` and ``store``."""
     where = (os.fspath(manifest) if isinstance(manifest, (str, os.PathLike))
              else f"<{len(manifest)} manifest rows given from Python>")
-    return Invocation(command_line(), os.getcwd(), where, tuple(_location(s) for s in store_locations(store)))
+    return Invocation(command_line(), os.getcwd(), where, tuple(_location(s) for s in store_locations(store)), sequential)
 
 
 def _spec(probe: dict[str, Any] | None) -> str:
@@ -84,6 +87,7 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
     """The Python that runs ``kind`` ("cv", "ablate", "tune", "layers", "baseline") again into ``out_dir``, with
     the configuration read back from the run's own JSON."""
     run = report.get("run") or {}
+    sequential = ", sequential=True" if run.get("sequential") else ""
     manifest = json.dumps(run.get("manifest", "MANIFEST.jsonl"))
     stores = json.dumps(run.get("stores", ["STORE"]))
     out = json.dumps(out_dir)
@@ -95,7 +99,7 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
         # train tune's nested test: each fold ran its own choice, which cv.json records.
         chosen = (f", fold_configs={{g: TrainConfig.from_json(c) for g, c in json.load(open({cv_json}))['fold_configs'].items()}}"
                   if report.get("fold_configs") else "")
-        head += [f"run_cv(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))}{chosen})"]
+        head += [f"run_cv(cfg, {manifest}, {stores}, {out}, classical={_spec(report.get('classical'))}{chosen}{sequential})"]
     elif kind == "ablate":
         from train.results import Setting
 
@@ -105,13 +109,13 @@ def python_call(kind: str, report: dict[str, Any], out_dir: str) -> str:
         head += ["from train.ablate import run_ablation", "from train.baseline import BaselineSpec",
                  _config_from(ref),
                  f"run_ablation(cfg, {manifest}, {stores}, {out}, settings={settings!r}, lambdas={lambdas or [1.0]!r}, "
-                 f"classical={_spec(report.get('classical'))})"]
+                 f"classical={_spec(report.get('classical'))}{sequential})"]
     elif kind == "tune":
         tune_json = json.dumps(os.path.join(out_dir, "tune.json"))
         classical = (report.get("test") or {}).get("classical")
         head += ["from train.baseline import BaselineSpec", "from train.tune import run_tune", f"tune = json.load(open({tune_json}))",
                  f"run_tune(TrainConfig.from_json(tune['base']), {manifest}, {stores}, {out}, space=tune['space'], "
-                 f"n_trials=tune['n_trials'], test={'test' in report}, classical={_spec(classical)})"]
+                 f"n_trials=tune['n_trials'], test={'test' in report}, classical={_spec(classical)}{sequential})"]
     elif kind == "layers":
         head += ["from train.layerscan import run_layers", _config_from(os.path.join(out_dir, "layers.json")),
                  f"run_layers(cfg, {manifest}, {stores}, {out}, modality={report['modality']!r})"]

@@ -307,7 +307,7 @@ def run_tune(base: TrainConfig, manifest, store, out_dir: str | os.PathLike, *, 
         # Every choice is on disk before any test fold is read.
         preset_path = write_json(out / "preset.json", trials[best].config.to_json())
         report = TuneReport(space=space, base=base, trials=tuple(summaries), chosen=best, fold_choices=per_fold,
-                            preset=str(preset_path), run=invocation(manifest, store))
+                            preset=str(preset_path), run=invocation(manifest, store, sequential))
         write_tune(out, report.to_json())
         if test:
             nested = ("Nested test of a search (../tune.json): each fold trained the trial that scored best on its own "

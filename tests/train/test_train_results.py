@@ -70,3 +70,16 @@ def test_a_damaged_checkpoint_config_is_a_message_naming_the_file(tmp_path, text
     (tmp_path / "model.pt").write_bytes(b"")
     with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path / 'config.json'}: not a checkpoint config written by `train`")):
         Checkpoint.load(tmp_path)
+
+
+def test_a_sequential_run_is_reproduced_sequentially():
+    """Its figures can differ from a batched run's by float rounding, so the Python call keeps the mode."""
+    from train.invocation import Invocation, python_call
+
+    run = Invocation("train cv --sequential", "/w", "m.jsonl", ("s.h5",), sequential=True)
+    assert run.to_json()["sequential"] is True
+    assert "sequential" not in Invocation(None, "/w", "m.jsonl", ("s.h5",)).to_json()
+    report = {"run": run.to_json(), "rows": [], "reference": "A+V+T, lambda=1"}
+    for kind in ("cv", "tune"):
+        assert python_call(kind, report, "/out").rstrip().endswith(", sequential=True)")
+    assert "sequential" not in python_call("cv", {"run": Invocation(None, "/w", "m.jsonl", ("s.h5",)).to_json()}, "/out")
