@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (Python 3.11) and installs emocache with everything it needs.
-# Idempotent: a second run only reinstalls when pyproject.toml changed.
+# Idempotent: a second run only reinstalls when pyproject.toml or this script changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.emocache-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing dependencies into .venv (the first time takes several minutes)"
     pip_install() {
@@ -28,5 +28,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # torch and torchvision first, as the pair that is known to work together.
     pip_install "torch==2.14.1" "torchvision==0.29.1"
     pip_install -e ".[test]"
+    # The checkout on sys.path too: its packages (features, train...) then win over a folder of the same
+    # name where Python runs, e.g. demo/features/, which the editable install's own finder, asked last, loses to.
+    .venv/bin/python -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "emocache-checkout.pth").write_text(sys.argv[1] + "\n")' "$(pwd)"
     echo "$want" > "$stamp"
 fi

@@ -65,3 +65,15 @@ def test_console_scripts_point_at_click_groups():
     for target in scripts.values():
         module, attr = target.split(":")
         assert isinstance(getattr(importlib.import_module(module), attr), click.Group)
+
+
+def test_the_packages_win_over_folders_of_their_name_where_python_runs(tmp_path):
+    """The demo writes demo/features/: Python started in demo/ must still import the package, not that folder."""
+    import subprocess
+    import sys
+
+    for name in ("features", "train", "extract", "manifests"):
+        (tmp_path / name).mkdir()
+    code = "import features, train.cli, extract.pipeline, manifests; print(features.open_store.__module__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, "features.store"), result.stderr
