@@ -125,8 +125,9 @@ class ExtractOptions:
             check_choice("--store-dtype", self.store_dtype, STORE_DTYPES)
         if self.limit is not None and self.limit < 1:
             raise EncoderConfigError(f"--limit {self.limit}: must be at least 1")
-        if device_name_problem(self.device) is not None:  # checked here: openSMILE and HOG never read it
-            raise EncoderConfigError(device_name_problem(self.device))
+        problem = device_name_problem(self.device)  # checked here: openSMILE and HOG never read it
+        if problem is not None:
+            raise EncoderConfigError(problem)
         check_scheduler(self.scheduler)
 
     @property

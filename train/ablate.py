@@ -64,8 +64,7 @@ def run_ablation(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     folds against the reference setting (:func:`reference`) and the classical probe.
     ``sequential``: every fold one after another instead of batched ensembles."""
     check_scheduler(scheduler)
-    if out_dir is not None:
-        check_out_dir(out_dir, "ablate")
+    check_out_dir(out_dir, "ablate")
     rows = as_rows(manifest)
     runs = plan(settings, lambdas)
     note = join_notes(synthetic_note(rows), note)

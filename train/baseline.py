@@ -220,8 +220,7 @@ def run_baseline(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike |
     """The probe alone on ``cfg``'s folds; with ``out_dir``: baseline.json, baseline.md, baseline.csv and report.html."""
     from train.cv import synthetic_note
 
-    if out_dir is not None:
-        check_out_dir(out_dir, "baseline")
+    check_out_dir(out_dir, "baseline")
     rows = as_rows(manifest)
     spec = input_spec(cfg)
     data = load_features(rows, store, spec.sets, spec.modalities)

@@ -68,8 +68,9 @@ class TrainConfig:
             raise ConfigError(f"val {self.val!r} is not one of {list(VAL_MODES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
-        if device_name_problem(self.device) is not None:
-            raise ConfigError(device_name_problem(self.device))
+        problem = device_name_problem(self.device)
+        if problem is not None:
+            raise ConfigError(problem)
         cuda_only = [f"precision={self.precision!r}"] * (self.precision != "fp32") + ["compile=True"] * self.compile
         if cuda_only and self.device == "cpu":
             raise ConfigError(f"{' and '.join(cuda_only)} {'is' if len(cuda_only) == 1 else 'are'} for CUDA devices; "

@@ -110,8 +110,7 @@ def run_cv(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | None 
     config per test group that replaces ``cfg`` for that fold (``train tune``'s per-fold choices;
     the probe and the report's config stay ``cfg``'s)."""
     check_scheduler(scheduler)
-    if out_dir is not None:
-        check_out_dir(out_dir, "cv")
+    check_out_dir(out_dir, "cv")
     rows = as_rows(manifest)
     out = Path(out_dir) if out_dir is not None else None
     members = fold_members(cfg, rows, out, fold_configs)

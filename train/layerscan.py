@@ -87,8 +87,7 @@ def run_layers(cfg: TrainConfig, manifest, store, out_dir: str | os.PathLike | N
                modality: str = "a", progress: bool = True) -> LayersReport:
     """The probe on each stored layer of ``cfg.sets[modality]``, every fold of `train cv`; with
     ``out_dir`` also layers.md, layers.json, layers.png and report.html."""
-    if out_dir is not None:
-        check_out_dir(out_dir, "layers")
+    check_out_dir(out_dir, "layers")
     rows = as_rows(manifest)
     name = cfg.sets[modality]
     spec = BaselineSpec({modality: name})

@@ -86,8 +86,7 @@ def train_fold(cfg: TrainConfig, manifest: str | os.PathLike | Sequence[Utteranc
 
     if not test and out_dir is not None:
         raise ValueError("train_fold(test=False) writes no outputs: pass out_dir=None")
-    if out_dir is not None:
-        check_out_dir(out_dir, "fold")
+    check_out_dir(out_dir, "fold")
     rows = as_rows(manifest)
     if data is None:
         data = load_features(rows, store, cfg.sets, cfg.model.modalities)

@@ -53,10 +53,13 @@ RUN_REPORTS = {"fold": "metrics.json", "cv": "cv.json", "ablate": "ablation.json
                "baseline": "baseline.json", "layers": "layers.json"}
 
 
-def check_out_dir(out_dir: str | os.PathLike, kind: str) -> None:
+def check_out_dir(out_dir: str | os.PathLike | None, kind: str) -> None:
     """Refuse an output folder that holds another kind of run: the two runs' files would mix, and
     this one would overwrite some of the other's (a cross-validation's ``folds.csv``, its
-    ``report.html``). A folder of the same kind is a rerun, written over as before."""
+    ``report.html``). A folder of the same kind is a rerun, written over as before; None (a run
+    that writes nothing) passes."""
+    if out_dir is None:
+        return
     folder = Path(out_dir)
     for other, report in RUN_REPORTS.items():
         if other != kind and (folder / report).is_file():

@@ -139,10 +139,11 @@ def predict(checkpoint: str | os.PathLike, store=None, manifest=None, *, cache: 
         else:
             first = modalities[0]
             ids = list(sets[first].ids)
+            known = set(ids)
             for m, fs in sets.items():
-                if set(fs.ids) != set(ids):
-                    only = sorted(set(ids) ^ set(fs.ids))[0]
-                    where = found[first][1] if only in set(ids) else found[m][1]
+                if set(fs.ids) != known:
+                    only = sorted(known ^ set(fs.ids))[0]
+                    where = found[first][1] if only in known else found[m][1]
                     raise DataError(f"set {cfg.sets[first]!r} ({found[first][1]}) and set {cfg.sets[m]!r} ({found[m][1]}) "
                                     f"hold different utterances ({len(ids)} and {len(fs.ids)}; {only!r} is only in {where}); "
                                     "pass --manifest to choose which to label")
